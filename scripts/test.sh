@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Usage: scripts/test.sh [CARGO_TEST_ARGS...]   e.g. scripts/test.sh -- some_filter
+#
+# The one command that runs every Otter check, locally and in CI (.ci/run):
+#   1. start the project-private PostgreSQL + Redis (scripts/services.sh start)
+#   2. make sure rustfmt and clippy are installed
+#   3. cargo fmt --all --check
+#   4. cargo clippy --workspace --all-targets -- -D warnings
+#   5. cargo test --workspace [CARGO_TEST_ARGS...]  (arguments appended verbatim)
+# Each step prints a header and its elapsed seconds; the first failure stops
+# the run with a non-zero exit. Plain `cargo test` (not nextest) so cargo's own
+# "test result:" summary lines are what CI reads.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
+cd "$ROOT"
+
+# shellcheck source=scripts/env.sh
+source "$SCRIPT_DIR/env.sh"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+export DEBIAN_FRONTEND=noninteractive
+
+# cargo may not be on PATH in a non-login shell even though rustup installed it.
+if ! command -v cargo >/dev/null 2>&1 && [[ -f "${HOME:-/nonexistent}/.cargo/env" ]]; then
+  # shellcheck source=/dev/null
+  source "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 || {
+  echo "[test] ERROR: cargo not found: install Rust (https://rustup.rs) or put ~/.cargo/bin on PATH" >&2
+  exit 1
+}
+
+TOTAL_START=$SECONDS
+STEP=0
+CURRENT=""
+STEP_START=$SECONDS
+
+# step NAME: print a header for the next step.
+step() {
+  STEP=$((STEP + 1))
+  CURRENT="$1"
+  STEP_START=$SECONDS
+  printf '\n==> [%d] %s\n' "$STEP" "$CURRENT"
+}
+
+# done_step [STATUS]: print the step's outcome (default ok) and duration.
+done_step() {
+  printf '==> [%d] %s: %s (%ds)\n' "$STEP" "$CURRENT" "${1:-ok}" "$((SECONDS - STEP_START))"
+}
+
+# On any failure: say which step failed and after how long, keep the exit code.
+on_exit() {
+  local rc=$?
+  if [[ $rc -ne 0 ]]; then
+    printf '\n==> FAILED at step [%d] %s (exit %d, %ds; total %ds)\n' \
+      "$STEP" "$CURRENT" "$rc" "$((SECONDS - STEP_START))" "$((SECONDS - TOTAL_START))" >&2
+  fi
+}
+trap on_exit EXIT
+
+# has_component NAME: is the cargo subcommand for rustfmt/clippy usable?
+has_component() {
+  case "$1" in
+  rustfmt) cargo fmt --version >/dev/null 2>&1 ;;
+  clippy) cargo clippy --version >/dev/null 2>&1 ;;
+  *) return 1 ;;
+  esac
+}
+
+step "services: PostgreSQL + Redis"
+"$SCRIPT_DIR/services.sh" start
+done_step
+
+step "toolchain components: rustfmt, clippy"
+cargo --version
+SKIP_FMT=0
+SKIP_CLIPPY=0
+for comp in rustfmt clippy; do
+  if ! has_component "$comp"; then
+    if command -v rustup >/dev/null 2>&1; then
+      echo "installing missing component $comp"
+      rustup component add "$comp" ||
+        echo "[test] WARNING: 'rustup component add $comp' failed (offline?)" >&2
+    fi
+  fi
+  if ! has_component "$comp"; then
+    echo "[test] WARNING: $comp is not available; its step is SKIPPED. Install it with 'rustup component add $comp'." >&2
+    if [[ "$comp" == rustfmt ]]; then SKIP_FMT=1; else SKIP_CLIPPY=1; fi
+  fi
+done
+done_step
+
+step "cargo fmt --all --check"
+if [[ $SKIP_FMT -eq 1 ]]; then
+  done_step "SKIPPED (rustfmt not installed)"
+else
+  cargo fmt --all --check
+  done_step
+fi
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+if [[ $SKIP_CLIPPY -eq 1 ]]; then
+  done_step "SKIPPED (clippy not installed)"
+else
+  cargo clippy --workspace --all-targets -- -D warnings
+  done_step
+fi
+
+step "cargo test --workspace${*:+ $*}"
+cargo test --workspace "$@"
+done_step
+
+printf '\n==> all %d steps passed in %ds\n' "$STEP" "$((SECONDS - TOTAL_START))"
