@@ -1,0 +1,597 @@
+//! Otter's configuration: every `OTTER_*` variable, read once at start-up into a typed [`Config`].
+//!
+//! A missing or malformed value stops start-up with a [`ConfigError`] that names the variable.
+//! `DATABASE_URL` and `REDIS_URL` are accepted as fallbacks for `OTTER_DATABASE_URL` and
+//! `OTTER_REDIS_URL` (sqlx tooling and CI read the unprefixed names).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A value that must never appear in logs or `Debug` output (database passwords, API keys).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Why the configuration could not be read. Every variant names the variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is unset or empty.
+    #[error("{0} is required but not set")]
+    Missing(&'static str),
+    /// A variable is set to something that cannot be used.
+    #[error("{var} is invalid: {reason} (got {value:?})")]
+    Invalid {
+        /// The variable's name.
+        var: &'static str,
+        /// The offending value (never a secret).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Output format of the logs (`OTTER_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Everything Otter's processes read from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `OTTER_DATABASE_URL` (or `DATABASE_URL`): PostgreSQL, the source of truth.
+    pub database_url: Secret,
+    /// `OTTER_REDIS_URL` (or `REDIS_URL`): the queue's wake-up channel.
+    pub redis_url: Secret,
+    /// `OTTER_DB_MAX_CONNECTIONS` (default 10): pool size of each process.
+    pub db_max_connections: u32,
+    /// `OTTER_LISTEN_ADDR` (default `0.0.0.0:8080`).
+    pub listen_addr: SocketAddr,
+    /// `OTTER_CORS_ALLOWED_ORIGINS` (default `http://localhost:5173`, comma-separated; `*` allows any).
+    pub cors_allowed_origins: Vec<String>,
+    /// `OTTER_VIBE_BIN` (default `vibe`).
+    pub vibe_bin: PathBuf,
+    /// `OTTER_VIBE_HOME_BASE` (default `/var/lib/otter/vibe`): one `VIBE_HOME` per workspace below it.
+    pub vibe_home_base: PathBuf,
+    /// `OTTER_VIBE_HOME_TEMPLATE` (optional): copied into each new workspace's `VIBE_HOME` first.
+    pub vibe_home_template: Option<PathBuf>,
+    /// `OTTER_VIBE_MODEL` (optional): forwarded as `VIBE_ACTIVE_MODEL`, `VIBE_MODEL`, `MISTRAL_MODEL`.
+    pub vibe_model: Option<String>,
+    /// `OTTER_VIBE_PROVIDER` (optional): forwarded as `VIBE_PROVIDER`.
+    pub vibe_provider: Option<String>,
+    /// `OTTER_VIBE_EXTRA_ENV` (optional, comma-separated `KEY=VALUE`): forwarded to vibe.
+    pub vibe_extra_env: Vec<(String, String)>,
+    /// `OTTER_API_BASE_URL` (default `http://otter-server:8080`): how vibe reaches Otter's API.
+    pub api_base_url: String,
+    /// `OTTER_DEFAULT_WORKSPACE_PATH` (optional): workspace used when a prompt names none.
+    pub default_workspace_path: Option<PathBuf>,
+    /// `OTTER_MAX_ATTEMPTS` (default 5): runs per job before it fails for good.
+    pub max_attempts: i32,
+    /// `OTTER_WORKER_CONCURRENCY` (default 1): jobs one worker process runs at once.
+    pub worker_concurrency: usize,
+    /// `OTTER_WORKER_ID` (default `<hostname>-<pid>`): names the worker in leases and logs.
+    pub worker_id: String,
+    /// `OTTER_ALLOWED_ROOTS` (optional, `:`-separated): workspaces must lie under one of them.
+    pub allowed_roots: Vec<PathBuf>,
+    /// `OTTER_QUEUE_NAME` (default `default`): prefix of every Redis key (`otter:{name}:…`).
+    pub queue_name: String,
+    /// `OTTER_LEASE_TTL` (default 30 s): a claim not renewed within this is considered lost.
+    pub lease_ttl: Duration,
+    /// `OTTER_RECONCILE_INTERVAL` (default 10 s): how often PostgreSQL's queue is re-pushed to Redis.
+    pub reconcile_interval: Duration,
+    /// `OTTER_CANCEL_GRACE` (default 10 s): SIGTERM to SIGKILL delay when stopping a run.
+    pub cancel_grace: Duration,
+    /// `OTTER_SETUP_TIMEOUT` (default 600 s): bound on one `setup.sh` run.
+    pub setup_timeout: Duration,
+    /// `OTTER_JOB_TIMEOUT` (optional): vibe's `--time-limit`, with a hard kill as backstop.
+    pub job_timeout: Option<Duration>,
+    /// `OTTER_RETRY_BASE_DELAY` (default 2 s): first retry's backoff; doubles per attempt, with
+    /// jitter, up to 5 minutes.
+    pub retry_base_delay: Duration,
+    /// `OTTER_SHUTDOWN_GRACE` (default 30 s): how long a stopping worker lets running jobs finish.
+    pub shutdown_grace: Duration,
+    /// `OTTER_API_TOKENS` (optional, comma-separated): bearer tokens accepted by the API.
+    pub api_tokens: Vec<Secret>,
+    /// `OTTER_ALLOW_UNAUTHENTICATED` (default false): allow a non-loopback listener without tokens.
+    pub allow_unauthenticated: bool,
+    /// `OTTER_LOG_FORMAT` (`text` or `json`, default `text`).
+    pub log_format: LogFormat,
+    /// `OTTER_RUNTIME_ENABLED` (default false): sibling runtime containers.
+    pub runtime_enabled: bool,
+    /// `OTTER_RUNTIME_DOCKER_SOCKET` (default `unix:///var/run/docker.sock`).
+    pub runtime_docker_socket: String,
+    /// `OTTER_RUNTIME_NETWORK` (default `otter_default`; the seed's `kymatics_default` named
+    /// another project's stack, see DESIGN.md §7).
+    pub runtime_network: String,
+    /// `OTTER_RUNTIME_CONTAINER_PREFIX` (default `otter-ws`).
+    pub runtime_container_prefix: String,
+    /// `OTTER_RUNTIME_IMAGE_PREFIX` (default `otter/workspace`).
+    pub runtime_image_prefix: String,
+    /// `OTTER_RUNTIME_DEFAULT_HOST` (default `http://localhost`): base of preview URLs.
+    pub runtime_default_host: String,
+    /// `OTTER_RUNTIME_MAX_LOG_LINES` (default 2000).
+    pub runtime_max_log_lines: usize,
+    /// `MISTRAL_API_KEY` (optional): written to each workspace's `VIBE_HOME/.env` and passed to vibe.
+    pub mistral_api_key: Option<Secret>,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration from `vars` (tests build a config without touching the
+    /// process environment).
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    /// Reads the configuration through `lookup`, which returns a variable's value if set.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let database_url = env
+            .first_of(&["OTTER_DATABASE_URL", "DATABASE_URL"])
+            .ok_or(ConfigError::Missing("OTTER_DATABASE_URL"))?;
+        check_url_scheme(
+            "OTTER_DATABASE_URL",
+            &database_url,
+            &["postgres", "postgresql"],
+        )?;
+        let redis_url = env
+            .first_of(&["OTTER_REDIS_URL", "REDIS_URL"])
+            .ok_or(ConfigError::Missing("OTTER_REDIS_URL"))?;
+        check_url_scheme(
+            "OTTER_REDIS_URL",
+            &redis_url,
+            &["redis", "rediss", "redis+unix", "unix"],
+        )?;
+
+        let worker_id = match env.get("OTTER_WORKER_ID") {
+            Some(id) => id,
+            None => format!("{}-{}", hostname(), std::process::id()),
+        };
+        let queue_name = env
+            .get("OTTER_QUEUE_NAME")
+            .unwrap_or_else(|| "default".to_owned());
+        if !queue_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "OTTER_QUEUE_NAME",
+                &queue_name,
+                "use letters, digits, '-' and '_' only",
+            ));
+        }
+
+        let config = Config {
+            database_url: Secret::new(database_url),
+            redis_url: Secret::new(redis_url),
+            db_max_connections: env.parsed("OTTER_DB_MAX_CONNECTIONS", 10, 1..=1000)?,
+            listen_addr: env.socket_addr("OTTER_LISTEN_ADDR", "0.0.0.0:8080")?,
+            cors_allowed_origins: env.list("OTTER_CORS_ALLOWED_ORIGINS", "http://localhost:5173"),
+            vibe_bin: PathBuf::from(
+                env.get("OTTER_VIBE_BIN")
+                    .unwrap_or_else(|| "vibe".to_owned()),
+            ),
+            vibe_home_base: env
+                .abs_path("OTTER_VIBE_HOME_BASE")?
+                .unwrap_or_else(|| PathBuf::from("/var/lib/otter/vibe")),
+            vibe_home_template: env.abs_path("OTTER_VIBE_HOME_TEMPLATE")?,
+            vibe_model: env.get("OTTER_VIBE_MODEL"),
+            vibe_provider: env.get("OTTER_VIBE_PROVIDER"),
+            vibe_extra_env: env.key_values("OTTER_VIBE_EXTRA_ENV")?,
+            api_base_url: env
+                .get("OTTER_API_BASE_URL")
+                .unwrap_or_else(|| "http://otter-server:8080".to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            default_workspace_path: env.abs_path("OTTER_DEFAULT_WORKSPACE_PATH")?,
+            max_attempts: env.parsed("OTTER_MAX_ATTEMPTS", 5, 1..=100)?,
+            worker_concurrency: env.parsed("OTTER_WORKER_CONCURRENCY", 1, 1..=1024)?,
+            worker_id,
+            allowed_roots: env.path_list("OTTER_ALLOWED_ROOTS")?,
+            queue_name,
+            lease_ttl: env.duration("OTTER_LEASE_TTL", Duration::from_secs(30))?,
+            reconcile_interval: env
+                .duration("OTTER_RECONCILE_INTERVAL", Duration::from_secs(10))?,
+            cancel_grace: env.duration("OTTER_CANCEL_GRACE", Duration::from_secs(10))?,
+            setup_timeout: env.duration("OTTER_SETUP_TIMEOUT", Duration::from_secs(600))?,
+            job_timeout: env.optional_duration("OTTER_JOB_TIMEOUT")?,
+            retry_base_delay: env.duration("OTTER_RETRY_BASE_DELAY", Duration::from_secs(2))?,
+            shutdown_grace: env.duration("OTTER_SHUTDOWN_GRACE", Duration::from_secs(30))?,
+            api_tokens: env
+                .get("OTTER_API_TOKENS")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(Secret::new)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            allow_unauthenticated: env.bool("OTTER_ALLOW_UNAUTHENTICATED", false)?,
+            log_format: match env.get("OTTER_LOG_FORMAT").as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(invalid("OTTER_LOG_FORMAT", other, "expected text or json"));
+                }
+            },
+            runtime_enabled: env.bool("OTTER_RUNTIME_ENABLED", false)?,
+            runtime_docker_socket: env
+                .get("OTTER_RUNTIME_DOCKER_SOCKET")
+                .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned()),
+            runtime_network: env
+                .get("OTTER_RUNTIME_NETWORK")
+                .unwrap_or_else(|| "otter_default".to_owned()),
+            runtime_container_prefix: env
+                .get("OTTER_RUNTIME_CONTAINER_PREFIX")
+                .unwrap_or_else(|| "otter-ws".to_owned()),
+            runtime_image_prefix: env
+                .get("OTTER_RUNTIME_IMAGE_PREFIX")
+                .unwrap_or_else(|| "otter/workspace".to_owned()),
+            runtime_default_host: env
+                .get("OTTER_RUNTIME_DEFAULT_HOST")
+                .unwrap_or_else(|| "http://localhost".to_owned()),
+            runtime_max_log_lines: env.parsed(
+                "OTTER_RUNTIME_MAX_LOG_LINES",
+                2000,
+                1..=1_000_000,
+            )?,
+            mistral_api_key: env.get("MISTRAL_API_KEY").map(Secret::new),
+        };
+        Ok(config)
+    }
+
+    /// Backoff before attempt `attempt + 1`: base × 2^(attempt-1), at most 5 minutes, ±25 % jitter.
+    pub fn retry_delay(&self, attempt: i32) -> Duration {
+        let exp = attempt.clamp(1, 20) - 1;
+        let base = self.retry_base_delay.as_secs_f64() * f64::from(1u32 << exp);
+        let capped = base.min(300.0);
+        let jitter: f64 = rand::random_range(0.75..1.25);
+        Duration::from_secs_f64(capped * jitter)
+    }
+
+    /// The lease heartbeat period: a third of the TTL, so two beats may be lost before expiry.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.lease_ttl / 3
+    }
+}
+
+/// Reads variables through a lookup function; empty values count as unset.
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn first_of(&self, names: &[&str]) -> Option<String> {
+        names.iter().find_map(|n| self.get(n))
+    }
+
+    fn parsed<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let Some(raw) = self.get(name) else {
+            return Ok(default);
+        };
+        let value: T = raw
+            .parse()
+            .map_err(|_| invalid(name, &raw, "expected a whole number"))?;
+        if !range.contains(&value) {
+            return Err(invalid(
+                name,
+                &raw,
+                &format!("must be between {} and {}", range.start(), range.end()),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None => Ok(default),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some("0" | "false" | "no" | "off") => Ok(false),
+            Some(other) => Err(invalid(name, other, "expected true or false")),
+        }
+    }
+
+    fn socket_addr(&self, name: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
+        let raw = self.get(name).unwrap_or_else(|| default.to_owned());
+        raw.parse()
+            .map_err(|_| invalid(name, &raw, "expected host:port, e.g. 0.0.0.0:8080"))
+    }
+
+    fn list(&self, name: &str, default: &str) -> Vec<String> {
+        self.get(name)
+            .unwrap_or_else(|| default.to_owned())
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    fn abs_path(&self, name: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(&raw);
+        if !path.is_absolute() {
+            return Err(invalid(name, &raw, "must be an absolute path"));
+        }
+        Ok(Some(path))
+    }
+
+    fn path_list(&self, name: &'static str) -> Result<Vec<PathBuf>, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(Vec::new());
+        };
+        raw.split(':')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let path = PathBuf::from(s);
+                if path.is_absolute() {
+                    Ok(path)
+                } else {
+                    Err(invalid(name, &raw, "every entry must be an absolute path"))
+                }
+            })
+            .collect()
+    }
+
+    fn key_values(&self, name: &'static str) -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(Vec::new());
+        };
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() && !k.contains(char::is_whitespace) => {
+                    Ok((k.trim().to_owned(), v.to_owned()))
+                }
+                _ => Err(invalid(
+                    name,
+                    pair,
+                    "expected comma-separated KEY=VALUE pairs",
+                )),
+            })
+            .collect()
+    }
+
+    fn duration(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        Ok(self.optional_duration(name)?.unwrap_or(default))
+    }
+
+    fn optional_duration(&self, name: &'static str) -> Result<Option<Duration>, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(None);
+        };
+        parse_duration(&raw)
+            .filter(|d| !d.is_zero())
+            .map(Some)
+            .ok_or_else(|| {
+                invalid(
+                    name,
+                    &raw,
+                    "expected a positive duration such as 30, 30s, 500ms or 5m",
+                )
+            })
+    }
+}
+
+fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn check_url_scheme(var: &'static str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(url).map_err(|e| ConfigError::Invalid {
+        var,
+        // The URL may hold a password: show only its scheme.
+        value: "<redacted>".to_owned(),
+        reason: format!("not a URL: {e}"),
+    })?;
+    if schemes.contains(&parsed.scheme()) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            var,
+            value: format!("{}://…", parsed.scheme()),
+            reason: format!("expected a {} URL", schemes.join(" or ")),
+        })
+    }
+}
+
+/// Parses `30`, `30s`, `500ms`, `5m`, `1h` (a bare number means seconds).
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("OTTER_DATABASE_URL", "postgres://otter:secret@db/otter"),
+            ("OTTER_REDIS_URL", "redis://redis:6379"),
+        ]
+    }
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let config = Config::from_map(&vars(&base())).expect("valid");
+        assert_eq!(config.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.cors_allowed_origins, vec!["http://localhost:5173"]);
+        assert_eq!(config.vibe_bin, PathBuf::from("vibe"));
+        assert_eq!(config.vibe_home_base, PathBuf::from("/var/lib/otter/vibe"));
+        assert_eq!(config.api_base_url, "http://otter-server:8080");
+        assert_eq!(config.max_attempts, 5);
+        assert_eq!(config.worker_concurrency, 1);
+        assert!(!config.runtime_enabled);
+        assert_eq!(config.runtime_docker_socket, "unix:///var/run/docker.sock");
+        assert_eq!(config.runtime_network, "otter_default");
+        assert_eq!(config.runtime_container_prefix, "otter-ws");
+        assert_eq!(config.runtime_image_prefix, "otter/workspace");
+        assert_eq!(config.runtime_default_host, "http://localhost");
+        assert_eq!(config.runtime_max_log_lines, 2000);
+        assert_eq!(config.lease_ttl, Duration::from_secs(30));
+        assert_eq!(config.reconcile_interval, Duration::from_secs(10));
+        assert_eq!(config.cancel_grace, Duration::from_secs(10));
+        assert!(config.default_workspace_path.is_none());
+        assert!(config.allowed_roots.is_empty());
+    }
+
+    #[test]
+    fn missing_database_url_names_the_variable() {
+        let err = Config::from_map(&vars(&[("OTTER_REDIS_URL", "redis://r")])).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("OTTER_DATABASE_URL"));
+        assert!(err.to_string().contains("OTTER_DATABASE_URL"));
+    }
+
+    #[test]
+    fn unprefixed_urls_are_fallbacks() {
+        let config = Config::from_map(&vars(&[
+            ("DATABASE_URL", "postgres://a@b/c"),
+            ("REDIS_URL", "redis://r"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.database_url.expose(), "postgres://a@b/c");
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable_and_hide_secrets() {
+        let mut v = base();
+        v.push(("OTTER_MAX_ATTEMPTS", "many"));
+        let err = Config::from_map(&vars(&v)).unwrap_err().to_string();
+        assert!(err.contains("OTTER_MAX_ATTEMPTS"), "{err}");
+
+        let err = Config::from_map(&vars(&[
+            ("OTTER_DATABASE_URL", "mysql://u:hunter2@h/d"),
+            ("OTTER_REDIS_URL", "redis://r"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("OTTER_DATABASE_URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        for (var, value) in [
+            ("OTTER_LISTEN_ADDR", "nope"),
+            ("OTTER_LEASE_TTL", "soon"),
+            ("OTTER_VIBE_EXTRA_ENV", "NOEQUALS"),
+            ("OTTER_ALLOWED_ROOTS", "relative/path"),
+            ("OTTER_RUNTIME_ENABLED", "maybe"),
+            ("OTTER_WORKER_CONCURRENCY", "0"),
+        ] {
+            let mut v = base();
+            v.push((var, value));
+            let err = Config::from_map(&vars(&v)).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn lists_and_durations_parse() {
+        let mut v = base();
+        v.extend([
+            ("OTTER_VIBE_EXTRA_ENV", "A=1, B=two=2"),
+            ("OTTER_ALLOWED_ROOTS", "/srv/a:/srv/b"),
+            ("OTTER_LEASE_TTL", "1500ms"),
+            ("OTTER_JOB_TIMEOUT", "5m"),
+            ("OTTER_API_TOKENS", "t1, t2"),
+        ]);
+        let config = Config::from_map(&vars(&v)).expect("valid");
+        assert_eq!(
+            config.vibe_extra_env,
+            vec![
+                ("A".to_owned(), "1".to_owned()),
+                ("B".to_owned(), "two=2".to_owned())
+            ]
+        );
+        assert_eq!(config.allowed_roots.len(), 2);
+        assert_eq!(config.lease_ttl, Duration::from_millis(1500));
+        assert_eq!(config.job_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(config.api_tokens.len(), 2);
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let mut v = base();
+        v.push(("MISTRAL_API_KEY", "sk-very-secret"));
+        v.push(("OTTER_API_TOKENS", "token-secret"));
+        let config = Config::from_map(&vars(&v)).expect("valid");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("sk-very-secret"));
+        assert!(!debug.contains("token-secret"));
+        assert!(!debug.contains("secret@db"));
+    }
+}

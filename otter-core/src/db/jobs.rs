@@ -1,0 +1,556 @@
+//! The `jobs` and `job_outputs` tables: submitting, claiming, renewing and finishing jobs.
+//!
+//! A claim is real only through the conditional update in [`claim`] (`queued` → `running` with a
+//! fresh lease token); every later write of the run names that token, so a worker that lost its
+//! lease can no longer change the job (fencing).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{DbError, Page, PageRequest, events};
+use crate::model::{
+    Job, JobId, JobOutput, JobStatus, NewEvent, ProjectId, Workspace, WorkspaceId, kinds,
+};
+
+/// Columns of a job joined with its output (`o`).
+const SELECT_JOB: &str = "SELECT j.id, j.workspace_id, j.project_id, j.prompt, j.status, j.paused, j.priority,
+        j.attempts, j.max_attempts, j.exit_code, j.error, j.preview_url, j.run_after, j.worker_id,
+        j.lease_expires_at, j.created_at, j.started_at, j.finished_at,
+        o.job_id IS NOT NULL AS has_output, o.final_text, o.usage, o.cost, o.outcome, o.stop_reason, o.export
+    FROM jobs j LEFT JOIN job_outputs o ON o.job_id = j.id";
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: JobId,
+    workspace_id: WorkspaceId,
+    project_id: Option<ProjectId>,
+    prompt: String,
+    status: JobStatus,
+    paused: bool,
+    priority: i32,
+    attempts: i32,
+    max_attempts: i32,
+    exit_code: Option<i32>,
+    error: Option<String>,
+    preview_url: Option<String>,
+    run_after: DateTime<Utc>,
+    worker_id: Option<String>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    has_output: bool,
+    final_text: Option<String>,
+    usage: Option<serde_json::Value>,
+    cost: Option<f64>,
+    outcome: Option<String>,
+    stop_reason: Option<String>,
+    export: Option<serde_json::Value>,
+}
+
+impl From<JobRow> for Job {
+    fn from(r: JobRow) -> Self {
+        let output = r.has_output.then(|| JobOutput {
+            final_text: r.final_text,
+            usage: r.usage,
+            cost: r.cost,
+            outcome: r.outcome,
+            stop_reason: r.stop_reason,
+            export: r.export,
+        });
+        Job {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            project_id: r.project_id,
+            prompt: r.prompt,
+            status: r.status,
+            paused: r.paused,
+            priority: r.priority,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            exit_code: r.exit_code,
+            error: r.error,
+            preview_url: r.preview_url,
+            run_after: r.run_after,
+            worker_id: r.worker_id,
+            lease_expires_at: r.lease_expires_at,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            output,
+        }
+    }
+}
+
+/// A job to submit.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    /// Where it runs.
+    pub workspace: &'a Workspace,
+    /// The user's prompt (non-empty).
+    pub prompt: &'a str,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Runs allowed.
+    pub max_attempts: i32,
+}
+
+/// Submits a job: the row and its `job_queued` event in one transaction.
+#[tracing::instrument(skip_all, fields(workspace_id = %new.workspace.id), err)]
+pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
+    let id = JobId::new();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO jobs (id, workspace_id, project_id, prompt, priority, max_attempts)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(new.workspace.id)
+    .bind(new.workspace.project_id)
+    .bind(new.prompt)
+    .bind(new.priority)
+    .bind(new.max_attempts)
+    .execute(&mut *tx)
+    .await?;
+    let event = NewEvent::new(
+        kinds::JOB_QUEUED,
+        json!({ "priority": new.priority, "max_attempts": new.max_attempts }),
+    );
+    events::append(&mut tx, id, &[event]).await?;
+    let job = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+async fn fetch(tx: &mut Transaction<'_, Postgres>, id: JobId) -> Result<Job, DbError> {
+    sqlx::query_as::<_, JobRow>(&format!("{SELECT_JOB} WHERE j.id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(Job::from)
+        .ok_or(DbError::NotFound("job"))
+}
+
+/// One job, with its output once finished.
+pub async fn get(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
+    sqlx::query_as::<_, JobRow>(&format!("{SELECT_JOB} WHERE j.id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .map(Job::from)
+        .ok_or(DbError::NotFound("job"))
+}
+
+/// Queued jobs in claim order: priority (higher first), then submission time.
+pub async fn list_queue(pool: &PgPool, page: PageRequest) -> Result<Page<Job>, DbError> {
+    let items = sqlx::query_as::<_, JobRow>(&format!(
+        "{SELECT_JOB} WHERE j.status = 'queued' ORDER BY j.priority DESC, j.created_at, j.id LIMIT $1 OFFSET $2"
+    ))
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'queued'")
+        .fetch_one(pool)
+        .await?;
+    Ok(Page {
+        items: items.into_iter().map(Job::from).collect(),
+        total,
+    })
+}
+
+/// Which finished jobs a history request wants.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryFilter {
+    /// Only jobs that ended in this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs of this workspace.
+    pub workspace_id: Option<WorkspaceId>,
+}
+
+/// Finished jobs, newest first.
+pub async fn list_history(
+    pool: &PgPool,
+    filter: HistoryFilter,
+    page: PageRequest,
+) -> Result<Page<Job>, DbError> {
+    let status = filter.status.map(JobStatus::as_str);
+    let items = sqlx::query_as::<_, JobRow>(&format!(
+        "{SELECT_JOB} WHERE j.finished_at IS NOT NULL
+           AND ($1::text IS NULL OR j.status = $1)
+           AND ($2::uuid IS NULL OR j.workspace_id = $2)
+         ORDER BY j.finished_at DESC, j.id DESC LIMIT $3 OFFSET $4"
+    ))
+    .bind(status)
+    .bind(filter.workspace_id)
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL
+           AND ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR workspace_id = $2)",
+    )
+    .bind(status)
+    .bind(filter.workspace_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(Page {
+        items: items.into_iter().map(Job::from).collect(),
+        total,
+    })
+}
+
+/// A worker's hold on a running job. Every write of the run names the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The job.
+    pub job_id: JobId,
+    /// The fencing token of this claim.
+    pub token: Uuid,
+    /// Which attempt this run is (1-based).
+    pub attempt: i32,
+}
+
+/// What a claim attempt found.
+#[derive(Debug)]
+pub enum Claim {
+    /// The job is ours to run.
+    Claimed {
+        /// The job as claimed (status `running`).
+        job: Box<Job>,
+        /// Our hold on it.
+        lease: Lease,
+    },
+    /// Another job of the same workspace is running; this one waits for it (it is pushed back to
+    /// the queue when that one ends).
+    WorkspaceBusy,
+    /// The job is queued but backing off until the given time.
+    NotYet(DateTime<Utc>),
+    /// The job is not claimable (gone, paused, already running or finished): drop the delivery.
+    NotClaimable,
+}
+
+/// Tries to claim `id` for `worker_id`: `queued` → `running` with a new lease, and a
+/// `job_started` event, in one transaction. Duplicate or stale deliveries find nothing to claim.
+#[tracing::instrument(skip_all, fields(job_id = %id), err)]
+pub async fn claim(
+    pool: &PgPool,
+    id: JobId,
+    worker_id: &str,
+    ttl: Duration,
+) -> Result<Claim, DbError> {
+    let token = Uuid::new_v4();
+    let mut tx = pool.begin().await?;
+    let updated: Result<Option<(i32,)>, sqlx::Error> = sqlx::query_as(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker_id = $2, lease_token = $3,
+                lease_expires_at = now() + $4 * interval '1 millisecond', started_at = now(),
+                exit_code = NULL, error = NULL
+         WHERE id = $1 AND status = 'queued' AND NOT paused AND NOT cancel_requested AND run_after <= now()
+         RETURNING attempts",
+    )
+    .bind(id)
+    .bind(worker_id)
+    .bind(token)
+    .bind(millis(ttl))
+    .fetch_optional(&mut *tx)
+    .await;
+    let attempt = match updated.map_err(DbError::from) {
+        Ok(Some((attempt,))) => attempt,
+        Ok(None) => {
+            drop(tx);
+            let row: Option<(JobStatus, bool, DateTime<Utc>)> =
+                sqlx::query_as("SELECT status, paused, run_after FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+            return Ok(match row {
+                Some((JobStatus::Queued, false, run_after)) if run_after > Utc::now() => {
+                    Claim::NotYet(run_after)
+                }
+                _ => Claim::NotClaimable,
+            });
+        }
+        Err(e) if e.is_constraint("jobs_one_running_per_workspace") => {
+            return Ok(Claim::WorkspaceBusy);
+        }
+        Err(e) => return Err(e),
+    };
+    let event = NewEvent::new(
+        kinds::JOB_STARTED,
+        json!({ "attempt": attempt, "worker_id": worker_id }),
+    );
+    events::append(&mut tx, id, &[event]).await?;
+    let job = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Claim::Claimed {
+        job: Box::new(job),
+        lease: Lease {
+            job_id: id,
+            token,
+            attempt,
+        },
+    })
+}
+
+/// Renews a lease. `Ok(false)` means the lease is gone: the run must stop.
+pub async fn heartbeat(pool: &PgPool, lease: &Lease, ttl: Duration) -> Result<bool, DbError> {
+    let result = sqlx::query(
+        "UPDATE jobs SET lease_expires_at = now() + $3 * interval '1 millisecond'
+         WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+    )
+    .bind(lease.job_id)
+    .bind(lease.token)
+    .bind(millis(ttl))
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Appends a run's events, only while `lease` still holds the job. `Ok(false)` means the lease
+/// is gone and nothing was written.
+pub async fn append_run_events(
+    pool: &PgPool,
+    lease: &Lease,
+    batch: &[NewEvent],
+) -> Result<bool, DbError> {
+    let mut tx = pool.begin().await?;
+    let held: Option<(i32,)> = sqlx::query_as(
+        "SELECT 1 FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR SHARE",
+    )
+    .bind(lease.job_id)
+    .bind(lease.token)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if held.is_none() {
+        return Ok(false);
+    }
+    events::append(&mut tx, lease.job_id, batch).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// How a run ended, as the worker decided.
+#[derive(Debug, Clone)]
+pub enum RunEnd {
+    /// vibe exited 0.
+    Succeeded,
+    /// The run failed; retry when attempts remain and `retryable`.
+    Failed {
+        /// Why, for the job's `error`.
+        error: String,
+        /// Whether another attempt could help.
+        retryable: bool,
+    },
+    /// The run was stopped on a user's request.
+    Cancelled,
+    /// The worker gave the job back (shutdown): queued again at once, the attempt not counted.
+    Released {
+        /// Why, for the event.
+        reason: String,
+    },
+}
+
+/// Everything the worker reports when a run ends.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// How it ended.
+    pub end: RunEnd,
+    /// vibe's exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// What the run left.
+    pub output: Option<JobOutput>,
+    /// Delay before the next attempt, used when the run is retried.
+    pub retry_delay: Duration,
+    /// Extra fields for the final event's payload.
+    pub details: serde_json::Value,
+}
+
+/// Ends a run: the job's new state, its output and the closing event in one transaction,
+/// fenced by the lease. Returns the job as it now is, or `None` if the lease was lost.
+#[tracing::instrument(skip_all, fields(job_id = %lease.job_id), err)]
+pub async fn finish(pool: &PgPool, lease: &Lease, finish: &Finish) -> Result<Option<Job>, DbError> {
+    let mut tx = pool.begin().await?;
+    let current: Option<(i32, i32)> = sqlx::query_as(
+        "SELECT attempts, max_attempts FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE",
+    )
+    .bind(lease.job_id)
+    .bind(lease.token)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((attempts, max_attempts)) = current else {
+        return Ok(None);
+    };
+    let (status, error, event) = match &finish.end {
+        RunEnd::Succeeded => (JobStatus::Succeeded, None, kinds::JOB_SUCCEEDED),
+        RunEnd::Failed { error, retryable } if *retryable && attempts < max_attempts => (
+            JobStatus::Queued,
+            Some(error.clone()),
+            kinds::JOB_RETRY_SCHEDULED,
+        ),
+        RunEnd::Failed { error, .. } => (JobStatus::Failed, Some(error.clone()), kinds::JOB_FAILED),
+        RunEnd::Cancelled => (
+            JobStatus::Cancelled,
+            Some("cancelled".to_owned()),
+            kinds::JOB_CANCELLED,
+        ),
+        RunEnd::Released { reason } => (
+            JobStatus::Queued,
+            Some(reason.clone()),
+            kinds::JOB_RETRY_SCHEDULED,
+        ),
+    };
+    let released = matches!(finish.end, RunEnd::Released { .. });
+    let run_after: DateTime<Utc> = sqlx::query_scalar(
+        "UPDATE jobs SET status = $2, exit_code = $3, error = $4,
+                attempts = CASE WHEN $6 THEN attempts - 1 ELSE attempts END,
+                worker_id = NULL, lease_token = NULL, lease_expires_at = NULL,
+                run_after = CASE WHEN $2 = 'queued' THEN now() + $5 * interval '1 millisecond' ELSE run_after END,
+                finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END
+         WHERE id = $1 RETURNING run_after",
+    )
+    .bind(lease.job_id)
+    .bind(status)
+    .bind(finish.exit_code)
+    .bind(&error)
+    .bind(millis(finish.retry_delay))
+    .bind(released)
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some(output) = &finish.output {
+        upsert_output(&mut tx, lease.job_id, output).await?;
+    }
+    let mut payload = json!({
+        "attempt": attempts,
+        "exit_code": finish.exit_code,
+        "error": error,
+    });
+    if status == JobStatus::Queued {
+        payload["next_attempt_at"] = json!(run_after);
+        payload["max_attempts"] = json!(max_attempts);
+        payload["attempt_counted"] = json!(!released);
+    }
+    if let (Some(map), Some(extra)) = (payload.as_object_mut(), finish.details.as_object()) {
+        map.extend(extra.clone());
+    }
+    events::append(&mut tx, lease.job_id, &[NewEvent::new(event, payload)]).await?;
+    let job = fetch(&mut tx, lease.job_id).await?;
+    tx.commit().await?;
+    Ok(Some(job))
+}
+
+async fn upsert_output(
+    tx: &mut Transaction<'_, Postgres>,
+    id: JobId,
+    output: &JobOutput,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO job_outputs (job_id, final_text, usage, cost, outcome, stop_reason, export)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (job_id) DO UPDATE SET final_text = EXCLUDED.final_text, usage = EXCLUDED.usage,
+            cost = EXCLUDED.cost, outcome = EXCLUDED.outcome, stop_reason = EXCLUDED.stop_reason,
+            export = EXCLUDED.export",
+    )
+    .bind(id)
+    .bind(&output.final_text)
+    .bind(&output.usage)
+    .bind(output.cost)
+    .bind(&output.outcome)
+    .bind(&output.stop_reason)
+    .bind(&output.export)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A queued job as the Redis queue needs it: its id and its place in claim order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueueEntry {
+    /// The job.
+    pub id: JobId,
+    /// Its priority.
+    pub priority: i32,
+    /// When it was submitted (FIFO within a priority).
+    pub created_at: DateTime<Utc>,
+    /// Not claimable before this.
+    pub run_after: DateTime<Utc>,
+}
+
+/// Queued, unpaused jobs (all of them, or those of one workspace), in claim order.
+pub async fn claimable(
+    pool: &PgPool,
+    workspace_id: Option<WorkspaceId>,
+    limit: i64,
+) -> Result<Vec<QueueEntry>, DbError> {
+    Ok(sqlx::query_as::<_, QueueEntry>(
+        "SELECT id, priority, created_at, run_after FROM jobs
+         WHERE status = 'queued' AND NOT paused AND NOT cancel_requested
+           AND ($1::uuid IS NULL OR workspace_id = $1)
+         ORDER BY priority DESC, created_at, id LIMIT $2",
+    )
+    .bind(workspace_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One job's place in the queue, if it is queued and unpaused.
+pub async fn queue_entry(pool: &PgPool, id: JobId) -> Result<Option<QueueEntry>, DbError> {
+    Ok(sqlx::query_as::<_, QueueEntry>(
+        "SELECT id, priority, created_at, run_after FROM jobs
+         WHERE id = $1 AND status = 'queued' AND NOT paused AND NOT cancel_requested",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Recovers running jobs whose lease expired (their worker died or lost contact): each goes back
+/// to the queue with a `job_retry_scheduled` event when attempts remain, or fails with reason
+/// `worker_lost`. The events written before the crash stay. Returns `(job, requeued)` pairs.
+#[tracing::instrument(skip_all, err)]
+pub async fn recover_expired(pool: &PgPool) -> Result<Vec<(JobId, bool)>, DbError> {
+    let mut tx = pool.begin().await?;
+    let expired: Vec<(JobId, i32, i32, Option<String>)> = sqlx::query_as(
+        "SELECT id, attempts, max_attempts, worker_id FROM jobs
+         WHERE status = 'running' AND lease_expires_at < now()
+         ORDER BY lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut recovered = Vec::with_capacity(expired.len());
+    for (id, attempts, max_attempts, worker_id) in expired {
+        let requeue = attempts < max_attempts;
+        let status = if requeue { JobStatus::Queued } else { JobStatus::Failed };
+        sqlx::query(
+            "UPDATE jobs SET status = $2, error = 'worker_lost', worker_id = NULL, lease_token = NULL,
+                    lease_expires_at = NULL, run_after = now(),
+                    finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .execute(&mut *tx)
+        .await?;
+        let kind = if requeue { kinds::JOB_RETRY_SCHEDULED } else { kinds::JOB_FAILED };
+        let payload = json!({
+            "attempt": attempts,
+            "error": "worker_lost",
+            "reason": "worker_lost",
+            "worker_id": worker_id,
+            "max_attempts": max_attempts,
+        });
+        events::append(&mut tx, id, &[NewEvent::new(kind, payload)]).await?;
+        recovered.push((id, requeue));
+    }
+    tx.commit().await?;
+    Ok(recovered)
+}

@@ -1,0 +1,182 @@
+//! The live event feed: every process that serves events (an API replica, an embedding program)
+//! runs one [`EventFeed`]. It learns of new events through PostgreSQL `LISTEN/NOTIFY`, reads them
+//! back by id and broadcasts them in id order; [`EventFeed::stream`] joins stored history and the
+//! live broadcast into one stream with no gap and no duplicate (DESIGN.md §5, invariant 6).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::events::{self, EventFilter};
+use crate::db::{DbError, jobs};
+use crate::model::{Event, kinds};
+
+/// The PostgreSQL channel `otter_append_events` notifies.
+pub const CHANNEL: &str = "otter_events";
+
+/// How many events a slow subscriber may fall behind before it re-reads from the database.
+const BROADCAST_CAPACITY: usize = 8192;
+/// Rows read per query, by the feed and by a replay.
+const PAGE: i64 = 500;
+/// A safety net under NOTIFY: the feed also looks for new rows this often (a notification can be
+/// lost while the listener reconnects).
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
+
+/// One event with its JSON form, serialised once for every subscriber.
+#[derive(Debug)]
+pub struct FeedEvent {
+    /// The event.
+    pub event: Event,
+    /// `serde_json::to_string(&event)`.
+    pub json: String,
+}
+
+impl FeedEvent {
+    fn new(event: Event) -> Arc<Self> {
+        let json = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
+        Arc::new(Self { event, json })
+    }
+}
+
+/// What [`EventFeed::stream`] yields.
+#[derive(Debug, Clone)]
+pub enum StreamItem {
+    /// An event.
+    Event(Arc<FeedEvent>),
+    /// The followed job has ended and every one of its events has been sent.
+    End,
+}
+
+/// The process-wide live feed. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct EventFeed {
+    pool: PgPool,
+    tx: broadcast::Sender<Arc<FeedEvent>>,
+}
+
+impl EventFeed {
+    /// Starts listening; the feed runs until `shutdown` is cancelled. Events already stored are
+    /// not broadcast (a subscriber replays them from the database).
+    pub async fn start(pool: PgPool, shutdown: CancellationToken) -> Result<Self, DbError> {
+        let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(CHANNEL).await?;
+        let cursor = events::head(&pool).await?;
+        let feed = Self { pool, tx };
+        tokio::spawn(feed.clone().run(listener, cursor, shutdown));
+        Ok(feed)
+    }
+
+    async fn run(self, mut listener: PgListener, mut cursor: i64, shutdown: CancellationToken) {
+        let mut poll = tokio::time::interval(FALLBACK_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                received = listener.recv() => {
+                    if let Err(e) = received {
+                        // PgListener reconnects on the next recv; the poll covers what was missed.
+                        tracing::warn!(error = %e, "event listener lost its connection; reconnecting");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        }
+                    }
+                }
+                _ = poll.tick() => {}
+            }
+            loop {
+                match events::list_after(&self.pool, &EventFilter::default(), cursor, PAGE).await {
+                    Ok(page) => {
+                        let full = page.len() as i64 == PAGE;
+                        for event in page {
+                            cursor = event.id;
+                            // No receiver is not an error: nobody is watching.
+                            let _ = self.tx.send(FeedEvent::new(event));
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event feed could not read new events");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Subscribers currently attached to the broadcast.
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// The events matching `filter` with ids above `after`, stored ones first, then live ones
+    /// as they are written, each exactly once and in id order. With a job filter the stream
+    /// ends (with [`StreamItem::End`]) once the job has ended and its last event was sent.
+    pub fn stream(
+        &self,
+        filter: EventFilter,
+        after: i64,
+    ) -> impl Stream<Item = Result<StreamItem, DbError>> + Send + 'static + use<> {
+        // Subscribe before reading history: whatever is written from now on is either in the
+        // replay or in the broadcast (or both; ids already sent are dropped).
+        let mut rx = self.tx.subscribe();
+        let pool = self.pool.clone();
+        async_stream::try_stream! {
+            let mut last = after;
+            let mut job_over = match filter.job_id {
+                Some(id) => jobs::get(&pool, id).await?.status.is_terminal(),
+                None => false,
+            };
+            let mut replay = true;
+            loop {
+                if replay {
+                    loop {
+                        let page = events::list_after(&pool, &filter, last, PAGE).await?;
+                        let full = page.len() as i64 == PAGE;
+                        for event in page {
+                            last = event.id;
+                            let terminal = kinds::is_terminal(&event.kind);
+                            yield StreamItem::Event(FeedEvent::new(event));
+                            if terminal && filter.job_id.is_some() {
+                                job_over = true;
+                            }
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                    replay = false;
+                    if job_over {
+                        yield StreamItem::End;
+                        break;
+                    }
+                }
+                match rx.recv().await {
+                    Ok(item) => {
+                        if item.event.id <= last || !filter.matches(&item.event) {
+                            continue;
+                        }
+                        last = item.event.id;
+                        let terminal = kinds::is_terminal(&item.event.kind);
+                        yield StreamItem::Event(item);
+                        if terminal && filter.job_id.is_some() {
+                            yield StreamItem::End;
+                            break;
+                        }
+                    }
+                    // Fell behind: read what was missed from the store instead of dropping it.
+                    Err(broadcast::error::RecvError::Lagged(_)) => replay = true,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Otter's domain types: ids, projects, workspaces, jobs, their outputs and events, as stored in
+//! PostgreSQL and shown by the API (field names are fixed by DESIGN.md §10).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new random id.
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifies a project.
+    ProjectId
+);
+id_type!(
+    /// Identifies a workspace.
+    WorkspaceId
+);
+id_type!(
+    /// Identifies a job.
+    JobId
+);
+
+/// A job's state. `paused` is a separate flag on a queued job, not a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting to be claimed.
+    Queued,
+    /// Claimed by a worker, vibe running.
+    Running,
+    /// vibe exited 0 (and `setup.sh`, when present, has run).
+    Succeeded,
+    /// Ended without success and without attempts left.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    /// The name used in the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a status name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the job has ended for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+/// A group of workspaces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Project {
+    /// The project's id.
+    pub id: ProjectId,
+    /// A human name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A directory vibe works in, with its own `VIBE_HOME`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Workspace {
+    /// The workspace's id.
+    pub id: WorkspaceId,
+    /// The project it belongs to, if any.
+    pub project_id: Option<ProjectId>,
+    /// A human name.
+    pub name: String,
+    /// Canonical absolute path of the directory.
+    pub path: String,
+    /// The workspace's own `VIBE_HOME`.
+    pub vibe_home: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a finished run left: vibe's final answer and export.json's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct JobOutput {
+    /// The last assistant message of the run.
+    pub final_text: Option<String>,
+    /// Token usage from export.json.
+    pub usage: Option<serde_json::Value>,
+    /// Cost in USD from export.json.
+    pub cost: Option<f64>,
+    /// vibe's outcome (`finished`, `turn_limit`, `config_error`, …).
+    pub outcome: Option<String>,
+    /// vibe's stop reason, when it stopped early.
+    pub stop_reason: Option<String>,
+    /// The kept part of export.json (its `config` is dropped).
+    pub export: Option<serde_json::Value>,
+}
+
+/// A prompt to run, and everything known about its runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job's id.
+    pub id: JobId,
+    /// The workspace it runs in.
+    pub workspace_id: WorkspaceId,
+    /// The workspace's project, if any.
+    pub project_id: Option<ProjectId>,
+    /// The user's prompt, passed to vibe unchanged.
+    pub prompt: String,
+    /// Lifecycle state.
+    pub status: JobStatus,
+    /// A paused job stays queued and is never claimed.
+    pub paused: bool,
+    /// Higher runs first; FIFO within a priority.
+    pub priority: i32,
+    /// Runs started so far.
+    pub attempts: i32,
+    /// Runs allowed before the job fails for good.
+    pub max_attempts: i32,
+    /// vibe's exit code of the last run.
+    pub exit_code: Option<i32>,
+    /// Why the job failed or was cancelled.
+    pub error: Option<String>,
+    /// Where the app the job built can be seen.
+    pub preview_url: Option<String>,
+    /// Not claimable before this time (retry backoff).
+    pub run_after: DateTime<Utc>,
+    /// The worker holding the job while it runs.
+    pub worker_id: Option<String>,
+    /// Until when that worker's claim holds unless renewed.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// When the job was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When its latest run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended for good.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Present once the job has finished.
+    pub output: Option<JobOutput>,
+}
+
+/// Event kinds (DESIGN.md §5); the SSE `event:` field carries them.
+pub mod kinds {
+    /// A job was submitted.
+    pub const JOB_QUEUED: &str = "job_queued";
+    /// A worker claimed the job and started vibe.
+    pub const JOB_STARTED: &str = "job_started";
+    /// One line of vibe's or setup.sh's output.
+    pub const OUTPUT_CHUNK: &str = "output_chunk";
+    /// A failed run will be retried.
+    pub const JOB_RETRY_SCHEDULED: &str = "job_retry_scheduled";
+    /// The job succeeded.
+    pub const JOB_SUCCEEDED: &str = "job_succeeded";
+    /// The job failed for good.
+    pub const JOB_FAILED: &str = "job_failed";
+    /// The job was cancelled.
+    pub const JOB_CANCELLED: &str = "job_cancelled";
+    /// The job was paused.
+    pub const JOB_PAUSED: &str = "job_paused";
+    /// The job was resumed.
+    pub const JOB_RESUMED: &str = "job_resumed";
+    /// The job's priority changed.
+    pub const JOB_PRIORITY_CHANGED: &str = "job_priority_changed";
+    /// setup.sh started.
+    pub const SETUP_STARTED: &str = "setup_started";
+    /// setup.sh ended.
+    pub const SETUP_FINISHED: &str = "setup_finished";
+    /// A preview URL was posted for the job.
+    pub const PREVIEW_URL_SET: &str = "preview_url_set";
+
+    /// Whether an event of this kind ends its job's stream.
+    pub fn is_terminal(kind: &str) -> bool {
+        matches!(kind, JOB_SUCCEEDED | JOB_FAILED | JOB_CANCELLED)
+    }
+}
+
+/// Which stream an `output_chunk` line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    /// vibe's stdout (NDJSON entries).
+    Stdout,
+    /// vibe's stderr.
+    Stderr,
+    /// setup.sh's stdout and stderr.
+    Setup,
+}
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Event {
+    /// Global, increasing id: the SSE `id:` and the resume cursor.
+    pub id: i64,
+    /// The job it belongs to.
+    pub job_id: JobId,
+    /// The job's workspace.
+    pub workspace_id: WorkspaceId,
+    /// The job's project, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<ProjectId>,
+    /// Position within the job's own events, from 1.
+    pub seq: i64,
+    /// What happened (see [`kinds`]).
+    pub kind: String,
+    /// Details; for `output_chunk`: `{"stream", "text", "entry"?}`.
+    pub payload: serde_json::Value,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An event about to be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// What happened (see [`kinds`]).
+    pub kind: &'static str,
+    /// Details.
+    pub payload: serde_json::Value,
+}
+
+impl NewEvent {
+    /// An event of `kind` with `payload`.
+    pub fn new(kind: &'static str, payload: serde_json::Value) -> Self {
+        Self { kind, payload }
+    }
+
+    /// An `output_chunk` for one line: the raw text, and the parsed vibe entry when the line is JSON.
+    pub fn output(stream: OutputStream, text: String, entry: Option<serde_json::Value>) -> Self {
+        let mut payload = serde_json::Map::new();
+        payload.insert(
+            "stream".to_owned(),
+            serde_json::to_value(stream).unwrap_or_default(),
+        );
+        payload.insert("text".to_owned(), serde_json::Value::String(text));
+        if let Some(entry) = entry {
+            payload.insert("entry".to_owned(), entry);
+        }
+        Self::new(kinds::OUTPUT_CHUNK, serde_json::Value::Object(payload))
+    }
+}

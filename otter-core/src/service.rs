@@ -1,0 +1,184 @@
+//! Operations that combine the database, the filesystem and the queue, shared by the HTTP API
+//! and by programs that embed Otter: creating a workspace, finding the default one, submitting
+//! a prompt.
+
+use std::path::Path;
+
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::db::jobs::{self, NewJob};
+use crate::db::{workspaces, DbError};
+use crate::model::{Job, ProjectId, Workspace, WorkspaceId};
+use crate::queue::Queue;
+use crate::workspace::{self, WorkspaceError};
+
+/// Why an operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is not acceptable; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// A workspace path was refused or could not be prepared.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    /// The database refused or failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// A workspace to create.
+#[derive(Debug, Clone, Default)]
+pub struct CreateWorkspace<'a> {
+    /// The project it belongs to.
+    pub project_id: Option<ProjectId>,
+    /// A name (defaults to the directory's name).
+    pub name: Option<&'a str>,
+    /// Absolute path of its directory.
+    pub path: &'a str,
+    /// Create the directory when it does not exist.
+    pub create: bool,
+}
+
+/// Registers a workspace: checks the path, prepares its own `VIBE_HOME`, then inserts the row.
+/// If the row cannot be written, the home is removed again: nothing is left half-made.
+pub async fn create_workspace(pool: &PgPool, config: &Config, req: CreateWorkspace<'_>) -> Result<Workspace, ServiceError> {
+    if let Some(name) = req.name {
+        if name.trim().is_empty() || name.len() > 200 {
+            return Err(ServiceError::Invalid("name must be 1 to 200 characters".to_owned()));
+        }
+    }
+    let id = WorkspaceId::new();
+    let home = workspace::vibe_home_path(config, id);
+    let (path, home) = {
+        let config = config.clone();
+        let raw = req.path.to_owned();
+        let create = req.create;
+        tokio::task::spawn_blocking(move || -> Result<_, WorkspaceError> {
+            let path = workspace::resolve_path(&config, &raw, create)?;
+            workspace::provision_vibe_home(&config, &home, &path)?;
+            Ok((path, home))
+        })
+        .await
+        .map_err(|e| ServiceError::Invalid(format!("workspace preparation failed: {e}")))??
+    };
+    let name = match req.name {
+        Some(name) => name.trim().to_owned(),
+        None => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "workspace".to_owned()),
+    };
+    let inserted = workspaces::insert(
+        pool,
+        id,
+        req.project_id,
+        &name,
+        &path.display().to_string(),
+        &home.display().to_string(),
+    )
+    .await;
+    if inserted.is_err() {
+        let _ = tokio::fs::remove_dir_all(&home).await;
+    }
+    Ok(inserted?)
+}
+
+/// The workspace for `OTTER_DEFAULT_WORKSPACE_PATH`, registered (and its directory created) on
+/// first use. `None` when no default is configured.
+pub async fn default_workspace(pool: &PgPool, config: &Config) -> Result<Option<Workspace>, ServiceError> {
+    let Some(path) = &config.default_workspace_path else {
+        return Ok(None);
+    };
+    let raw = path.display().to_string();
+    if let Some(ws) = find_registered(pool, path).await? {
+        return Ok(Some(ws));
+    }
+    let created = create_workspace(
+        pool,
+        config,
+        CreateWorkspace {
+            project_id: None,
+            name: Some("default"),
+            path: &raw,
+            create: true,
+        },
+    )
+    .await;
+    match created {
+        Ok(ws) => Ok(Some(ws)),
+        // Another request registered it first.
+        Err(ServiceError::Db(DbError::Conflict(_))) => Ok(find_registered(pool, path).await?),
+        Err(e) => Err(e),
+    }
+}
+
+async fn find_registered(pool: &PgPool, path: &Path) -> Result<Option<Workspace>, DbError> {
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    workspaces::find_by_path(pool, &canonical.display().to_string()).await
+}
+
+/// A prompt to submit.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitPrompt<'a> {
+    /// The user's prompt, passed to vibe unchanged.
+    pub prompt: &'a str,
+    /// The workspace; the default one when `None`.
+    pub workspace_id: Option<WorkspaceId>,
+    /// Higher runs first (-1000..=1000, default 0).
+    pub priority: Option<i32>,
+    /// Runs allowed (1..=100, default `OTTER_MAX_ATTEMPTS`).
+    pub max_attempts: Option<i32>,
+}
+
+/// Longest prompt accepted, in bytes.
+pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
+
+/// Validates and stores a job, then pushes it to Redis. A Redis failure does not fail the
+/// submission: the job is safe in PostgreSQL and the reconciler pushes it.
+pub async fn submit_prompt(pool: &PgPool, queue: &Queue, config: &Config, req: SubmitPrompt<'_>) -> Result<Job, ServiceError> {
+    if req.prompt.trim().is_empty() {
+        return Err(ServiceError::Invalid("prompt must not be empty".to_owned()));
+    }
+    if req.prompt.len() > MAX_PROMPT_BYTES {
+        return Err(ServiceError::Invalid(format!("prompt is longer than {MAX_PROMPT_BYTES} bytes")));
+    }
+    if req.prompt.contains('\0') {
+        return Err(ServiceError::Invalid("prompt must not contain NUL bytes".to_owned()));
+    }
+    let priority = req.priority.unwrap_or(0);
+    if !(-1000..=1000).contains(&priority) {
+        return Err(ServiceError::Invalid("priority must be between -1000 and 1000".to_owned()));
+    }
+    let max_attempts = req.max_attempts.unwrap_or(config.max_attempts);
+    if !(1..=100).contains(&max_attempts) {
+        return Err(ServiceError::Invalid("max_attempts must be between 1 and 100".to_owned()));
+    }
+    let workspace = match req.workspace_id {
+        Some(id) => workspaces::get(pool, id).await?,
+        None => default_workspace(pool, config).await?.ok_or_else(|| {
+            ServiceError::Invalid("workspace_id is required (OTTER_DEFAULT_WORKSPACE_PATH is not set)".to_owned())
+        })?,
+    };
+    let job = jobs::insert(
+        pool,
+        &NewJob {
+            workspace: &workspace,
+            prompt: req.prompt,
+            priority,
+            max_attempts,
+        },
+    )
+    .await?;
+    let entry = jobs::QueueEntry {
+        id: job.id,
+        priority: job.priority,
+        created_at: job.created_at,
+        run_after: job.run_after,
+    };
+    if let Err(e) = queue.push(&[entry]).await {
+        tracing::warn!(job_id = %job.id, error = %e, "job stored but not pushed to Redis; the reconciler will push it");
+    }
+    tracing::info!(job_id = %job.id, workspace_id = %workspace.id, priority, "job queued");
+    Ok(job)
+}

@@ -1,0 +1,88 @@
+//! Helpers for Otter's own tests (feature `testing`): each test gets a fresh PostgreSQL database,
+//! its own Redis key prefix and its own directories, so tests run in parallel on one server.
+//! `scripts/test.sh` starts the servers and sets `DATABASE_URL` and `REDIS_URL`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+use crate::config::Config;
+
+/// An isolated environment for one test.
+#[derive(Debug)]
+pub struct TestEnv {
+    /// The fresh database's URL.
+    pub database_url: String,
+    /// Redis's URL.
+    pub redis_url: String,
+    /// A unique queue name (Redis key prefix).
+    pub queue_name: String,
+    /// A scratch directory of this test (workspaces, vibe homes).
+    pub dir: PathBuf,
+}
+
+fn required(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through ./scripts/test.sh, which starts PostgreSQL and Redis")
+    })
+}
+
+impl TestEnv {
+    /// Creates a fresh database (migrated) and scratch directory.
+    pub async fn new() -> Self {
+        let admin_url = required("DATABASE_URL");
+        let redis_url = required("REDIS_URL");
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let db_name = format!("otter_test_{id}");
+        let admin: PgConnectOptions = admin_url.parse().expect("DATABASE_URL is a PostgreSQL URL");
+        let mut conn = admin.connect().await.expect("connect to DATABASE_URL");
+        sqlx::query(&format!("CREATE DATABASE {db_name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        let _ = conn.close().await;
+        let mut url = url::Url::parse(&admin_url).expect("DATABASE_URL is a URL");
+        url.set_path(&db_name);
+        let dir = std::env::temp_dir().join(format!("otter-test-{id}"));
+        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        Self {
+            database_url: url.to_string(),
+            redis_url,
+            queue_name: format!("test-{id}"),
+            dir,
+        }
+    }
+
+    /// The variables of a config for this environment; add or override with `extra`.
+    pub fn vars(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut vars: HashMap<String, String> = [
+            ("OTTER_DATABASE_URL", self.database_url.clone()),
+            ("OTTER_REDIS_URL", self.redis_url.clone()),
+            ("OTTER_QUEUE_NAME", self.queue_name.clone()),
+            ("OTTER_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            ("OTTER_VIBE_HOME_BASE", self.dir.join("vibe-homes").display().to_string()),
+            ("OTTER_DB_MAX_CONNECTIONS", "8".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in extra {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        vars
+    }
+
+    /// A config for this environment.
+    pub fn config(&self, extra: &[(&str, &str)]) -> Config {
+        Config::from_map(&self.vars(extra)).expect("a valid test config")
+    }
+
+    /// A new directory under the scratch directory.
+    pub fn mkdir(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::create_dir_all(&path).expect("create a test directory");
+        path
+    }
+}
