@@ -1,0 +1,20 @@
+//! `otter-server`: Otter's HTTP API. Configuration comes from the environment (see README.md);
+//! SIGINT or SIGTERM stop it gracefully.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use otter_core::Config;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env().context("invalid configuration")?;
+    otter_core::telemetry::init(config.log_format);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(otter_core::telemetry::cancel_on_signal(shutdown.clone()));
+    let state = otter_server::build_state(Arc::new(config), shutdown)
+        .await
+        .context("otter-server could not start")?;
+    otter_server::serve(state).await.context("otter-server failed")
+}

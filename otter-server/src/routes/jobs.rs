@@ -1,0 +1,82 @@
+//! `/v1/jobs/{id}` and its stored events, and `/v1/history` (finished jobs).
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use otter_core::db::jobs::{self, HistoryFilter};
+use otter_core::db::{events, Page};
+use otter_core::model::{Event, Job, JobId, JobStatus, WorkspaceId};
+use serde::Deserialize;
+
+use super::PageQuery;
+use crate::error::{AppError, AppJson, AppPath, AppQuery, Result};
+use crate::state::AppState;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/events", get(list_job_events))
+        .route("/v1/history", get(list_history))
+}
+
+async fn get_job(State(state): State<AppState>, AppPath(id): AppPath<JobId>) -> Result<AppJson<Job>> {
+    Ok(AppJson(jobs::get(&state.db, id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    /// Only events with an id above this.
+    after: Option<i64>,
+    /// At most this many (1..=1000, default 1000).
+    limit: Option<i64>,
+}
+
+/// Largest page of events.
+const MAX_EVENTS: i64 = 1000;
+
+async fn list_job_events(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<JobId>,
+    AppQuery(q): AppQuery<EventsQuery>,
+) -> Result<AppJson<Page<Event>>> {
+    let limit = q.limit.unwrap_or(MAX_EVENTS);
+    if !(1..=MAX_EVENTS).contains(&limit) {
+        return Err(AppError::Validation(format!("limit must be between 1 and {MAX_EVENTS}")));
+    }
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(AppError::Validation("after must not be negative".to_owned()));
+    }
+    // 404 for an unknown job rather than an empty list.
+    jobs::get(&state.db, id).await?;
+    let items = events::list_for_job(&state.db, id, after, limit).await?;
+    let total = events::count_for_job(&state.db, id).await?;
+    Ok(AppJson(Page { items, total }))
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    status: Option<String>,
+    workspace_id: Option<WorkspaceId>,
+    #[serde(flatten)]
+    page: PageQuery,
+}
+
+async fn list_history(State(state): State<AppState>, AppQuery(q): AppQuery<HistoryQuery>) -> Result<AppJson<Page<Job>>> {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => match JobStatus::parse(s) {
+            Some(st) if st.is_terminal() => Some(st),
+            _ => {
+                return Err(AppError::Validation(format!(
+                    "status must be one of succeeded, failed, cancelled (got {s:?})"
+                )));
+            }
+        },
+    };
+    let filter = HistoryFilter {
+        status,
+        workspace_id: q.workspace_id,
+    };
+    Ok(AppJson(jobs::list_history(&state.db, filter, q.page.page()?).await?))
+}

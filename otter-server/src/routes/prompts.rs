@@ -1,0 +1,41 @@
+//! `POST /v1/prompts`: submit a prompt; answers 201 with the queued job.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use otter_core::model::{Job, WorkspaceId};
+use otter_core::service::{self, SubmitPrompt};
+use serde::Deserialize;
+
+use crate::error::{AppJson, Result};
+use crate::state::AppState;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/v1/prompts", post(create_prompt))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreatePrompt {
+    prompt: String,
+    workspace_id: Option<WorkspaceId>,
+    priority: Option<i32>,
+    max_attempts: Option<i32>,
+}
+
+async fn create_prompt(State(state): State<AppState>, AppJson(body): AppJson<CreatePrompt>) -> Result<(StatusCode, AppJson<Job>)> {
+    let job = service::submit_prompt(
+        &state.db,
+        &state.queue,
+        &state.config,
+        SubmitPrompt {
+            prompt: &body.prompt,
+            workspace_id: body.workspace_id,
+            priority: body.priority,
+            max_attempts: body.max_attempts,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, AppJson(job)))
+}

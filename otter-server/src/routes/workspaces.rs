@@ -1,0 +1,68 @@
+//! `/v1/workspaces`: register, list and read workspaces.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use otter_core::db::{projects, workspaces, Page};
+use otter_core::model::{ProjectId, Workspace, WorkspaceId};
+use otter_core::service::{self, CreateWorkspace};
+use serde::Deserialize;
+
+use super::PageQuery;
+use crate::error::{AppJson, AppPath, AppQuery, Result};
+use crate::state::AppState;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/workspaces", get(list_workspaces).post(create_workspace))
+        .route("/v1/workspaces/{id}", get(get_workspace))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateWorkspaceBody {
+    project_id: Option<ProjectId>,
+    name: Option<String>,
+    path: String,
+    /// Create the directory when missing (default false).
+    #[serde(default)]
+    create: bool,
+}
+
+async fn create_workspace(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<CreateWorkspaceBody>,
+) -> Result<(StatusCode, AppJson<Workspace>)> {
+    if let Some(project_id) = body.project_id {
+        projects::get(&state.db, project_id).await?;
+    }
+    let workspace = service::create_workspace(
+        &state.db,
+        &state.config,
+        CreateWorkspace {
+            project_id: body.project_id,
+            name: body.name.as_deref(),
+            path: &body.path,
+            create: body.create,
+        },
+    )
+    .await?;
+    tracing::info!(workspace_id = %workspace.id, path = %workspace.path, "workspace created");
+    Ok((StatusCode::CREATED, AppJson(workspace)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    project_id: Option<ProjectId>,
+    #[serde(flatten)]
+    page: PageQuery,
+}
+
+async fn list_workspaces(State(state): State<AppState>, AppQuery(q): AppQuery<ListQuery>) -> Result<AppJson<Page<Workspace>>> {
+    Ok(AppJson(workspaces::list(&state.db, q.project_id, q.page.page()?).await?))
+}
+
+async fn get_workspace(State(state): State<AppState>, AppPath(id): AppPath<WorkspaceId>) -> Result<AppJson<Workspace>> {
+    Ok(AppJson(workspaces::get(&state.db, id).await?))
+}

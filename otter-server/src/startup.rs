@@ -1,0 +1,172 @@
+//! Building the application and serving it: connections, migrations, layers (request ids,
+//! tracing, CORS, body limit, authentication), graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use otter_core::{db, Config, EventFeed, Queue};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::AppError;
+use crate::routes;
+use crate::state::AppState;
+
+/// Largest request body accepted (prompts are capped at 256 KiB).
+const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Why the server could not start. Each message names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// PostgreSQL is unreachable or its migrations failed.
+    #[error("cannot use PostgreSQL at OTTER_DATABASE_URL: {0}")]
+    Db(#[from] otter_core::DbError),
+    /// Redis is unreachable.
+    #[error("cannot use Redis at OTTER_REDIS_URL: {0}")]
+    Queue(#[from] otter_core::QueueError),
+    /// The listen address cannot be used.
+    #[error("cannot listen on OTTER_LISTEN_ADDR {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The API would be open to the network without authentication.
+    #[error(
+        "refusing to listen on {0} without authentication: set OTTER_API_TOKENS, listen on a loopback address, \
+         or set OTTER_ALLOW_UNAUTHENTICATED=true"
+    )]
+    Unauthenticated(std::net::SocketAddr),
+}
+
+/// Connects to PostgreSQL (running migrations) and Redis, and starts the event feed.
+pub async fn build_state(config: Arc<Config>, shutdown: CancellationToken) -> Result<AppState, StartupError> {
+    let pool = db::connect(&config).await?;
+    db::migrate(&pool).await?;
+    let queue = Queue::connect(config.redis_url.expose(), &config.queue_name).await?;
+    let feed = EventFeed::start(pool.clone(), shutdown.clone()).await?;
+    Ok(AppState {
+        db: pool,
+        queue,
+        feed,
+        config,
+        shutdown,
+    })
+}
+
+/// The whole application: routes and layers.
+pub fn app(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let v1 = routes::v1().route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(routes::public())
+        .merge(v1)
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(cors(&state.config))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let request_id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_else(|| req.uri().path().to_owned());
+                tracing::info_span!("http", method = %req.method(), route = %route, request_id = %request_id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound("no such route".to_owned())
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = &config.cors_allowed_origins;
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("last-event-id")])
+        .expose_headers([HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Requires `Authorization: Bearer <token>` when `OTTER_API_TOKENS` is set.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.config.api_tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = presented.is_some_and(|token| {
+        state
+            .config
+            .api_tokens
+            .iter()
+            .any(|t| constant_time_eq(t.expose().as_bytes(), token.as_bytes()))
+    });
+    if ok {
+        next.run(request).await
+    } else {
+        AppError::Unauthorized.into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves the API on `OTTER_LISTEN_ADDR` until `shutdown` is cancelled. Refuses a non-loopback
+/// address without tokens unless `OTTER_ALLOW_UNAUTHENTICATED=true`.
+pub async fn serve(state: AppState) -> Result<(), StartupError> {
+    let config = state.config.clone();
+    let addr = config.listen_addr;
+    if config.api_tokens.is_empty() && !addr.ip().is_loopback() && !config.allow_unauthenticated {
+        return Err(StartupError::Unauthenticated(addr));
+    }
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Listen { addr, source })?;
+    serve_on(listener, state).await
+}
+
+/// Serves the API on an already bound listener until `shutdown` is cancelled (tests bind port 0).
+pub async fn serve_on(listener: TcpListener, state: AppState) -> Result<(), StartupError> {
+    let addr = listener.local_addr().map_err(|source| StartupError::Listen {
+        addr: state.config.listen_addr,
+        source,
+    })?;
+    tracing::info!(%addr, auth = !state.config.api_tokens.is_empty(), "otter-server listening");
+    let shutdown = state.shutdown.clone();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|source| StartupError::Listen { addr, source })?;
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! What every handler shares: handles to PostgreSQL, the Redis queue and the live event feed,
+//! and the configuration. All fields are cheap to clone.
+
+use std::sync::Arc;
+
+use otter_core::{Config, EventFeed, Queue};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// The server's shared state.
+#[derive(Clone)]
+pub struct AppState {
+    /// PostgreSQL, the source of truth.
+    pub db: PgPool,
+    /// The Redis queue.
+    pub queue: Queue,
+    /// The live event feed behind SSE.
+    pub feed: EventFeed,
+    /// The configuration read at start.
+    pub config: Arc<Config>,
+    /// Cancelled on shutdown: ends long-lived streams so graceful shutdown does not wait on them.
+    pub shutdown: CancellationToken,
+}

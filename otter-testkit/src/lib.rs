@@ -1,0 +1,206 @@
+//! # otter-testkit
+//!
+//! Support for Otter's own integration tests: [`TestApp`] runs a real server on 127.0.0.1 over a
+//! fresh PostgreSQL database and a private Redis queue, [`SseClient`] reads an SSE stream frame
+//! by frame, and [`assert_error`] checks the API's error shape. Never used in production.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use otter_core::testing::TestEnv;
+use otter_core::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// A running server for one test.
+pub struct TestApp {
+    pub env: TestEnv,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: otter_server::AppState,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(extra: &[(&str, &str)]) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            otter_core::telemetry::init(otter_core::config::LogFormat::Text);
+        }
+        let env = TestEnv::new().await;
+        let config: Config = env.config(extra);
+        let shutdown = CancellationToken::new();
+        let state = otter_server::build_state(Arc::new(config), shutdown.clone())
+            .await
+            .expect("server state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(otter_server::serve_on(listener, state.clone()));
+        Self {
+            env,
+            base,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            state,
+            shutdown,
+        }
+    }
+
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    /// Creates a workspace on a fresh directory and returns its JSON.
+    pub async fn workspace(&self, name: &str) -> Value {
+        let dir = self.env.mkdir(name);
+        let (status, body) = self
+            .post("/v1/workspaces", json!({ "name": name, "path": dir.display().to_string() }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+}
+
+/// Asserts the error shape of DESIGN.md §2.7 and returns the message.
+pub fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: &str) -> String {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    let message = body["error"]["message"].as_str().expect("message is a string").to_owned();
+    assert!(!message.is_empty());
+    message
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseFrame {
+    /// `id:`, if any.
+    pub id: Option<String>,
+    /// `event:`, if any.
+    pub event: Option<String>,
+    /// `data:` lines joined by `\n`.
+    pub data: String,
+}
+
+impl SseFrame {
+    /// The data parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+
+    /// The id as a number.
+    pub fn id_num(&self) -> Option<i64> {
+        self.id.as_deref().and_then(|id| id.parse().ok())
+    }
+}
+
+/// A client reading one SSE response frame by frame.
+pub struct SseClient {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+impl SseClient {
+    /// Opens `path` on `app`, with `Last-Event-ID` when given; panics unless the answer is 200.
+    pub async fn connect(app: &TestApp, path: &str, last_event_id: Option<i64>) -> Self {
+        let mut req = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .timeout(Duration::from_secs(600));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let resp = req.send().await.expect("SSE request sent");
+        assert_eq!(resp.status(), StatusCode::OK, "SSE answered {}", resp.status());
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        Self {
+            body: Box::pin(resp.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event (keep-alive comments skipped), or `None` when the stream ended; panics
+    /// if none arrives within `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<SseFrame> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut frame = SseFrame::default();
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        frame.id = Some(v.trim_start().to_owned());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        frame.event = Some(v.trim_start().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
+                    }
+                }
+                if frame.id.is_none() && frame.event.is_none() && data.is_empty() {
+                    continue; // a comment (keep-alive)
+                }
+                frame.data = data.join("\n");
+                return Some(frame);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .expect("no SSE event within the deadline");
+            match chunk {
+                Some(Ok(bytes)) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                Some(Err(e)) => panic!("SSE stream failed: {e}"),
+                None => return None,
+            }
+        }
+    }
+}
+
+/// Waits until `check` returns `Some`, polling every 20 ms; panics after `within` with `what`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
