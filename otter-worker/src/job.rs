@@ -1,0 +1,369 @@
+//! One run of one job: write Otter's instructions to the workspace's `VIBE_HOME/AGENTS.md`, run
+//! vibe (DESIGN.md §4), stream its lines, read `export.json`, map the exit code (DESIGN.md §3),
+//! run `setup.sh` after a success, and record the end, all fenced by the run's lease.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use otter_core::db::jobs::{self, Finish, Lease, RunEnd};
+use otter_core::db::workspaces;
+use otter_core::model::{kinds, Job, JobOutput, NewEvent, OutputStream, Workspace};
+use otter_core::runner::{self, RunOutcome, RunSpec};
+use otter_core::vibe::{read_export, RunExport};
+use otter_core::{instructions, Config};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::sink::{self, SinkItem};
+use crate::{maintenance, Ctx};
+
+/// Runs `job` under `lease` to its end. `stop` is cancelled when the worker must give the job up
+/// (shutdown grace over); the job then goes back to the queue without losing an attempt.
+pub(crate) async fn run(ctx: &Ctx, job: Job, lease: Lease, stop: CancellationToken) {
+    let job_id = job.id;
+    let workspace_id = job.workspace_id;
+    let started = std::time::Instant::now();
+    let finish = execute(ctx, &job, &lease, &stop).await;
+    let end_label = match &finish.end {
+        RunEnd::Succeeded => "succeeded",
+        RunEnd::Failed { retryable: true, .. } => "failed (retryable)",
+        RunEnd::Failed { .. } => "failed",
+        RunEnd::Cancelled => "cancelled",
+        RunEnd::Released { .. } => "given back to the queue",
+    };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match jobs::finish(&ctx.pool, &lease, &finish).await {
+            Ok(Some(job)) => {
+                tracing::info!(
+                    job_id = %job_id,
+                    status = job.status.as_str(),
+                    exit_code = ?finish.exit_code,
+                    attempt = lease.attempt,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "job run ended: {end_label}"
+                );
+                break;
+            }
+            Ok(None) => {
+                tracing::warn!(job_id = %job_id, "lease lost before the run could be recorded; another worker owns the job");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %job_id, error = %e, "recording the run's end failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    // The workspace is free again: its next job (or this one, retrying) can be claimed.
+    maintenance::push_workspace(ctx, workspace_id).await;
+}
+
+/// How a run ended, before it is recorded.
+async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, stop: &CancellationToken) -> Finish {
+    let config = &ctx.config;
+    let workspace = match workspaces::get(&ctx.pool, job.workspace_id).await {
+        Ok(ws) => ws,
+        Err(e) => return failed(format!("workspace unavailable: {e}"), true, None),
+    };
+
+    // Cancelled when the run must end early: the lease was lost, or the worker gives the job up.
+    let cancel = stop.child_token();
+    let lease_lost = Arc::new(AtomicBool::new(false));
+    let heartbeat = tokio::spawn(heartbeat(ctx.clone(), *lease, cancel.clone(), lease_lost.clone()));
+
+    let (tx, rx) = mpsc::unbounded_channel::<SinkItem>();
+    let sink = tokio::spawn(sink::run(ctx.pool.clone(), *lease, rx));
+
+    let run_dir = run_dir(&workspace, lease);
+    let outcome = match prepare(config, job, &workspace, &run_dir).await {
+        Ok(spec) => runner::run(&spec, tx.clone(), &cancel).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let export = match read_export(&run_dir).await {
+        Ok(export) => export,
+        Err(e) => {
+            tracing::warn!(job_id = %job.id, error = %e, "export.json unreadable");
+            None
+        }
+    };
+
+    let mut finish = match outcome {
+        Err(e) => failed(format!("could not start vibe: {e}"), false, None),
+        Ok(outcome) => decide(config, outcome, export.as_ref(), stop, &lease_lost),
+    };
+
+    if matches!(finish.end, RunEnd::Succeeded) && !cancel.is_cancelled() {
+        finish.details = run_setup(config, &workspace, &tx, &cancel).await;
+    }
+
+    drop(tx);
+    let report = sink.await.unwrap_or_default();
+    heartbeat.abort();
+    if report.lease_lost || lease_lost.load(Ordering::SeqCst) {
+        // Nothing more may be written; `finish` will find the lease gone and do nothing.
+        tracing::warn!(job_id = %job.id, "run ended without its lease");
+    }
+    if let RunEnd::Failed { error, .. } = &mut finish.end {
+        if let Some(reason) = export
+            .as_ref()
+            .and_then(|e| e.error.as_ref())
+            .and_then(|e| e.message.clone())
+            .or_else(|| report.stderr_tail.iter().rev().find(|l| l.starts_with("Error:")).cloned())
+        {
+            error.push_str(": ");
+            error.push_str(&reason);
+        }
+    }
+    if matches!(finish.end, RunEnd::Failed { retryable: true, .. }) {
+        finish.retry_delay = config.retry_delay(lease.attempt);
+    }
+    finish.output = Some(output(export.as_ref(), report.transcript.final_text()));
+    finish
+}
+
+/// Renews the lease every third of its TTL; if it is gone, stops the run.
+async fn heartbeat(ctx: Ctx, lease: Lease, cancel: CancellationToken, lost: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(ctx.config.heartbeat_interval());
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match jobs::heartbeat(&ctx.pool, &lease, ctx.config.lease_ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(job_id = %lease.job_id, "lease lost; stopping the run");
+                lost.store(true, Ordering::SeqCst);
+                cancel.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(job_id = %lease.job_id, error = %e, "lease renewal failed; retrying"),
+        }
+    }
+}
+
+/// Where vibe writes `export.json` for this attempt.
+fn run_dir(workspace: &Workspace, lease: &Lease) -> PathBuf {
+    Path::new(&workspace.vibe_home)
+        .join("runs")
+        .join(format!("{}-{}", lease.job_id, lease.attempt))
+}
+
+/// Writes the instructions and builds vibe's command line.
+async fn prepare(config: &Config, job: &Job, workspace: &Workspace, run_dir: &Path) -> Result<RunSpec, String> {
+    let home = Path::new(&workspace.vibe_home);
+    tokio::fs::create_dir_all(run_dir)
+        .await
+        .map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
+    let agents = home.join("AGENTS.md");
+    tokio::fs::write(&agents, instructions::render(job.id, &config.api_base_url))
+        .await
+        .map_err(|e| format!("writing {}: {e}", agents.display()))?;
+
+    let mut args: Vec<OsString> = [
+        "--prompt",
+        job.prompt.as_str(),
+        "--output",
+        "streaming",
+        "--trust",
+        "--auto-approve",
+        "--output-dir",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    args.push(run_dir.as_os_str().to_owned());
+    let mut timeout = None;
+    if let Some(limit) = config.job_timeout {
+        args.push("--time-limit".into());
+        args.push(limit.as_secs().max(1).to_string().into());
+        // vibe stops itself at the limit; the hard kill is the backstop.
+        timeout = Some(limit + config.cancel_grace + Duration::from_secs(30));
+    }
+
+    let mut env = vec![("VIBE_HOME".to_owned(), workspace.vibe_home.clone())];
+    if let Some(key) = &config.mistral_api_key {
+        env.push(("MISTRAL_API_KEY".to_owned(), key.expose().to_owned()));
+    }
+    if let Some(model) = &config.vibe_model {
+        // vibe 3.x reads only VIBE_ACTIVE_MODEL; older versions the other two (DESIGN.md §4).
+        for name in ["VIBE_ACTIVE_MODEL", "VIBE_MODEL", "MISTRAL_MODEL"] {
+            env.push((name.to_owned(), model.clone()));
+        }
+    }
+    if let Some(provider) = &config.vibe_provider {
+        env.push(("VIBE_PROVIDER".to_owned(), provider.clone()));
+    }
+    env.push(("OTTER_JOB_ID".to_owned(), job.id.to_string()));
+    env.push(("OTTER_API_BASE_URL".to_owned(), config.api_base_url.clone()));
+    env.extend(config.vibe_extra_env.iter().cloned());
+
+    Ok(RunSpec {
+        program: config.vibe_bin.clone(),
+        args,
+        cwd: PathBuf::from(&workspace.path),
+        env_remove: secret_env_names(),
+        env,
+        stdout_as: OutputStream::Stdout,
+        stderr_as: OutputStream::Stderr,
+        timeout,
+        kill_grace: config.cancel_grace,
+        reap_group_on_exit: true,
+    })
+}
+
+/// Otter's own variables, which vibe and setup.sh must not inherit (database and Redis URLs,
+/// API tokens).
+fn secret_env_names() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("OTTER_") || k == "DATABASE_URL" || k == "REDIS_URL")
+        .collect()
+}
+
+/// Maps how vibe ended to how the job ends (DESIGN.md §3).
+fn decide(config: &Config, outcome: RunOutcome, export: Option<&RunExport>, stop: &CancellationToken, lease_lost: &AtomicBool) -> Finish {
+    let reason = export.and_then(|e| e.outcome.clone()).unwrap_or_else(|| "unknown".to_owned());
+    match outcome {
+        RunOutcome::Exited(0) => Finish {
+            end: RunEnd::Succeeded,
+            exit_code: Some(0),
+            output: None,
+            retry_delay: Duration::ZERO,
+            details: json!({}),
+        },
+        RunOutcome::Exited(1) => failed("vibe configuration error (exit 1)".to_owned(), false, Some(1)),
+        RunOutcome::Exited(2) => failed("vibe infrastructure error (exit 2)".to_owned(), true, Some(2)),
+        RunOutcome::Exited(3) => failed(format!("vibe stopped early: {reason}"), false, Some(3)),
+        RunOutcome::Exited(code) => failed(format!("vibe exited with code {code}"), true, Some(code)),
+        RunOutcome::Signalled(sig) => failed(format!("vibe was killed by signal {sig}"), true, None),
+        RunOutcome::TimedOut => failed(
+            format!(
+                "timed out after {}s (OTTER_JOB_TIMEOUT)",
+                config.job_timeout.map(|t| t.as_secs()).unwrap_or_default()
+            ),
+            false,
+            None,
+        ),
+        RunOutcome::Cancelled if lease_lost.load(Ordering::SeqCst) => failed("worker_lost".to_owned(), true, None),
+        RunOutcome::Cancelled if stop.is_cancelled() => Finish {
+            // Given back on shutdown: not the job's fault, so the attempt is not counted.
+            end: RunEnd::Released {
+                reason: "worker_shutdown".to_owned(),
+            },
+            exit_code: None,
+            output: None,
+            retry_delay: Duration::ZERO,
+            details: json!({ "reason": "worker_shutdown" }),
+        },
+        RunOutcome::Cancelled => Finish {
+            end: RunEnd::Cancelled,
+            exit_code: None,
+            output: None,
+            retry_delay: Duration::ZERO,
+            details: json!({}),
+        },
+    }
+}
+
+fn failed(error: String, retryable: bool, exit_code: Option<i32>) -> Finish {
+    Finish {
+        end: RunEnd::Failed { error, retryable },
+        exit_code,
+        output: None,
+        retry_delay: Duration::ZERO,
+        details: json!({}),
+    }
+}
+
+/// The job's output row from export.json and the transcript.
+fn output(export: Option<&RunExport>, final_text: Option<&str>) -> JobOutput {
+    JobOutput {
+        final_text: final_text.map(str::to_owned),
+        usage: export.and_then(|e| e.usage.clone()),
+        cost: export.and_then(|e| e.cost_usd),
+        outcome: export.and_then(|e| e.outcome.clone()),
+        stop_reason: export.and_then(|e| e.stop_reason.clone()),
+        export: export.and_then(|e| serde_json::to_value(e).ok()),
+    }
+}
+
+/// Runs `setup.sh` if vibe left one, streaming its lines; returns details for the final event.
+async fn run_setup(config: &Config, workspace: &Workspace, tx: &mpsc::UnboundedSender<SinkItem>, cancel: &CancellationToken) -> serde_json::Value {
+    let root = PathBuf::from(&workspace.path);
+    let Some(script) = find_setup(&root) else {
+        return json!({ "setup": null });
+    };
+    let dir = script.parent().map(Path::to_path_buf).unwrap_or_else(|| root.clone());
+    let _ = tx.send(SinkItem::Event(NewEvent::new(
+        kinds::SETUP_STARTED,
+        json!({ "path": script.display().to_string() }),
+    )));
+    let executable = std::fs::metadata(&script)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
+        .unwrap_or(false);
+    let (program, args) = if executable {
+        (script.clone(), Vec::new())
+    } else {
+        (PathBuf::from("sh"), vec![script.as_os_str().to_owned()])
+    };
+    let spec = RunSpec {
+        program,
+        args,
+        cwd: dir,
+        env_remove: secret_env_names(),
+        env: vec![("VIBE_HOME".to_owned(), workspace.vibe_home.clone())],
+        stdout_as: OutputStream::Setup,
+        stderr_as: OutputStream::Setup,
+        timeout: Some(config.setup_timeout),
+        kill_grace: config.cancel_grace,
+        reap_group_on_exit: false,
+    };
+    let result = match runner::run(&spec, tx.clone(), cancel).await {
+        Ok(RunOutcome::Exited(code)) => json!({ "exit_code": code, "outcome": if code == 0 { "succeeded" } else { "failed" } }),
+        Ok(RunOutcome::Signalled(sig)) => json!({ "exit_code": null, "signal": sig, "outcome": "failed" }),
+        Ok(RunOutcome::TimedOut) => json!({ "exit_code": null, "outcome": "timed_out" }),
+        Ok(RunOutcome::Cancelled) => json!({ "exit_code": null, "outcome": "cancelled" }),
+        Err(e) => json!({ "exit_code": null, "outcome": "failed", "error": e.to_string() }),
+    };
+    let mut finished = result.clone();
+    finished["path"] = json!(script.display().to_string());
+    let _ = tx.send(SinkItem::Event(NewEvent::new(kinds::SETUP_FINISHED, finished)));
+    json!({ "setup": result })
+}
+
+/// `setup.sh` at the workspace root, else in the most recently changed direct subfolder (the
+/// project folder vibe made). Only regular files that resolve inside the workspace count.
+fn find_setup(root: &Path) -> Option<PathBuf> {
+    let inside = |p: &Path| -> bool {
+        match (p.canonicalize(), root.canonicalize()) {
+            (Ok(p), Ok(r)) => p.starts_with(r) && p.is_file(),
+            _ => false,
+        }
+    };
+    let top = root.join("setup.sh");
+    if inside(&top) {
+        return Some(top);
+    }
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(root).ok()?.flatten() {
+        if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let candidate = entry.path().join("setup.sh");
+        if !inside(&candidate) {
+            continue;
+        }
+        let modified = std::fs::metadata(&candidate)
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        if best.as_ref().is_none_or(|(t, _)| modified > *t) {
+            best = Some((modified, candidate));
+        }
+    }
+    best.map(|(_, p)| p)
+}

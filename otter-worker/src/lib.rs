@@ -1,0 +1,135 @@
+//! # otter-worker
+//!
+//! Otter's queue consumer. A worker process takes job ids from Redis, makes each claim real in
+//! PostgreSQL, runs vibe in the job's workspace (then `setup.sh`), writes every output line as an
+//! event and records the result. Any number of workers, on any number of machines, share one
+//! PostgreSQL and one Redis; nothing here assumes it is the only one.
+
+mod job;
+mod maintenance;
+mod sink;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otter_core::db::jobs::{self, Claim};
+use otter_core::{db, Config, Queue};
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long one blocking pop waits before the loop looks around again.
+const POP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// PostgreSQL is unreachable or failed.
+    #[error("PostgreSQL (OTTER_DATABASE_URL): {0}")]
+    Db(#[from] otter_core::DbError),
+    /// Redis is unreachable or failed.
+    #[error("Redis (OTTER_REDIS_URL): {0}")]
+    Queue(#[from] otter_core::QueueError),
+}
+
+/// What every job task of this worker shares.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub(crate) config: Arc<Config>,
+    pub(crate) pool: PgPool,
+    pub(crate) queue: Queue,
+}
+
+/// Runs a worker until `shutdown` is cancelled. On shutdown it stops claiming, lets running jobs
+/// finish within `OTTER_SHUTDOWN_GRACE`, then stops them and puts them back in the queue.
+pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let pool = db::connect(&config).await?;
+    db::migrate(&pool).await?;
+    let queue = Queue::connect(config.redis_url.expose(), &config.queue_name).await?;
+    // Blocking pops get their own connection: they would hold up every other command on a
+    // shared one.
+    let popper = Queue::connect_with_timeout(
+        config.redis_url.expose(),
+        &config.queue_name,
+        POP_TIMEOUT + Duration::from_secs(5),
+    )
+    .await?;
+    let ctx = Ctx {
+        config: config.clone(),
+        pool,
+        queue,
+    };
+    tracing::info!(
+        worker_id = %config.worker_id,
+        concurrency = config.worker_concurrency,
+        queue = %config.queue_name,
+        vibe = %config.vibe_bin.display(),
+        "worker started"
+    );
+
+    let tracker = TaskTracker::new();
+    // Cancelled only when the shutdown grace has run out: stops the jobs still running.
+    let stop_jobs = CancellationToken::new();
+    tracker.spawn(maintenance::run(ctx.clone(), shutdown.clone()));
+
+    let slots = Arc::new(Semaphore::new(config.worker_concurrency));
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let popped = tokio::select! {
+            () = shutdown.cancelled() => break,
+            popped = popper.pop(POP_TIMEOUT) => popped,
+        };
+        let id = match popped {
+            Ok(Some(id)) => id,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take from the queue; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+        };
+        match jobs::claim(&ctx.pool, id, &config.worker_id, config.lease_ttl).await {
+            Ok(Claim::Claimed { job, lease }) => {
+                tracing::info!(job_id = %id, attempt = lease.attempt, workspace_id = %job.workspace_id, "job claimed");
+                let ctx = ctx.clone();
+                let stop = stop_jobs.clone();
+                tracker.spawn(async move {
+                    job::run(&ctx, *job, lease, stop).await;
+                    drop(permit);
+                });
+            }
+            Ok(Claim::WorkspaceBusy) => {
+                tracing::debug!(job_id = %id, "workspace busy; the job waits for the running one");
+            }
+            Ok(Claim::NotYet(at)) => {
+                tracing::debug!(job_id = %id, run_after = %at, "job is backing off");
+                maintenance::push_job(&ctx, id).await;
+            }
+            Ok(Claim::NotClaimable) => tracing::debug!(job_id = %id, "dropped a stale delivery"),
+            Err(e) => {
+                // The job stays queued in PostgreSQL; the reconciler puts it back.
+                tracing::warn!(job_id = %id, error = %e, "claim failed");
+            }
+        }
+    }
+
+    tracing::info!(grace_secs = config.shutdown_grace.as_secs_f64(), "worker stopping: no new claims");
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
+        tracing::warn!("shutdown grace over; stopping running jobs and putting them back in the queue");
+        stop_jobs.cancel();
+        tracker.wait().await;
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}

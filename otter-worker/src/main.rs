@@ -1,0 +1,19 @@
+//! `otter-worker`: claims jobs from the queue and runs vibe on them. Configuration comes from the
+//! environment (see README.md); SIGINT or SIGTERM stop it gracefully.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use otter_core::Config;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env().context("invalid configuration")?;
+    otter_core::telemetry::init(config.log_format);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(otter_core::telemetry::cancel_on_signal(shutdown.clone()));
+    otter_worker::run(Arc::new(config), shutdown)
+        .await
+        .context("otter-worker failed")
+}

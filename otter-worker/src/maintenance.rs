@@ -1,0 +1,80 @@
+//! Background duties every worker shares (running them on several workers is harmless):
+//! re-pushing PostgreSQL's claimable jobs to Redis (so a Redis that lost its data loses no job),
+//! recovering jobs whose worker stopped renewing its lease, and promoting retries whose backoff
+//! has passed.
+
+use std::time::Duration;
+
+use otter_core::db::jobs;
+use otter_core::model::{JobId, WorkspaceId};
+use tokio_util::sync::CancellationToken;
+
+use crate::Ctx;
+
+/// How often due retries are moved to the ready set.
+const PROMOTE_EVERY: Duration = Duration::from_secs(1);
+/// Most jobs re-pushed in one reconcile pass.
+const RECONCILE_BATCH: i64 = 10_000;
+
+pub(crate) async fn run(ctx: Ctx, shutdown: CancellationToken) {
+    let mut reconcile = tokio::time::interval(ctx.config.reconcile_interval);
+    let mut promote = tokio::time::interval(PROMOTE_EVERY);
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    promote.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = reconcile.tick() => reconcile_once(&ctx).await,
+            _ = promote.tick() => {
+                if let Err(e) = ctx.queue.promote_due().await {
+                    tracing::debug!(error = %e, "could not promote due retries");
+                }
+            }
+        }
+    }
+}
+
+/// One pass: recover expired leases, then make sure every claimable job is in Redis.
+pub(crate) async fn reconcile_once(ctx: &Ctx) {
+    match jobs::recover_expired(&ctx.pool).await {
+        Ok(recovered) => {
+            for (id, requeued) in recovered {
+                tracing::warn!(job_id = %id, requeued, "recovered a job whose worker stopped renewing its lease");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "lease recovery failed"),
+    }
+    match jobs::claimable(&ctx.pool, None, RECONCILE_BATCH).await {
+        Ok(entries) => {
+            if let Err(e) = ctx.queue.push(&entries).await {
+                tracing::warn!(error = %e, "could not re-push claimable jobs to Redis");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not list claimable jobs"),
+    }
+}
+
+/// Pushes the claimable jobs of a workspace (after one of its jobs ended).
+pub(crate) async fn push_workspace(ctx: &Ctx, workspace_id: WorkspaceId) {
+    match jobs::claimable(&ctx.pool, Some(workspace_id), 100).await {
+        Ok(entries) => {
+            if let Err(e) = ctx.queue.push(&entries).await {
+                tracing::warn!(error = %e, %workspace_id, "could not push the workspace's next jobs");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, %workspace_id, "could not list the workspace's next jobs"),
+    }
+}
+
+/// Pushes one job again with its current place in claim order.
+pub(crate) async fn push_job(ctx: &Ctx, id: JobId) {
+    match jobs::queue_entry(&ctx.pool, id).await {
+        Ok(Some(entry)) => {
+            if let Err(e) = ctx.queue.push(&[entry]).await {
+                tracing::warn!(error = %e, job_id = %id, "could not push the job");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, job_id = %id, "could not read the job"),
+    }
+}

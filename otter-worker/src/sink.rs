@@ -1,0 +1,111 @@
+//! The event sink of one run: receives output lines and lifecycle events in order, and writes
+//! them to PostgreSQL in batches (whatever arrived while the previous write was in flight goes
+//! in the next one), fenced by the run's lease. The process's pipes never wait on it: the
+//! channel is unbounded.
+
+use std::time::Duration;
+
+use otter_core::db::jobs::{self, Lease};
+use otter_core::model::{NewEvent, OutputStream};
+use otter_core::runner::Line;
+use otter_core::vibe::{parse_line, Transcript};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+/// Most events written in one transaction.
+const MAX_BATCH: usize = 1000;
+
+/// What a run sends to its sink.
+#[derive(Debug)]
+pub(crate) enum SinkItem {
+    /// An output line.
+    Line(Line),
+    /// A lifecycle event (setup started, setup finished).
+    Event(NewEvent),
+}
+
+impl From<Line> for SinkItem {
+    fn from(line: Line) -> Self {
+        SinkItem::Line(line)
+    }
+}
+
+/// What the sink saw, once the run's senders are all gone.
+#[derive(Debug, Default)]
+pub(crate) struct SinkReport {
+    /// vibe's transcript (stdout entries), for the final answer.
+    pub(crate) transcript: Transcript,
+    /// The last stderr lines of vibe, to explain a failure.
+    pub(crate) stderr_tail: Vec<String>,
+    /// Events written.
+    pub(crate) written: usize,
+    /// The lease was lost: the job is no longer ours, nothing more was written.
+    pub(crate) lease_lost: bool,
+}
+
+/// Lines of stderr kept for the error message.
+const STDERR_TAIL: usize = 5;
+
+pub(crate) async fn run(pool: PgPool, lease: Lease, mut rx: mpsc::UnboundedReceiver<SinkItem>) -> SinkReport {
+    let mut report = SinkReport::default();
+    let mut batch: Vec<NewEvent> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(to_event(first, &mut report));
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(to_event(item, &mut report)),
+                Err(_) => break,
+            }
+        }
+        if report.lease_lost {
+            batch.clear();
+            continue;
+        }
+        if write(&pool, &lease, &batch).await {
+            report.written += batch.len();
+        } else {
+            tracing::warn!(job_id = %lease.job_id, "lease lost; the run's output is no longer recorded");
+            report.lease_lost = true;
+        }
+        batch.clear();
+    }
+    report
+}
+
+/// Writes one batch, retrying while PostgreSQL is unreachable. Returns false if the lease is gone.
+async fn write(pool: &PgPool, lease: &Lease, batch: &[NewEvent]) -> bool {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match jobs::append_run_events(pool, lease, batch).await {
+            Ok(held) => return held,
+            Err(e) => {
+                tracing::warn!(job_id = %lease.job_id, error = %e, lines = batch.len(), "writing output failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+fn to_event(item: SinkItem, report: &mut SinkReport) -> NewEvent {
+    match item {
+        SinkItem::Event(event) => event,
+        SinkItem::Line(line) => {
+            let entry = match line.stream {
+                OutputStream::Stdout => parse_line(&line.text),
+                OutputStream::Stderr => {
+                    if report.stderr_tail.len() == STDERR_TAIL {
+                        report.stderr_tail.remove(0);
+                    }
+                    report.stderr_tail.push(line.text.clone());
+                    None
+                }
+                OutputStream::Setup => None,
+            };
+            if let Some(entry) = &entry {
+                report.transcript.observe(entry);
+            }
+            NewEvent::output(line.stream, line.text, entry)
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: a real server and a real worker (in this process) over a fresh PostgreSQL
+//! database and a private Redis queue, running the project's vibe stand-in
+//! (`otter-fake-vibe`, which reproduces the real CLI's captured output).
+
+mod harness;
+mod runs;
+mod streaming;
