@@ -85,6 +85,10 @@ for comp in rustfmt clippy; do
     fi
   fi
   if ! has_component "$comp"; then
+    if [[ -n "${CI:-}" ]]; then
+      echo "[test] ERROR: $comp is not available and CI must not skip it: 'rustup component add $comp'." >&2
+      exit 1
+    fi
     echo "[test] WARNING: $comp is not available; its step is SKIPPED. Install it with 'rustup component add $comp'." >&2
     if [[ "$comp" == rustfmt ]]; then SKIP_FMT=1; else SKIP_CLIPPY=1; fi
   fi
@@ -106,6 +110,16 @@ else
   cargo clippy --workspace --all-targets -- -D warnings
   done_step
 fi
+
+step "drop databases left by earlier test runs"
+# Each test creates its own database (otter_test_<uuid>); remove those of earlier runs so a
+# developer's private instance does not fill up. Only this project's private instance is touched.
+stale=$(psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'otter\_test\_%'")
+for db in $stale; do
+  psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+done
+echo "dropped $(wc -w <<<"$stale") stale test database(s)"
+done_step
 
 step "cargo test --workspace${*:+ $*}"
 cargo test --workspace "$@"

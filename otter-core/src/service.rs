@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::db::jobs::{self, NewJob};
-use crate::db::{workspaces, DbError};
+use crate::db::{DbError, workspaces};
 use crate::model::{Job, ProjectId, Workspace, WorkspaceId};
 use crate::queue::Queue;
 use crate::workspace::{self, WorkspaceError};
@@ -42,11 +42,18 @@ pub struct CreateWorkspace<'a> {
 
 /// Registers a workspace: checks the path, prepares its own `VIBE_HOME`, then inserts the row.
 /// If the row cannot be written, the home is removed again: nothing is left half-made.
-pub async fn create_workspace(pool: &PgPool, config: &Config, req: CreateWorkspace<'_>) -> Result<Workspace, ServiceError> {
-    if let Some(name) = req.name {
-        if name.trim().is_empty() || name.len() > 200 {
-            return Err(ServiceError::Invalid("name must be 1 to 200 characters".to_owned()));
-        }
+pub async fn create_workspace(
+    pool: &PgPool,
+    config: &Config,
+    req: CreateWorkspace<'_>,
+) -> Result<Workspace, ServiceError> {
+    if req
+        .name
+        .is_some_and(|name| name.trim().is_empty() || name.len() > 200)
+    {
+        return Err(ServiceError::Invalid(
+            "name must be 1 to 200 characters".to_owned(),
+        ));
     }
     let id = WorkspaceId::new();
     let home = workspace::vibe_home_path(config, id);
@@ -86,7 +93,10 @@ pub async fn create_workspace(pool: &PgPool, config: &Config, req: CreateWorkspa
 
 /// The workspace for `OTTER_DEFAULT_WORKSPACE_PATH`, registered (and its directory created) on
 /// first use. `None` when no default is configured.
-pub async fn default_workspace(pool: &PgPool, config: &Config) -> Result<Option<Workspace>, ServiceError> {
+pub async fn default_workspace(
+    pool: &PgPool,
+    config: &Config,
+) -> Result<Option<Workspace>, ServiceError> {
     let Some(path) = &config.default_workspace_path else {
         return Ok(None);
     };
@@ -136,28 +146,43 @@ pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
 
 /// Validates and stores a job, then pushes it to Redis. A Redis failure does not fail the
 /// submission: the job is safe in PostgreSQL and the reconciler pushes it.
-pub async fn submit_prompt(pool: &PgPool, queue: &Queue, config: &Config, req: SubmitPrompt<'_>) -> Result<Job, ServiceError> {
+pub async fn submit_prompt(
+    pool: &PgPool,
+    queue: &Queue,
+    config: &Config,
+    req: SubmitPrompt<'_>,
+) -> Result<Job, ServiceError> {
     if req.prompt.trim().is_empty() {
         return Err(ServiceError::Invalid("prompt must not be empty".to_owned()));
     }
     if req.prompt.len() > MAX_PROMPT_BYTES {
-        return Err(ServiceError::Invalid(format!("prompt is longer than {MAX_PROMPT_BYTES} bytes")));
+        return Err(ServiceError::Invalid(format!(
+            "prompt is longer than {MAX_PROMPT_BYTES} bytes"
+        )));
     }
     if req.prompt.contains('\0') {
-        return Err(ServiceError::Invalid("prompt must not contain NUL bytes".to_owned()));
+        return Err(ServiceError::Invalid(
+            "prompt must not contain NUL bytes".to_owned(),
+        ));
     }
     let priority = req.priority.unwrap_or(0);
     if !(-1000..=1000).contains(&priority) {
-        return Err(ServiceError::Invalid("priority must be between -1000 and 1000".to_owned()));
+        return Err(ServiceError::Invalid(
+            "priority must be between -1000 and 1000".to_owned(),
+        ));
     }
     let max_attempts = req.max_attempts.unwrap_or(config.max_attempts);
     if !(1..=100).contains(&max_attempts) {
-        return Err(ServiceError::Invalid("max_attempts must be between 1 and 100".to_owned()));
+        return Err(ServiceError::Invalid(
+            "max_attempts must be between 1 and 100".to_owned(),
+        ));
     }
     let workspace = match req.workspace_id {
         Some(id) => workspaces::get(pool, id).await?,
         None => default_workspace(pool, config).await?.ok_or_else(|| {
-            ServiceError::Invalid("workspace_id is required (OTTER_DEFAULT_WORKSPACE_PATH is not set)".to_owned())
+            ServiceError::Invalid(
+                "workspace_id is required (OTTER_DEFAULT_WORKSPACE_PATH is not set)".to_owned(),
+            )
         })?,
     };
     let job = jobs::insert(

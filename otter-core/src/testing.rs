@@ -62,7 +62,10 @@ impl TestEnv {
             ("OTTER_REDIS_URL", self.redis_url.clone()),
             ("OTTER_QUEUE_NAME", self.queue_name.clone()),
             ("OTTER_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-            ("OTTER_VIBE_HOME_BASE", self.dir.join("vibe-homes").display().to_string()),
+            (
+                "OTTER_VIBE_HOME_BASE",
+                self.dir.join("vibe-homes").display().to_string(),
+            ),
             ("OTTER_DB_MAX_CONNECTIONS", "8".to_owned()),
         ]
         .into_iter()

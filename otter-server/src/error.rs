@@ -1,14 +1,14 @@
 //! The API's one error type. Every error leaves as `{"error": {"code", "message"}}` with the
 //! status its variant names; internal details are logged here, once, and never sent.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::Json;
 use axum::extract::FromRequest;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use otter_core::DbError;
 use otter_core::service::ServiceError;
 use otter_core::workspace::WorkspaceError;
-use otter_core::DbError;
 use serde_json::json;
 
 /// Result of a handler.
@@ -51,7 +51,9 @@ impl AppError {
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            AppError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            AppError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -75,9 +77,10 @@ impl IntoResponse for AppError {
         let body = Json(json!({ "error": { "code": code, "message": message } }));
         let mut response = (status, body).into_response();
         if matches!(self, AppError::Unauthorized) {
-            response
-                .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -88,9 +91,9 @@ impl From<DbError> for AppError {
         match e {
             DbError::NotFound(what) => AppError::NotFound(format!("{what} not found")),
             DbError::Conflict(msg) => AppError::Conflict(msg),
-            DbError::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
-                AppError::Unavailable("the database is unavailable; retry shortly".to_owned())
-            }
+            DbError::Sqlx(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => AppError::Unavailable("the database is unavailable; retry shortly".to_owned()),
             other => AppError::Internal(other.to_string()),
         }
     }
@@ -100,9 +103,15 @@ impl From<ServiceError> for AppError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Invalid(msg) => AppError::Validation(msg),
-            ServiceError::Workspace(WorkspaceError::InvalidPath(msg)) => AppError::Validation(format!("path: {msg}")),
-            ServiceError::Workspace(e @ WorkspaceError::NotAllowed { .. }) => AppError::Validation(format!("path: {e}")),
-            ServiceError::Workspace(e @ WorkspaceError::Io { .. }) => AppError::Internal(e.to_string()),
+            ServiceError::Workspace(WorkspaceError::InvalidPath(msg)) => {
+                AppError::Validation(format!("path: {msg}"))
+            }
+            ServiceError::Workspace(e @ WorkspaceError::NotAllowed { .. }) => {
+                AppError::Validation(format!("path: {e}"))
+            }
+            ServiceError::Workspace(e @ WorkspaceError::Io { .. }) => {
+                AppError::Internal(e.to_string())
+            }
             ServiceError::Db(e) => e.into(),
         }
     }
@@ -113,9 +122,9 @@ impl From<JsonRejection> for AppError {
         let text = rejection.body_text();
         match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(text),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                AppError::UnsupportedMediaType("expected a JSON body with Content-Type: application/json".to_owned())
-            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType(
+                "expected a JSON body with Content-Type: application/json".to_owned(),
+            ),
             _ => AppError::Validation(text),
         }
     }

@@ -10,5 +10,5 @@ mod startup;
 mod state;
 
 pub use error::AppError;
-pub use startup::{app, build_state, serve, serve_on, StartupError};
+pub use startup::{StartupError, app, build_state, serve, serve_on};
 pub use state::AppState;

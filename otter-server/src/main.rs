@@ -16,5 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let state = otter_server::build_state(Arc::new(config), shutdown)
         .await
         .context("otter-server could not start")?;
-    otter_server::serve(state).await.context("otter-server failed")
+    otter_server::serve(state)
+        .await
+        .context("otter-server failed")
 }

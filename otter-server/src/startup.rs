@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
-use otter_core::{db, Config, EventFeed, Queue};
+use otter_core::{Config, EventFeed, Queue, db};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -50,7 +50,10 @@ pub enum StartupError {
 }
 
 /// Connects to PostgreSQL (running migrations) and Redis, and starts the event feed.
-pub async fn build_state(config: Arc<Config>, shutdown: CancellationToken) -> Result<AppState, StartupError> {
+pub async fn build_state(
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) -> Result<AppState, StartupError> {
     let pool = db::connect(&config).await?;
     db::migrate(&pool).await?;
     let queue = Queue::connect(config.redis_url.expose(), &config.queue_name).await?;
@@ -107,8 +110,18 @@ fn cors(config: &Config) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("last-event-id")])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ])
         .expose_headers([HeaderName::from_static("x-request-id")])
         .max_age(Duration::from_secs(600))
 }
@@ -158,10 +171,12 @@ pub async fn serve(state: AppState) -> Result<(), StartupError> {
 
 /// Serves the API on an already bound listener until `shutdown` is cancelled (tests bind port 0).
 pub async fn serve_on(listener: TcpListener, state: AppState) -> Result<(), StartupError> {
-    let addr = listener.local_addr().map_err(|source| StartupError::Listen {
-        addr: state.config.listen_addr,
-        source,
-    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartupError::Listen {
+            addr: state.config.listen_addr,
+            source,
+        })?;
     tracing::info!(%addr, auth = !state.config.api_tokens.is_empty(), "otter-server listening");
     let shutdown = state.shutdown.clone();
     axum::serve(listener, app(state))

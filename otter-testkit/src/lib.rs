@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use otter_core::testing::TestEnv;
 use otter_core::Config;
+pub use otter_core::testing::TestEnv;
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 /// A running server for one test.
@@ -43,7 +43,9 @@ impl TestApp {
         let state = otter_server::build_state(Arc::new(config), shutdown.clone())
             .await
             .expect("server state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(otter_server::serve_on(listener, state.clone()));
         Self {
@@ -58,7 +60,12 @@ impl TestApp {
         }
     }
 
-    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
             req = req.json(&body);
@@ -82,7 +89,10 @@ impl TestApp {
     pub async fn workspace(&self, name: &str) -> Value {
         let dir = self.env.mkdir(name);
         let (status, body) = self
-            .post("/v1/workspaces", json!({ "name": name, "path": dir.display().to_string() }))
+            .post(
+                "/v1/workspaces",
+                json!({ "name": name, "path": dir.display().to_string() }),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
@@ -90,10 +100,18 @@ impl TestApp {
 }
 
 /// Asserts the error shape of DESIGN.md §2.7 and returns the message.
-pub fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: &str) -> String {
+pub fn assert_error(
+    status: StatusCode,
+    body: &Value,
+    want_status: StatusCode,
+    want_code: &str,
+) -> String {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], want_code, "{body}");
-    let message = body["error"]["message"].as_str().expect("message is a string").to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .expect("message is a string")
+        .to_owned();
     assert!(!message.is_empty());
     message
 }
@@ -138,14 +156,22 @@ impl SseClient {
             req = req.header("Last-Event-ID", id.to_string());
         }
         let resp = req.send().await.expect("SSE request sent");
-        assert_eq!(resp.status(), StatusCode::OK, "SSE answered {}", resp.status());
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "SSE answered {}",
+            resp.status()
+        );
         let content_type = resp
             .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
         Self {
             body: Box::pin(resp.bytes_stream()),
             buf: String::new(),
@@ -200,7 +226,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

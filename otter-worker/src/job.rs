@@ -4,22 +4,22 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use otter_core::db::jobs::{self, Finish, Lease, RunEnd};
 use otter_core::db::workspaces;
-use otter_core::model::{kinds, Job, JobOutput, NewEvent, OutputStream, Workspace};
+use otter_core::model::{Job, JobOutput, NewEvent, OutputStream, Workspace, kinds};
 use otter_core::runner::{self, RunOutcome, RunSpec};
-use otter_core::vibe::{read_export, RunExport};
-use otter_core::{instructions, Config};
+use otter_core::vibe::{RunExport, read_export};
+use otter_core::{Config, instructions};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::sink::{self, SinkItem};
-use crate::{maintenance, Ctx};
+use crate::{Ctx, maintenance};
 
 /// Runs `job` under `lease` to its end. `stop` is cancelled when the worker must give the job up
 /// (shutdown grace over); the job then goes back to the queue without losing an attempt.
@@ -30,7 +30,9 @@ pub(crate) async fn run(ctx: &Ctx, job: Job, lease: Lease, stop: CancellationTok
     let finish = execute(ctx, &job, &lease, &stop).await;
     let end_label = match &finish.end {
         RunEnd::Succeeded => "succeeded",
-        RunEnd::Failed { retryable: true, .. } => "failed (retryable)",
+        RunEnd::Failed {
+            retryable: true, ..
+        } => "failed (retryable)",
         RunEnd::Failed { .. } => "failed",
         RunEnd::Cancelled => "cancelled",
         RunEnd::Released { .. } => "given back to the queue",
@@ -75,14 +77,21 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, stop: &CancellationToken) 
     // Cancelled when the run must end early: the lease was lost, or the worker gives the job up.
     let cancel = stop.child_token();
     let lease_lost = Arc::new(AtomicBool::new(false));
-    let heartbeat = tokio::spawn(heartbeat(ctx.clone(), *lease, cancel.clone(), lease_lost.clone()));
+    let heartbeat = tokio::spawn(heartbeat(
+        ctx.clone(),
+        *lease,
+        cancel.clone(),
+        lease_lost.clone(),
+    ));
 
     let (tx, rx) = mpsc::unbounded_channel::<SinkItem>();
     let sink = tokio::spawn(sink::run(ctx.pool.clone(), *lease, rx));
 
     let run_dir = run_dir(&workspace, lease);
     let outcome = match prepare(config, job, &workspace, &run_dir).await {
-        Ok(spec) => runner::run(&spec, tx.clone(), &cancel).await.map_err(|e| e.to_string()),
+        Ok(spec) => runner::run(&spec, tx.clone(), &cancel)
+            .await
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     let export = match read_export(&run_dir).await {
@@ -109,18 +118,30 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, stop: &CancellationToken) 
         // Nothing more may be written; `finish` will find the lease gone and do nothing.
         tracing::warn!(job_id = %job.id, "run ended without its lease");
     }
-    if let RunEnd::Failed { error, .. } = &mut finish.end {
-        if let Some(reason) = export
-            .as_ref()
-            .and_then(|e| e.error.as_ref())
-            .and_then(|e| e.message.clone())
-            .or_else(|| report.stderr_tail.iter().rev().find(|l| l.starts_with("Error:")).cloned())
-        {
-            error.push_str(": ");
-            error.push_str(&reason);
-        }
+    // Say why: export.json's error, else vibe's last `Error:` line.
+    let reason = export
+        .as_ref()
+        .and_then(|e| e.error.as_ref())
+        .and_then(|e| e.message.clone())
+        .or_else(|| {
+            report
+                .stderr_tail
+                .iter()
+                .rev()
+                .find(|l| l.starts_with("Error:"))
+                .cloned()
+        });
+    if let (RunEnd::Failed { error, .. }, Some(reason)) = (&mut finish.end, reason) {
+        error.push_str(": ");
+        error.push_str(&reason);
     }
-    if matches!(finish.end, RunEnd::Failed { retryable: true, .. }) {
+    if matches!(
+        finish.end,
+        RunEnd::Failed {
+            retryable: true,
+            ..
+        }
+    ) {
         finish.retry_delay = config.retry_delay(lease.attempt);
     }
     finish.output = Some(output(export.as_ref(), report.transcript.final_text()));
@@ -141,7 +162,9 @@ async fn heartbeat(ctx: Ctx, lease: Lease, cancel: CancellationToken, lost: Arc<
                 cancel.cancel();
                 return;
             }
-            Err(e) => tracing::warn!(job_id = %lease.job_id, error = %e, "lease renewal failed; retrying"),
+            Err(e) => {
+                tracing::warn!(job_id = %lease.job_id, error = %e, "lease renewal failed; retrying")
+            }
         }
     }
 }
@@ -154,7 +177,12 @@ fn run_dir(workspace: &Workspace, lease: &Lease) -> PathBuf {
 }
 
 /// Writes the instructions and builds vibe's command line.
-async fn prepare(config: &Config, job: &Job, workspace: &Workspace, run_dir: &Path) -> Result<RunSpec, String> {
+async fn prepare(
+    config: &Config,
+    job: &Job,
+    workspace: &Workspace,
+    run_dir: &Path,
+) -> Result<RunSpec, String> {
     let home = Path::new(&workspace.vibe_home);
     tokio::fs::create_dir_all(run_dir)
         .await
@@ -226,8 +254,16 @@ fn secret_env_names() -> Vec<String> {
 }
 
 /// Maps how vibe ended to how the job ends (DESIGN.md §3).
-fn decide(config: &Config, outcome: RunOutcome, export: Option<&RunExport>, stop: &CancellationToken, lease_lost: &AtomicBool) -> Finish {
-    let reason = export.and_then(|e| e.outcome.clone()).unwrap_or_else(|| "unknown".to_owned());
+fn decide(
+    config: &Config,
+    outcome: RunOutcome,
+    export: Option<&RunExport>,
+    stop: &CancellationToken,
+    lease_lost: &AtomicBool,
+) -> Finish {
+    let reason = export
+        .and_then(|e| e.outcome.clone())
+        .unwrap_or_else(|| "unknown".to_owned());
     match outcome {
         RunOutcome::Exited(0) => Finish {
             end: RunEnd::Succeeded,
@@ -236,11 +272,23 @@ fn decide(config: &Config, outcome: RunOutcome, export: Option<&RunExport>, stop
             retry_delay: Duration::ZERO,
             details: json!({}),
         },
-        RunOutcome::Exited(1) => failed("vibe configuration error (exit 1)".to_owned(), false, Some(1)),
-        RunOutcome::Exited(2) => failed("vibe infrastructure error (exit 2)".to_owned(), true, Some(2)),
+        RunOutcome::Exited(1) => failed(
+            "vibe configuration error (exit 1)".to_owned(),
+            false,
+            Some(1),
+        ),
+        RunOutcome::Exited(2) => failed(
+            "vibe infrastructure error (exit 2)".to_owned(),
+            true,
+            Some(2),
+        ),
         RunOutcome::Exited(3) => failed(format!("vibe stopped early: {reason}"), false, Some(3)),
-        RunOutcome::Exited(code) => failed(format!("vibe exited with code {code}"), true, Some(code)),
-        RunOutcome::Signalled(sig) => failed(format!("vibe was killed by signal {sig}"), true, None),
+        RunOutcome::Exited(code) => {
+            failed(format!("vibe exited with code {code}"), true, Some(code))
+        }
+        RunOutcome::Signalled(sig) => {
+            failed(format!("vibe was killed by signal {sig}"), true, None)
+        }
         RunOutcome::TimedOut => failed(
             format!(
                 "timed out after {}s (OTTER_JOB_TIMEOUT)",
@@ -249,7 +297,9 @@ fn decide(config: &Config, outcome: RunOutcome, export: Option<&RunExport>, stop
             false,
             None,
         ),
-        RunOutcome::Cancelled if lease_lost.load(Ordering::SeqCst) => failed("worker_lost".to_owned(), true, None),
+        RunOutcome::Cancelled if lease_lost.load(Ordering::SeqCst) => {
+            failed("worker_lost".to_owned(), true, None)
+        }
         RunOutcome::Cancelled if stop.is_cancelled() => Finish {
             // Given back on shutdown: not the job's fault, so the attempt is not counted.
             end: RunEnd::Released {
@@ -293,12 +343,20 @@ fn output(export: Option<&RunExport>, final_text: Option<&str>) -> JobOutput {
 }
 
 /// Runs `setup.sh` if vibe left one, streaming its lines; returns details for the final event.
-async fn run_setup(config: &Config, workspace: &Workspace, tx: &mpsc::UnboundedSender<SinkItem>, cancel: &CancellationToken) -> serde_json::Value {
+async fn run_setup(
+    config: &Config,
+    workspace: &Workspace,
+    tx: &mpsc::UnboundedSender<SinkItem>,
+    cancel: &CancellationToken,
+) -> serde_json::Value {
     let root = PathBuf::from(&workspace.path);
     let Some(script) = find_setup(&root) else {
         return json!({ "setup": null });
     };
-    let dir = script.parent().map(Path::to_path_buf).unwrap_or_else(|| root.clone());
+    let dir = script
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.clone());
     let _ = tx.send(SinkItem::Event(NewEvent::new(
         kinds::SETUP_STARTED,
         json!({ "path": script.display().to_string() }),
@@ -324,15 +382,22 @@ async fn run_setup(config: &Config, workspace: &Workspace, tx: &mpsc::UnboundedS
         reap_group_on_exit: false,
     };
     let result = match runner::run(&spec, tx.clone(), cancel).await {
-        Ok(RunOutcome::Exited(code)) => json!({ "exit_code": code, "outcome": if code == 0 { "succeeded" } else { "failed" } }),
-        Ok(RunOutcome::Signalled(sig)) => json!({ "exit_code": null, "signal": sig, "outcome": "failed" }),
+        Ok(RunOutcome::Exited(code)) => {
+            json!({ "exit_code": code, "outcome": if code == 0 { "succeeded" } else { "failed" } })
+        }
+        Ok(RunOutcome::Signalled(sig)) => {
+            json!({ "exit_code": null, "signal": sig, "outcome": "failed" })
+        }
         Ok(RunOutcome::TimedOut) => json!({ "exit_code": null, "outcome": "timed_out" }),
         Ok(RunOutcome::Cancelled) => json!({ "exit_code": null, "outcome": "cancelled" }),
         Err(e) => json!({ "exit_code": null, "outcome": "failed", "error": e.to_string() }),
     };
     let mut finished = result.clone();
     finished["path"] = json!(script.display().to_string());
-    let _ = tx.send(SinkItem::Event(NewEvent::new(kinds::SETUP_FINISHED, finished)));
+    let _ = tx.send(SinkItem::Event(NewEvent::new(
+        kinds::SETUP_FINISHED,
+        finished,
+    )));
     json!({ "setup": result })
 }
 

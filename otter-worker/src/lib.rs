@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otter_core::db::jobs::{self, Claim};
-use otter_core::{db, Config, Queue};
+use otter_core::{Config, Queue, db};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -123,10 +123,18 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
         }
     }
 
-    tracing::info!(grace_secs = config.shutdown_grace.as_secs_f64(), "worker stopping: no new claims");
+    tracing::info!(
+        grace_secs = config.shutdown_grace.as_secs_f64(),
+        "worker stopping: no new claims"
+    );
     tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
-        tracing::warn!("shutdown grace over; stopping running jobs and putting them back in the queue");
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "shutdown grace over; stopping running jobs and putting them back in the queue"
+        );
         stop_jobs.cancel();
         tracker.wait().await;
     }

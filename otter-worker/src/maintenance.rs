@@ -62,7 +62,9 @@ pub(crate) async fn push_workspace(ctx: &Ctx, workspace_id: WorkspaceId) {
                 tracing::warn!(error = %e, %workspace_id, "could not push the workspace's next jobs");
             }
         }
-        Err(e) => tracing::warn!(error = %e, %workspace_id, "could not list the workspace's next jobs"),
+        Err(e) => {
+            tracing::warn!(error = %e, %workspace_id, "could not list the workspace's next jobs")
+        }
     }
 }
 

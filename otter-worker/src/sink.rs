@@ -8,7 +8,7 @@ use std::time::Duration;
 use otter_core::db::jobs::{self, Lease};
 use otter_core::model::{NewEvent, OutputStream};
 use otter_core::runner::Line;
-use otter_core::vibe::{parse_line, Transcript};
+use otter_core::vibe::{Transcript, parse_line};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
@@ -46,7 +46,11 @@ pub(crate) struct SinkReport {
 /// Lines of stderr kept for the error message.
 const STDERR_TAIL: usize = 5;
 
-pub(crate) async fn run(pool: PgPool, lease: Lease, mut rx: mpsc::UnboundedReceiver<SinkItem>) -> SinkReport {
+pub(crate) async fn run(
+    pool: PgPool,
+    lease: Lease,
+    mut rx: mpsc::UnboundedReceiver<SinkItem>,
+) -> SinkReport {
     let mut report = SinkReport::default();
     let mut batch: Vec<NewEvent> = Vec::new();
     while let Some(first) = rx.recv().await {

@@ -110,8 +110,10 @@ pub async fn head(pool: &PgPool) -> Result<i64, DbError> {
 
 /// How many events a job has.
 pub async fn count_for_job(pool: &PgPool, job_id: JobId) -> Result<i64, DbError> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM events WHERE job_id = $1")
-        .bind(job_id)
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(pool)
+            .await?,
+    )
 }

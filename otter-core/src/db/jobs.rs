@@ -54,7 +54,7 @@ struct JobRow {
 
 impl From<JobRow> for Job {
     fn from(r: JobRow) -> Self {
-        let output = r.has_output.then(|| JobOutput {
+        let output = r.has_output.then_some(JobOutput {
             final_text: r.final_text,
             usage: r.usage,
             cost: r.cost,
@@ -529,7 +529,11 @@ pub async fn recover_expired(pool: &PgPool) -> Result<Vec<(JobId, bool)>, DbErro
     let mut recovered = Vec::with_capacity(expired.len());
     for (id, attempts, max_attempts, worker_id) in expired {
         let requeue = attempts < max_attempts;
-        let status = if requeue { JobStatus::Queued } else { JobStatus::Failed };
+        let status = if requeue {
+            JobStatus::Queued
+        } else {
+            JobStatus::Failed
+        };
         sqlx::query(
             "UPDATE jobs SET status = $2, error = 'worker_lost', worker_id = NULL, lease_token = NULL,
                     lease_expires_at = NULL, run_after = now(),
@@ -540,7 +544,11 @@ pub async fn recover_expired(pool: &PgPool) -> Result<Vec<(JobId, bool)>, DbErro
         .bind(status)
         .execute(&mut *tx)
         .await?;
-        let kind = if requeue { kinds::JOB_RETRY_SCHEDULED } else { kinds::JOB_FAILED };
+        let kind = if requeue {
+            kinds::JOB_RETRY_SCHEDULED
+        } else {
+            kinds::JOB_FAILED
+        };
         let payload = json!({
             "attempt": attempts,
             "error": "worker_lost",

@@ -7,16 +7,16 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
-use axum::Router;
 use futures::{Stream, StreamExt};
+use otter_core::StreamItem;
 use otter_core::db::events::{self, EventFilter};
 use otter_core::db::jobs;
 use otter_core::model::{JobId, ProjectId, WorkspaceId};
-use otter_core::StreamItem;
 use serde::Deserialize;
 
 use crate::error::{AppError, AppQuery, Result};
@@ -49,12 +49,16 @@ async fn stream_events(
                 .ok()
                 .and_then(|v| v.trim().parse::<i64>().ok())
                 .filter(|v| *v >= 0)
-                .ok_or_else(|| AppError::Validation("Last-Event-ID must be a non-negative event id".to_owned()))?,
+                .ok_or_else(|| {
+                    AppError::Validation("Last-Event-ID must be a non-negative event id".to_owned())
+                })?,
         ),
         None => None,
     };
     if q.after.is_some_and(|a| a < 0) {
-        return Err(AppError::Validation("after must not be negative".to_owned()));
+        return Err(AppError::Validation(
+            "after must not be negative".to_owned(),
+        ));
     }
     let filter = EventFilter {
         job_id: q.job_id,

@@ -33,7 +33,11 @@ async fn get_health(State(state): State<AppState>) -> impl IntoResponse {
         Err(_) => "error: timed out".to_owned(),
     };
     let healthy = postgres == "ok" && redis == "ok";
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(json!({

@@ -1,10 +1,10 @@
 //! `/v1/jobs/{id}` and its stored events, and `/v1/history` (finished jobs).
 
+use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use axum::Router;
 use otter_core::db::jobs::{self, HistoryFilter};
-use otter_core::db::{events, Page};
+use otter_core::db::{Page, events};
 use otter_core::model::{Event, Job, JobId, JobStatus, WorkspaceId};
 use serde::Deserialize;
 
@@ -19,7 +19,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/history", get(list_history))
 }
 
-async fn get_job(State(state): State<AppState>, AppPath(id): AppPath<JobId>) -> Result<AppJson<Job>> {
+async fn get_job(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<JobId>,
+) -> Result<AppJson<Job>> {
     Ok(AppJson(jobs::get(&state.db, id).await?))
 }
 
@@ -41,11 +44,15 @@ async fn list_job_events(
 ) -> Result<AppJson<Page<Event>>> {
     let limit = q.limit.unwrap_or(MAX_EVENTS);
     if !(1..=MAX_EVENTS).contains(&limit) {
-        return Err(AppError::Validation(format!("limit must be between 1 and {MAX_EVENTS}")));
+        return Err(AppError::Validation(format!(
+            "limit must be between 1 and {MAX_EVENTS}"
+        )));
     }
     let after = q.after.unwrap_or(0);
     if after < 0 {
-        return Err(AppError::Validation("after must not be negative".to_owned()));
+        return Err(AppError::Validation(
+            "after must not be negative".to_owned(),
+        ));
     }
     // 404 for an unknown job rather than an empty list.
     jobs::get(&state.db, id).await?;
@@ -62,7 +69,10 @@ struct HistoryQuery {
     page: PageQuery,
 }
 
-async fn list_history(State(state): State<AppState>, AppQuery(q): AppQuery<HistoryQuery>) -> Result<AppJson<Page<Job>>> {
+async fn list_history(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<HistoryQuery>,
+) -> Result<AppJson<Page<Job>>> {
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => match JobStatus::parse(s) {
@@ -78,5 +88,7 @@ async fn list_history(State(state): State<AppState>, AppQuery(q): AppQuery<Histo
         status,
         workspace_id: q.workspace_id,
     };
-    Ok(AppJson(jobs::list_history(&state.db, filter, q.page.page()?).await?))
+    Ok(AppJson(
+        jobs::list_history(&state.db, filter, q.page.page()?).await?,
+    ))
 }

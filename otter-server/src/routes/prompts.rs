@@ -1,9 +1,9 @@
 //! `POST /v1/prompts`: submit a prompt; answers 201 with the queued job.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use axum::Router;
 use otter_core::model::{Job, WorkspaceId};
 use otter_core::service::{self, SubmitPrompt};
 use serde::Deserialize;
@@ -24,7 +24,10 @@ struct CreatePrompt {
     max_attempts: Option<i32>,
 }
 
-async fn create_prompt(State(state): State<AppState>, AppJson(body): AppJson<CreatePrompt>) -> Result<(StatusCode, AppJson<Job>)> {
+async fn create_prompt(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<CreatePrompt>,
+) -> Result<(StatusCode, AppJson<Job>)> {
     let job = service::submit_prompt(
         &state.db,
         &state.queue,

@@ -1,9 +1,9 @@
 //! `GET /v1/queue`: queued jobs in the order they will be claimed.
 
+use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use axum::Router;
-use otter_core::db::{jobs, Page};
+use otter_core::db::{Page, jobs};
 use otter_core::model::Job;
 
 use super::PageQuery;
@@ -14,6 +14,9 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/queue", get(list_queue))
 }
 
-async fn list_queue(State(state): State<AppState>, AppQuery(q): AppQuery<PageQuery>) -> Result<AppJson<Page<Job>>> {
+async fn list_queue(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<PageQuery>,
+) -> Result<AppJson<Page<Job>>> {
     Ok(AppJson(jobs::list_queue(&state.db, q.page()?).await?))
 }

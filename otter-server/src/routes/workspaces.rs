@@ -1,10 +1,10 @@
 //! `/v1/workspaces`: register, list and read workspaces.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
-use otter_core::db::{projects, workspaces, Page};
+use otter_core::db::{Page, projects, workspaces};
 use otter_core::model::{ProjectId, Workspace, WorkspaceId};
 use otter_core::service::{self, CreateWorkspace};
 use serde::Deserialize;
@@ -15,7 +15,10 @@ use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/workspaces", get(list_workspaces).post(create_workspace))
+        .route(
+            "/v1/workspaces",
+            get(list_workspaces).post(create_workspace),
+        )
         .route("/v1/workspaces/{id}", get(get_workspace))
 }
 
@@ -59,10 +62,18 @@ struct ListQuery {
     page: PageQuery,
 }
 
-async fn list_workspaces(State(state): State<AppState>, AppQuery(q): AppQuery<ListQuery>) -> Result<AppJson<Page<Workspace>>> {
-    Ok(AppJson(workspaces::list(&state.db, q.project_id, q.page.page()?).await?))
+async fn list_workspaces(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> Result<AppJson<Page<Workspace>>> {
+    Ok(AppJson(
+        workspaces::list(&state.db, q.project_id, q.page.page()?).await?,
+    ))
 }
 
-async fn get_workspace(State(state): State<AppState>, AppPath(id): AppPath<WorkspaceId>) -> Result<AppJson<Workspace>> {
+async fn get_workspace(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<WorkspaceId>,
+) -> Result<AppJson<Workspace>> {
     Ok(AppJson(workspaces::get(&state.db, id).await?))
 }

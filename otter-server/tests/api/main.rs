@@ -1,7 +1,6 @@
 //! The API's integration tests: a real server on 127.0.0.1, a fresh PostgreSQL database and a
 //! private Redis queue per test.
 
-
 mod requests;
 mod startup;
 mod stream;

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use otter_testkit::{assert_error, TestApp};
+use otter_testkit::{TestApp, assert_error};
 
 #[tokio::test]
 async fn healthz_reports_postgres_and_redis() {
@@ -18,7 +18,12 @@ async fn healthz_reports_postgres_and_redis() {
 #[tokio::test]
 async fn projects_are_created_and_listed() {
     let app = TestApp::spawn().await;
-    let (status, created) = app.post("/v1/projects", json!({ "name": "alpha", "description": "first" })).await;
+    let (status, created) = app
+        .post(
+            "/v1/projects",
+            json!({ "name": "alpha", "description": "first" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["name"], "alpha");
     assert_eq!(created["description"], "first");
@@ -32,7 +37,9 @@ async fn projects_are_created_and_listed() {
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(list["items"][0]["name"], "beta");
 
-    let (status, one) = app.get(&format!("/v1/projects/{}", created["id"].as_str().unwrap())).await;
+    let (status, one) = app
+        .get(&format!("/v1/projects/{}", created["id"].as_str().unwrap()))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(one, created);
 }
@@ -50,26 +57,45 @@ async fn workspaces_get_their_own_vibe_home() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{ws}");
     assert_eq!(ws["project_id"], project["id"]);
-    assert_eq!(ws["path"], dir.canonicalize().unwrap().display().to_string());
+    assert_eq!(
+        ws["path"],
+        dir.canonicalize().unwrap().display().to_string()
+    );
     let home = std::path::PathBuf::from(ws["vibe_home"].as_str().unwrap());
     assert!(home.ends_with(ws["id"].as_str().unwrap()));
     let trusted = std::fs::read_to_string(home.join("trusted_folders.toml")).unwrap();
-    assert!(trusted.contains(&format!("\"{}\"", ws["path"].as_str().unwrap())), "{trusted}");
+    assert!(
+        trusted.contains(&format!("\"{}\"", ws["path"].as_str().unwrap())),
+        "{trusted}"
+    );
     let config = std::fs::read_to_string(home.join("config.toml")).unwrap();
     assert!(config.contains("enable_telemetry = false"));
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(home.join(".env")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(home.join(".env"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
-    let (status, got) = app.get(&format!("/v1/workspaces/{}", ws["id"].as_str().unwrap())).await;
+    let (status, got) = app
+        .get(&format!("/v1/workspaces/{}", ws["id"].as_str().unwrap()))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got, ws);
-    let (_, list) = app.get(&format!("/v1/workspaces?project_id={}", project["id"].as_str().unwrap())).await;
+    let (_, list) = app
+        .get(&format!(
+            "/v1/workspaces?project_id={}",
+            project["id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(list["total"], 1);
 
     // The same directory twice is a conflict, and leaves no second home behind.
     let (status, body) = app
-        .post("/v1/workspaces", json!({ "path": dir.display().to_string() }))
+        .post(
+            "/v1/workspaces",
+            json!({ "path": dir.display().to_string() }),
+        )
         .await;
     assert_error(status, &body, StatusCode::CONFLICT, "conflict");
     let homes = std::fs::read_dir(home.parent().unwrap()).unwrap().count();
@@ -94,19 +120,28 @@ async fn workspace_paths_are_checked() {
     }
     // `create` makes the directory, inside the roots only.
     let (status, ws) = app
-        .post("/v1/workspaces", json!({ "path": format!("{}/new/dir", root.display()), "create": true }))
+        .post(
+            "/v1/workspaces",
+            json!({ "path": format!("{}/new/dir", root.display()), "create": true }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{ws}");
     assert!(root.join("new/dir").is_dir());
     let (status, _) = app
-        .post("/v1/workspaces", json!({ "path": format!("{}/made", outside.display()), "create": true }))
+        .post(
+            "/v1/workspaces",
+            json!({ "path": format!("{}/made", outside.display()), "create": true }),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(!outside.join("made").exists());
     // A symlink inside the root that leads out of it is refused.
     std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
     let (status, body) = app
-        .post("/v1/workspaces", json!({ "path": format!("{}/escape", root.display()) }))
+        .post(
+            "/v1/workspaces",
+            json!({ "path": format!("{}/escape", root.display()) }),
+        )
         .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
     std::fs::remove_dir_all(&root).ok();
@@ -146,45 +181,87 @@ async fn bad_input_gets_a_clear_4xx() {
         .unwrap();
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap();
-    assert_error(status, &body, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
 
     // A bad UUID in the path and in the body.
     let (status, body) = app.get("/v1/jobs/not-a-uuid").await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
-    let (status, body) = app.post("/v1/prompts", json!({ "prompt": "hi", "workspace_id": "nope" })).await;
+    let (status, body) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "hi", "workspace_id": "nope" }),
+        )
+        .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
 
     // An empty prompt, names the field.
-    let (status, body) = app.post("/v1/prompts", json!({ "prompt": "  ", "workspace_id": ws["id"] })).await;
+    let (status, body) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "  ", "workspace_id": ws["id"] }),
+        )
+        .await;
     let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
     assert!(message.contains("prompt"), "{message}");
 
     // A missing field and an unknown one.
-    let (status, body) = app.post("/v1/prompts", json!({ "workspace_id": ws["id"] })).await;
+    let (status, body) = app
+        .post("/v1/prompts", json!({ "workspace_id": ws["id"] }))
+        .await;
     let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
     assert!(message.contains("prompt"), "{message}");
-    let (status, body) = app.post("/v1/prompts", json!({ "prompt": "x", "workspace_id": ws["id"], "colour": 1 })).await;
+    let (status, body) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "x", "workspace_id": ws["id"], "colour": 1 }),
+        )
+        .await;
     let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
     assert!(message.contains("colour"), "{message}");
 
     // Out-of-range numbers.
-    let (status, body) = app.post("/v1/prompts", json!({ "prompt": "x", "workspace_id": ws["id"], "priority": 5000 })).await;
+    let (status, body) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "x", "workspace_id": ws["id"], "priority": 5000 }),
+        )
+        .await;
     let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
     assert!(message.contains("priority"), "{message}");
-    let (status, body) = app.post("/v1/prompts", json!({ "prompt": "x", "workspace_id": ws["id"], "max_attempts": 0 })).await;
+    let (status, body) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "x", "workspace_id": ws["id"], "max_attempts": 0 }),
+        )
+        .await;
     let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
     assert!(message.contains("max_attempts"), "{message}");
 
     // An unknown workspace, job, project.
     let unknown = uuid::Uuid::new_v4();
-    let (status, body) = app.post("/v1/prompts", json!({ "prompt": "x", "workspace_id": unknown })).await;
+    let (status, body) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "x", "workspace_id": unknown }),
+        )
+        .await;
     let message = assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     assert!(message.contains("workspace"), "{message}");
     let (status, body) = app.get(&format!("/v1/jobs/{unknown}")).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     let (status, body) = app.get(&format!("/v1/jobs/{unknown}/events")).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
-    let (status, body) = app.post("/v1/workspaces", json!({ "project_id": unknown, "path": "/tmp" })).await;
+    let (status, body) = app
+        .post(
+            "/v1/workspaces",
+            json!({ "project_id": unknown, "path": "/tmp" }),
+        )
+        .await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
 
     // No workspace and no default.
@@ -193,7 +270,12 @@ async fn bad_input_gets_a_clear_4xx() {
     assert!(message.contains("workspace_id"), "{message}");
 
     // Bad list parameters.
-    for path in ["/v1/queue?limit=0", "/v1/queue?limit=abc", "/v1/history?status=running", "/v1/projects?offset=-1"] {
+    for path in [
+        "/v1/queue?limit=0",
+        "/v1/queue?limit=abc",
+        "/v1/history?status=running",
+        "/v1/projects?offset=-1",
+    ] {
         let (status, body) = app.get(path).await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
     }
@@ -210,12 +292,29 @@ async fn a_prompt_is_queued_with_its_event() {
     let app = TestApp::spawn().await;
     let ws = app.workspace("ws").await;
     let (status, job) = app
-        .post("/v1/prompts", json!({ "prompt": "Build a todo app", "workspace_id": ws["id"], "priority": 3 }))
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "Build a todo app", "workspace_id": ws["id"], "priority": 3 }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
     for field in [
-        "id", "workspace_id", "project_id", "prompt", "status", "paused", "priority", "attempts", "max_attempts",
-        "exit_code", "error", "preview_url", "created_at", "started_at", "finished_at", "output",
+        "id",
+        "workspace_id",
+        "project_id",
+        "prompt",
+        "status",
+        "paused",
+        "priority",
+        "attempts",
+        "max_attempts",
+        "exit_code",
+        "error",
+        "preview_url",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "output",
     ] {
         assert!(job.get(field).is_some(), "job lacks {field}: {job}");
     }
@@ -242,11 +341,17 @@ async fn a_prompt_is_queued_with_its_event() {
 
 #[tokio::test]
 async fn the_default_workspace_is_registered_on_first_use() {
-    let env_dir = std::env::temp_dir().join(format!("otter-default-{}", uuid::Uuid::new_v4().simple()));
-    let app = TestApp::spawn_with(&[("OTTER_DEFAULT_WORKSPACE_PATH", env_dir.to_str().unwrap())]).await;
+    let env_dir =
+        std::env::temp_dir().join(format!("otter-default-{}", uuid::Uuid::new_v4().simple()));
+    let app =
+        TestApp::spawn_with(&[("OTTER_DEFAULT_WORKSPACE_PATH", env_dir.to_str().unwrap())]).await;
     let (s1, a) = app.post("/v1/prompts", json!({ "prompt": "one" })).await;
     let (s2, b) = app.post("/v1/prompts", json!({ "prompt": "two" })).await;
-    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED), "{a} {b}");
+    assert_eq!(
+        (s1, s2),
+        (StatusCode::CREATED, StatusCode::CREATED),
+        "{a} {b}"
+    );
     assert_eq!(a["workspace_id"], b["workspace_id"]);
     assert!(env_dir.is_dir());
     let (_, list) = app.get("/v1/workspaces").await;
@@ -262,17 +367,30 @@ async fn the_queue_lists_jobs_in_claim_order() {
     let mut ids = Vec::new();
     for (prompt, priority) in [("low", -1), ("first", 0), ("urgent", 10), ("second", 0)] {
         let (_, job) = app
-            .post("/v1/prompts", json!({ "prompt": prompt, "workspace_id": ws["id"], "priority": priority }))
+            .post(
+                "/v1/prompts",
+                json!({ "prompt": prompt, "workspace_id": ws["id"], "priority": priority }),
+            )
             .await;
         ids.push(job["id"].clone());
     }
     let (status, queue) = app.get("/v1/queue").await;
     assert_eq!(status, StatusCode::OK);
-    let prompts: Vec<&str> = queue["items"].as_array().unwrap().iter().map(|j| j["prompt"].as_str().unwrap()).collect();
+    let prompts: Vec<&str> = queue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["prompt"].as_str().unwrap())
+        .collect();
     assert_eq!(prompts, ["urgent", "first", "second", "low"]);
     assert_eq!(queue["total"], 4);
     let (_, page) = app.get("/v1/queue?limit=2&offset=1").await;
-    let prompts: Vec<&str> = page["items"].as_array().unwrap().iter().map(|j| j["prompt"].as_str().unwrap()).collect();
+    let prompts: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["prompt"].as_str().unwrap())
+        .collect();
     assert_eq!(prompts, ["first", "second"]);
 
     // Nothing has finished yet.

@@ -7,7 +7,10 @@ fn a_bad_database_url_stops_startup_with_a_clear_message() {
     let output = Command::new(env!("CARGO_BIN_EXE_otter-server"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("OTTER_DATABASE_URL", "postgres://otter:wrong@127.0.0.1:1/otter")
+        .env(
+            "OTTER_DATABASE_URL",
+            "postgres://otter:wrong@127.0.0.1:1/otter",
+        )
         .env("OTTER_REDIS_URL", "redis://127.0.0.1:1")
         .env("OTTER_LISTEN_ADDR", "127.0.0.1:0")
         .output()
@@ -21,7 +24,10 @@ fn a_bad_database_url_stops_startup_with_a_clear_message() {
 #[test]
 fn a_malformed_or_missing_variable_is_named() {
     for (vars, needle) in [
-        (vec![("OTTER_REDIS_URL", "redis://127.0.0.1:1")], "OTTER_DATABASE_URL is required"),
+        (
+            vec![("OTTER_REDIS_URL", "redis://127.0.0.1:1")],
+            "OTTER_DATABASE_URL is required",
+        ),
         (
             vec![
                 ("OTTER_DATABASE_URL", "mysql://x@h/d"),

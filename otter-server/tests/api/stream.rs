@@ -8,12 +8,17 @@ use otter_core::db::events;
 use otter_core::model::{JobId, NewEvent, OutputStream};
 use otter_testkit::{SseClient, TestApp};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn queued_job(app: &TestApp, ws: &Value) -> JobId {
-    let (status, job) = app.post("/v1/prompts", json!({ "prompt": "p", "workspace_id": ws["id"] })).await;
+    let (status, job) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "p", "workspace_id": ws["id"] }),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     job["id"].as_str().unwrap().parse().unwrap()
 }
@@ -50,13 +55,19 @@ async fn a_job_stream_replays_history_then_follows_and_resumes() {
     for _ in 0..2 {
         seen.push(sse.next(WAIT).await.unwrap());
     }
-    let texts: Vec<String> = seen[1..].iter().map(|f| f.json()["payload"]["text"].as_str().unwrap().to_owned()).collect();
+    let texts: Vec<String> = seen[1..]
+        .iter()
+        .map(|f| f.json()["payload"]["text"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(texts, ["line 0", "line 1", "line 2", "line 3", "line 4"]);
     for frame in &seen {
         assert_eq!(frame.json()["job_id"], job.to_string());
         assert_eq!(frame.id_num(), frame.json()["id"].as_i64());
     }
-    let seqs: Vec<i64> = seen.iter().map(|f| f.json()["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = seen
+        .iter()
+        .map(|f| f.json()["seq"].as_i64().unwrap())
+        .collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
 
     // Reconnect with Last-Event-ID from the middle: exactly the later events, once each.
@@ -65,7 +76,12 @@ async fn a_job_stream_replays_history_then_follows_and_resumes() {
     write_lines(&app, job, 5..6).await;
     let mut texts = Vec::new();
     for _ in 0..4 {
-        texts.push(resumed.next(WAIT).await.unwrap().json()["payload"]["text"].as_str().unwrap().to_owned());
+        texts.push(
+            resumed.next(WAIT).await.unwrap().json()["payload"]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     assert_eq!(texts, ["line 2", "line 3", "line 4", "line 5"]);
 
@@ -81,20 +97,44 @@ async fn workspace_and_project_filters_hold() {
     let (_, project) = app.post("/v1/projects", json!({ "name": "p" })).await;
     let dir = app.env.mkdir("in-project");
     let (_, ws_a) = app
-        .post("/v1/workspaces", json!({ "path": dir.display().to_string(), "project_id": project["id"] }))
+        .post(
+            "/v1/workspaces",
+            json!({ "path": dir.display().to_string(), "project_id": project["id"] }),
+        )
         .await;
     let ws_b = app.workspace("loose").await;
     let a = queued_job(&app, &ws_a).await;
     let b = queued_job(&app, &ws_b).await;
 
-    let mut by_ws = SseClient::connect(&app, &format!("/v1/events/stream?workspace_id={}&after=0", ws_b["id"].as_str().unwrap()), None).await;
-    let mut by_project =
-        SseClient::connect(&app, &format!("/v1/events/stream?project_id={}&after=0", project["id"].as_str().unwrap()), None).await;
+    let mut by_ws = SseClient::connect(
+        &app,
+        &format!(
+            "/v1/events/stream?workspace_id={}&after=0",
+            ws_b["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    let mut by_project = SseClient::connect(
+        &app,
+        &format!(
+            "/v1/events/stream?project_id={}&after=0",
+            project["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
     write_lines(&app, a, 0..1).await;
     write_lines(&app, b, 0..1).await;
     for _ in 0..2 {
-        assert_eq!(by_ws.next(WAIT).await.unwrap().json()["job_id"], b.to_string());
-        assert_eq!(by_project.next(WAIT).await.unwrap().json()["job_id"], a.to_string());
+        assert_eq!(
+            by_ws.next(WAIT).await.unwrap().json()["job_id"],
+            b.to_string()
+        );
+        assert_eq!(
+            by_project.next(WAIT).await.unwrap().json()["job_id"],
+            a.to_string()
+        );
     }
 }
 
@@ -111,7 +151,12 @@ async fn bad_stream_requests_are_refused() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let (status, _) = app.get("/v1/events/stream?job_id=nope").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = app.get(&format!("/v1/events/stream?job_id={}", uuid::Uuid::new_v4())).await;
+    let (status, _) = app
+        .get(&format!(
+            "/v1/events/stream?job_id={}",
+            uuid::Uuid::new_v4()
+        ))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use otter_testkit::{eventually, TestApp};
+use otter_testkit::{TestApp, eventually};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 /// The vibe stand-in built with this package.
@@ -24,20 +24,24 @@ impl Worker {
     /// Starts a worker on `app`'s database and queue, running the stand-in with `scenario`
     /// and the extra variables `extra` (e.g. `OTTER_VIBE_EXTRA_ENV`).
     pub(crate) async fn start(app: &TestApp, extra: &[(&str, &str)]) -> Self {
-        let mut vars = vec![("OTTER_VIBE_BIN", FAKE_VIBE), ("OTTER_RETRY_BASE_DELAY", "100ms")];
+        let mut vars = vec![
+            ("OTTER_VIBE_BIN", FAKE_VIBE),
+            ("OTTER_RETRY_BASE_DELAY", "100ms"),
+        ];
         vars.extend_from_slice(extra);
         let config = app.env.config(&vars);
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
-            otter_worker::run(Arc::new(config), token).await.expect("worker ran");
+            otter_worker::run(Arc::new(config), token)
+                .await
+                .expect("worker ran");
         });
         Self {
             shutdown,
             _handle: handle,
         }
     }
-
 }
 
 impl Drop for Worker {
@@ -69,7 +73,11 @@ pub(crate) async fn finished(app: &TestApp, job: &Value) -> Value {
     let path = format!("/v1/jobs/{}", job["id"].as_str().expect("job id"));
     eventually(JOB_WAIT, "the job to finish", || async {
         let (_, job) = app.get(&path).await;
-        matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(job)
+        matches!(
+            job["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+        .then_some(job)
     })
     .await
 }
@@ -77,15 +85,24 @@ pub(crate) async fn finished(app: &TestApp, job: &Value) -> Value {
 /// All stored events of a job, oldest first.
 pub(crate) async fn events(app: &TestApp, job: &Value) -> Vec<Value> {
     let (status, page) = app
-        .get(&format!("/v1/jobs/{}/events?limit=1000", job["id"].as_str().expect("job id")))
+        .get(&format!(
+            "/v1/jobs/{}/events?limit=1000",
+            job["id"].as_str().expect("job id")
+        ))
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let mut items = page["items"].as_array().cloned().unwrap_or_default();
     let total = page["total"].as_i64().unwrap_or_default() as usize;
     while items.len() < total {
-        let after = items.last().map(|e| e["id"].as_i64().unwrap_or_default()).unwrap_or_default();
+        let after = items
+            .last()
+            .map(|e| e["id"].as_i64().unwrap_or_default())
+            .unwrap_or_default();
         let (_, page) = app
-            .get(&format!("/v1/jobs/{}/events?limit=1000&after={after}", job["id"].as_str().unwrap()))
+            .get(&format!(
+                "/v1/jobs/{}/events?limit=1000&after={after}",
+                job["id"].as_str().unwrap()
+            ))
             .await;
         let more = page["items"].as_array().cloned().unwrap_or_default();
         assert!(!more.is_empty(), "events stopped short of the total");
@@ -96,7 +113,10 @@ pub(crate) async fn events(app: &TestApp, job: &Value) -> Vec<Value> {
 
 /// The kinds of `events`, in order.
 pub(crate) fn kinds(events: &[Value]) -> Vec<&str> {
-    events.iter().map(|e| e["kind"].as_str().unwrap_or_default()).collect()
+    events
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default())
+        .collect()
 }
 
 /// The `output_chunk` texts of one stream.

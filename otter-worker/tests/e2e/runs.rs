@@ -4,19 +4,26 @@
 use std::time::Duration;
 
 use otter_testkit::TestApp;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::harness::{events, finished, kinds, lines, scenario, submit, Worker};
+use crate::harness::{Worker, events, finished, kinds, lines, scenario, submit};
 
 /// The exact stdout lines of a successful `tools` run, as vibe 3.0.3 prints them.
-const FINAL_TEXT: &str = "I created `hello.txt` and ran `cat hello.txt`; it printed \"Hello from the mock LLM\". Done.";
+const FINAL_TEXT: &str =
+    "I created `hello.txt` and ran `cat hello.txt`; it printed \"Hello from the mock LLM\". Done.";
 
 #[tokio::test]
 async fn a_prompt_runs_to_success_with_every_line_in_order() {
     let app = TestApp::spawn().await;
     let ws = app.workspace("ws").await;
     let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[]))]).await;
-    let job = submit(&app, &ws, "Create hello.txt containing a greeting, then show its contents with cat.", json!({})).await;
+    let job = submit(
+        &app,
+        &ws,
+        "Create hello.txt containing a greeting, then show its contents with cat.",
+        json!({}),
+    )
+    .await;
     let job = finished(&app, &job).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["exit_code"], 0);
@@ -24,8 +31,16 @@ async fn a_prompt_runs_to_success_with_every_line_in_order() {
     assert!(job["started_at"].is_string() && job["finished_at"].is_string());
     assert_eq!(job["output"]["final_text"], FINAL_TEXT);
     assert_eq!(job["output"]["outcome"], "finished");
-    assert!(job["output"]["cost"].as_f64().is_some_and(|c| c > 0.0), "{job}");
-    assert!(job["output"]["usage"]["total_tokens"].as_i64().is_some_and(|t| t > 0), "{job}");
+    assert!(
+        job["output"]["cost"].as_f64().is_some_and(|c| c > 0.0),
+        "{job}"
+    );
+    assert!(
+        job["output"]["usage"]["total_tokens"]
+            .as_i64()
+            .is_some_and(|t| t > 0),
+        "{job}"
+    );
 
     let events = events(&app, &job).await;
     let kinds = kinds(&events);
@@ -36,7 +51,11 @@ async fn a_prompt_runs_to_success_with_every_line_in_order() {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["seq"].as_i64(), Some(i as i64 + 1));
     }
-    assert!(events.windows(2).all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()));
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64())
+    );
     // Every stdout line is a vibe entry, parsed, in the order vibe printed it.
     let stdout: Vec<&Value> = events
         .iter()
@@ -46,22 +65,40 @@ async fn a_prompt_runs_to_success_with_every_line_in_order() {
         .iter()
         .map(|e| {
             let entry = &e["payload"]["entry"];
-            format!("{}:{}", entry["type"].as_str().unwrap_or("?"), entry["role"].as_str().unwrap_or(""))
+            format!(
+                "{}:{}",
+                entry["type"].as_str().unwrap_or("?"),
+                entry["role"].as_str().unwrap_or("")
+            )
         })
         .collect();
-    assert_eq!(entry_kinds, ["message:user", "effect:", "effect:", "message:assistant"]);
+    assert_eq!(
+        entry_kinds,
+        ["message:user", "effect:", "effect:", "message:assistant"]
+    );
     for e in &stdout {
         let raw: Value = serde_json::from_str(e["payload"]["text"].as_str().unwrap()).unwrap();
-        assert_eq!(raw, e["payload"]["entry"], "the raw line and the parsed entry agree");
+        assert_eq!(
+            raw, e["payload"]["entry"],
+            "the raw line and the parsed entry agree"
+        );
     }
     // stderr lines are kept too.
     assert!(!lines(&events, "stderr").is_empty());
     // The tool effects really happened in the workspace.
     let hello = std::path::Path::new(ws["path"].as_str().unwrap()).join("hello.txt");
-    assert_eq!(std::fs::read_to_string(hello).unwrap(), "Hello from the mock LLM\n");
+    assert_eq!(
+        std::fs::read_to_string(hello).unwrap(),
+        "Hello from the mock LLM\n"
+    );
 
     // Finished jobs are history.
-    let (_, history) = app.get(&format!("/v1/history?workspace_id={}&status=succeeded", ws["id"].as_str().unwrap())).await;
+    let (_, history) = app
+        .get(&format!(
+            "/v1/history?workspace_id={}&status=succeeded",
+            ws["id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(history["total"], 1);
     assert_eq!(history["items"][0]["id"], job["id"]);
     let (_, failed) = app.get("/v1/history?status=failed").await;
@@ -77,7 +114,10 @@ async fn vibe_is_invoked_as_the_design_says() {
     let record = app.env.dir.join("record.jsonl");
     let extra = format!(
         "{},OTTER_TEST_EXTRA=forwarded",
-        scenario("tools", &[&format!("FAKE_VIBE_RECORD={}", record.display())])
+        scenario(
+            "tools",
+            &[&format!("FAKE_VIBE_RECORD={}", record.display())]
+        )
     );
     let _worker = Worker::start(
         &app,
@@ -95,14 +135,35 @@ async fn vibe_is_invoked_as_the_design_says() {
     let job = finished(&app, &job).await;
     assert_eq!(job["status"], "succeeded", "{job}");
 
-    let recorded: Value = serde_json::from_str(std::fs::read_to_string(&record).unwrap().lines().next().unwrap()).unwrap();
-    let argv: Vec<&str> = recorded["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let recorded: Value = serde_json::from_str(
+        std::fs::read_to_string(&record)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let argv: Vec<&str> = recorded["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     let job_id = job["id"].as_str().unwrap();
     let home = ws["vibe_home"].as_str().unwrap();
     let run_dir = format!("{home}/runs/{job_id}-1");
     assert_eq!(
         argv,
-        ["--prompt", prompt, "--output", "streaming", "--trust", "--auto-approve", "--output-dir", run_dir.as_str()]
+        [
+            "--prompt",
+            prompt,
+            "--output",
+            "streaming",
+            "--trust",
+            "--auto-approve",
+            "--output-dir",
+            run_dir.as_str()
+        ]
     );
     assert_eq!(recorded["cwd"], ws["path"]);
     assert_eq!(recorded["stdin"], "/dev/null");
@@ -119,7 +180,12 @@ async fn vibe_is_invoked_as_the_design_says() {
     // Otter's instructions reach vibe's system prompt through VIBE_HOME/AGENTS.md.
     let agents = recorded["agents_md"].as_str().unwrap();
     assert!(agents.contains(job_id), "{agents}");
-    assert!(agents.contains(&format!("http://otter.example:8080/v1/jobs/{job_id}/preview-url")), "{agents}");
+    assert!(
+        agents.contains(&format!(
+            "http://otter.example:8080/v1/jobs/{job_id}/preview-url"
+        )),
+        "{agents}"
+    );
     assert!(agents.contains("setup.sh") && agents.contains("Dockerfile"));
     // The user's prompt is passed unchanged and shows first in the history.
     let events = events(&app, &job).await;
@@ -133,7 +199,11 @@ async fn vibe_is_invoked_as_the_design_says() {
 async fn a_configuration_error_fails_at_once_with_its_reason() {
     let app = TestApp::spawn().await;
     let ws = app.workspace("ws").await;
-    let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario("config-error", &[]))]).await;
+    let _worker = Worker::start(
+        &app,
+        &[("OTTER_VIBE_EXTRA_ENV", &scenario("config-error", &[]))],
+    )
+    .await;
     let job = finished(&app, &submit(&app, &ws, "anything", json!({})).await).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["exit_code"], 1);
@@ -143,7 +213,12 @@ async fn a_configuration_error_fails_at_once_with_its_reason() {
     assert_eq!(job["output"]["outcome"], "config_error");
     let events = events(&app, &job).await;
     let stderr = lines(&events, "stderr");
-    assert!(stderr.iter().any(|l| l.starts_with("Error: Invalid API key")), "{stderr:?}");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.starts_with("Error: Invalid API key")),
+        "{stderr:?}"
+    );
     assert_eq!(kinds(&events).last(), Some(&"job_failed"));
     assert!(!kinds(&events).contains(&"job_retry_scheduled"));
 }
@@ -152,16 +227,30 @@ async fn a_configuration_error_fails_at_once_with_its_reason() {
 async fn an_infrastructure_error_is_retried_then_fails() {
     let app = TestApp::spawn().await;
     let ws = app.workspace("ws").await;
-    let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario("infra-error", &[]))]).await;
-    let job = finished(&app, &submit(&app, &ws, "anything", json!({ "max_attempts": 2 })).await).await;
+    let _worker = Worker::start(
+        &app,
+        &[("OTTER_VIBE_EXTRA_ENV", &scenario("infra-error", &[]))],
+    )
+    .await;
+    let job = finished(
+        &app,
+        &submit(&app, &ws, "anything", json!({ "max_attempts": 2 })).await,
+    )
+    .await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["exit_code"], 2);
     assert_eq!(job["attempts"], 2);
-    assert!(job["error"].as_str().unwrap().contains("Server error"), "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("Server error"),
+        "{job}"
+    );
     let events = events(&app, &job).await;
     let kinds = kinds(&events);
     assert_eq!(kinds.iter().filter(|k| **k == "job_started").count(), 2);
-    let retry = events.iter().find(|e| e["kind"] == "job_retry_scheduled").expect("a retry event");
+    let retry = events
+        .iter()
+        .find(|e| e["kind"] == "job_retry_scheduled")
+        .expect("a retry event");
     assert_eq!(retry["payload"]["attempt"], 1);
     assert!(retry["payload"]["next_attempt_at"].is_string());
     assert_eq!(kinds.last(), Some(&"job_failed"));
@@ -171,12 +260,19 @@ async fn an_infrastructure_error_is_retried_then_fails() {
 async fn a_run_stopped_early_fails_with_vibes_reason() {
     let app = TestApp::spawn().await;
     let ws = app.workspace("ws").await;
-    let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario("turn-limit", &[]))]).await;
+    let _worker = Worker::start(
+        &app,
+        &[("OTTER_VIBE_EXTRA_ENV", &scenario("turn-limit", &[]))],
+    )
+    .await;
     let job = finished(&app, &submit(&app, &ws, "loop", json!({})).await).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["exit_code"], 3);
     assert_eq!(job["attempts"], 1, "a limit is not retried");
-    assert!(job["error"].as_str().unwrap().contains("turn_limit"), "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("turn_limit"),
+        "{job}"
+    );
     assert_eq!(job["output"]["outcome"], "turn_limit");
     assert_eq!(job["output"]["stop_reason"], "limit");
     assert_eq!(job["output"]["final_text"], Value::Null);
@@ -190,24 +286,44 @@ async fn setup_sh_runs_after_success_and_streams_its_lines() {
     let ws = app.workspace("ws").await;
     let _worker = Worker::start(
         &app,
-        &[("OTTER_VIBE_EXTRA_ENV", &scenario("setup", &["FAKE_VIBE_SETUP_SUBDIR=myapp"]))],
+        &[(
+            "OTTER_VIBE_EXTRA_ENV",
+            &scenario("setup", &["FAKE_VIBE_SETUP_SUBDIR=myapp"]),
+        )],
     )
     .await;
     let job = finished(&app, &submit(&app, &ws, "make an app", json!({})).await).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     let events = events(&app, &job).await;
     let kinds = kinds(&events);
-    let started = kinds.iter().position(|k| *k == "setup_started").expect("setup_started");
-    let ended = kinds.iter().position(|k| *k == "setup_finished").expect("setup_finished");
+    let started = kinds
+        .iter()
+        .position(|k| *k == "setup_started")
+        .expect("setup_started");
+    let ended = kinds
+        .iter()
+        .position(|k| *k == "setup_finished")
+        .expect("setup_finished");
     assert!(started < ended && ended < kinds.len() - 1);
-    assert!(events[started]["payload"]["path"].as_str().unwrap().ends_with("myapp/setup.sh"));
+    assert!(
+        events[started]["payload"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("myapp/setup.sh")
+    );
     assert_eq!(events[ended]["payload"]["exit_code"], 0);
     let mut setup = lines(&events, "setup");
     setup.sort_unstable();
     assert_eq!(setup, ["setup line 1", "setup line 2", "setup warning"]);
     // Every setup line comes after vibe's last line.
-    let last_vibe = events.iter().rposition(|e| e["payload"]["stream"] == "stdout").unwrap();
-    let first_setup = events.iter().position(|e| e["payload"]["stream"] == "setup").unwrap();
+    let last_vibe = events
+        .iter()
+        .rposition(|e| e["payload"]["stream"] == "stdout")
+        .unwrap();
+    let first_setup = events
+        .iter()
+        .position(|e| e["payload"]["stream"] == "setup")
+        .unwrap();
     assert!(last_vibe < first_setup);
     assert_eq!(kinds.last(), Some(&"job_succeeded"));
 }
@@ -219,7 +335,10 @@ async fn a_flood_of_lines_is_stored_whole_and_in_order() {
     let ws = app.workspace("ws").await;
     let _worker = Worker::start(
         &app,
-        &[("OTTER_VIBE_EXTRA_ENV", &scenario("flood", &[&format!("FAKE_VIBE_LINES={LINES}")]))],
+        &[(
+            "OTTER_VIBE_EXTRA_ENV",
+            &scenario("flood", &[&format!("FAKE_VIBE_LINES={LINES}")]),
+        )],
     )
     .await;
     let job = finished(&app, &submit(&app, &ws, "flood", json!({})).await).await;
@@ -234,25 +353,47 @@ async fn a_flood_of_lines_is_stored_whole_and_in_order() {
         .filter_map(|t| t.trim().strip_prefix("line ").and_then(|n| n.parse().ok()))
         .collect();
     assert_eq!(numbers.len(), LINES);
-    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "flood lines out of order");
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "flood lines out of order"
+    );
 }
 
 #[tokio::test]
 async fn lines_that_are_not_json_are_kept_raw() {
     let app = TestApp::spawn().await;
     let ws = app.workspace("ws").await;
-    let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario("stderr-noise", &[]))]).await;
+    let _worker = Worker::start(
+        &app,
+        &[("OTTER_VIBE_EXTRA_ENV", &scenario("stderr-noise", &[]))],
+    )
+    .await;
     let job = finished(&app, &submit(&app, &ws, "noise", json!({})).await).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     let events = events(&app, &job).await;
     let raw: Vec<&Value> = events
         .iter()
-        .filter(|e| e["kind"] == "output_chunk" && e["payload"]["stream"] == "stdout" && e["payload"].get("entry").is_none())
+        .filter(|e| {
+            e["kind"] == "output_chunk"
+                && e["payload"]["stream"] == "stdout"
+                && e["payload"].get("entry").is_none()
+        })
         .collect();
     assert!(raw.len() >= 3, "junk lines kept: {}", raw.len());
-    assert!(raw.iter().any(|e| e["payload"]["text"].as_str().unwrap().contains('\u{FFFD}')), "invalid UTF-8 decoded lossily");
-    assert!(raw.iter().any(|e| e["payload"]["text"].as_str().unwrap().len() >= 200 * 1024), "the long line kept whole");
-    assert!(raw.iter().any(|e| e["payload"]["text"] == ""), "the empty line kept");
+    assert!(
+        raw.iter()
+            .any(|e| e["payload"]["text"].as_str().unwrap().contains('\u{FFFD}')),
+        "invalid UTF-8 decoded lossily"
+    );
+    assert!(
+        raw.iter()
+            .any(|e| e["payload"]["text"].as_str().unwrap().len() >= 200 * 1024),
+        "the long line kept whole"
+    );
+    assert!(
+        raw.iter().any(|e| e["payload"]["text"] == ""),
+        "the empty line kept"
+    );
     assert_eq!(job["output"]["final_text"], FINAL_TEXT);
 }
 
@@ -265,16 +406,29 @@ async fn processes_vibe_leaves_behind_are_stopped() {
         &app,
         &[(
             "OTTER_VIBE_EXTRA_ENV",
-            &scenario("grandchild-exit", &[&format!("FAKE_VIBE_PIDFILE={}", pidfile.display())]),
+            &scenario(
+                "grandchild-exit",
+                &[&format!("FAKE_VIBE_PIDFILE={}", pidfile.display())],
+            ),
         )],
     )
     .await;
-    let job = finished(&app, &submit(&app, &ws, "leave something running", json!({})).await).await;
+    let job = finished(
+        &app,
+        &submit(&app, &ws, "leave something running", json!({})).await,
+    )
+    .await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    otter_testkit::eventually(Duration::from_secs(10), "the grandchild to be gone", || async move {
-        process_gone(pid).then_some(())
-    })
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    otter_testkit::eventually(
+        Duration::from_secs(10),
+        "the grandchild to be gone",
+        || async move { process_gone(pid).then_some(()) },
+    )
     .await;
 }
 
@@ -282,7 +436,10 @@ async fn processes_vibe_leaves_behind_are_stopped() {
 pub(crate) fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -294,6 +451,9 @@ async fn a_missing_vibe_binary_fails_the_job_clearly() {
     let job = finished(&app, &submit(&app, &ws, "anything", json!({})).await).await;
     assert_eq!(job["status"], "failed", "{job}");
     let error = job["error"].as_str().unwrap();
-    assert!(error.contains("could not start vibe") && error.contains("/nonexistent/vibe"), "{error}");
+    assert!(
+        error.contains("could not start vibe") && error.contains("/nonexistent/vibe"),
+        "{error}"
+    );
     assert_eq!(job["attempts"], 1);
 }

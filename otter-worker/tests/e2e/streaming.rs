@@ -6,7 +6,7 @@ use std::time::Duration;
 use otter_testkit::{SseClient, TestApp};
 use serde_json::json;
 
-use crate::harness::{events, finished, scenario, submit, Worker, JOB_WAIT};
+use crate::harness::{JOB_WAIT, Worker, events, finished, scenario, submit};
 
 #[tokio::test]
 async fn a_watcher_sees_the_whole_run_live_then_the_end() {
@@ -19,17 +19,26 @@ async fn a_watcher_sees_the_whole_run_live_then_the_end() {
     let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[]))]).await;
     let mut frames = Vec::new();
     loop {
-        let frame = sse.next(JOB_WAIT).await.expect("stream stays open until the end");
+        let frame = sse
+            .next(JOB_WAIT)
+            .await
+            .expect("stream stays open until the end");
         if frame.event.as_deref() == Some("end") {
             break;
         }
         frames.push(frame);
     }
-    assert!(sse.next(Duration::from_secs(5)).await.is_none(), "the stream closes after `end`");
+    assert!(
+        sse.next(Duration::from_secs(5)).await.is_none(),
+        "the stream closes after `end`"
+    );
     let stored = events(&app, &finished(&app, &job).await).await;
     let streamed: Vec<i64> = frames.iter().map(|f| f.id_num().unwrap()).collect();
     let ids: Vec<i64> = stored.iter().map(|e| e["id"].as_i64().unwrap()).collect();
-    assert_eq!(streamed, ids, "the stream delivered exactly the stored events, in order");
+    assert_eq!(
+        streamed, ids,
+        "the stream delivered exactly the stored events, in order"
+    );
     for (frame, event) in frames.iter().zip(&stored) {
         assert_eq!(frame.event.as_deref(), event["kind"].as_str());
         assert_eq!(&frame.json(), event);
@@ -53,7 +62,10 @@ async fn a_client_reconnecting_mid_run_gets_every_later_event_once() {
     let ws = app.workspace("ws").await;
     let _worker = Worker::start(
         &app,
-        &[("OTTER_VIBE_EXTRA_ENV", &scenario("slow", &["FAKE_VIBE_SLEEP_MS=400"]))],
+        &[(
+            "OTTER_VIBE_EXTRA_ENV",
+            &scenario("slow", &["FAKE_VIBE_SLEEP_MS=400"]),
+        )],
     )
     .await;
     let job = submit(&app, &ws, "slowly", json!({})).await;
@@ -70,8 +82,13 @@ async fn a_client_reconnecting_mid_run_gets_every_later_event_once() {
         }
     }
     drop(first);
-    let (_, running) = app.get(&format!("/v1/jobs/{}", job["id"].as_str().unwrap())).await;
-    assert_eq!(running["status"], "running", "the run is still going when the client reconnects");
+    let (_, running) = app
+        .get(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        running["status"], "running",
+        "the run is still going when the client reconnects"
+    );
 
     let mut second = SseClient::connect(&app, &path, seen.last().copied()).await;
     loop {
@@ -81,7 +98,11 @@ async fn a_client_reconnecting_mid_run_gets_every_later_event_once() {
         }
         seen.push(frame.id_num().unwrap());
     }
-    let stored: Vec<i64> = events(&app, &job).await.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    let stored: Vec<i64> = events(&app, &job)
+        .await
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(seen, stored, "every event exactly once, in order");
     assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), seen.len());
 }
