@@ -182,6 +182,8 @@ pub struct Job {
     pub preview_url: Option<String>,
     /// Not claimable before this time (retry backoff).
     pub run_after: DateTime<Utc>,
+    /// A user asked for the running job to be cancelled; its worker is stopping it.
+    pub cancel_requested: bool,
     /// The worker holding the job while it runs.
     pub worker_id: Option<String>,
     /// Until when that worker's claim holds unless renewed.

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use crate::config::Config;
 use crate::db::jobs::{self, NewJob};
 use crate::db::{DbError, workspaces};
-use crate::model::{Job, ProjectId, Workspace, WorkspaceId};
+use crate::model::{Job, JobId, ProjectId, Workspace, WorkspaceId};
 use crate::queue::Queue;
 use crate::workspace::{self, WorkspaceError};
 
@@ -195,15 +195,64 @@ pub async fn submit_prompt(
         },
     )
     .await?;
-    let entry = jobs::QueueEntry {
-        id: job.id,
-        priority: job.priority,
-        created_at: job.created_at,
-        run_after: job.run_after,
-    };
-    if let Err(e) = queue.push(&[entry]).await {
-        tracing::warn!(job_id = %job.id, error = %e, "job stored but not pushed to Redis; the reconciler will push it");
-    }
+    push(queue, &job).await;
     tracing::info!(job_id = %job.id, workspace_id = %workspace.id, priority, "job queued");
     Ok(job)
+}
+
+/// Pauses a queued job and takes it out of Redis (a stale id there would be dropped at claim
+/// anyway).
+pub async fn pause_job(pool: &PgPool, queue: &Queue, id: JobId) -> Result<Job, ServiceError> {
+    let job = jobs::pause(pool, id).await?;
+    if let Err(e) = queue.remove(id).await {
+        tracing::debug!(job_id = %id, error = %e, "could not remove the paused job from Redis");
+    }
+    tracing::info!(job_id = %id, "job paused");
+    Ok(job)
+}
+
+/// Resumes a paused job and pushes it to Redis so it can run at once.
+pub async fn resume_job(pool: &PgPool, queue: &Queue, id: JobId) -> Result<Job, ServiceError> {
+    let job = jobs::resume(pool, id).await?;
+    push(queue, &job).await;
+    tracing::info!(job_id = %id, "job resumed");
+    Ok(job)
+}
+
+/// Cancels a job (see [`jobs::cancel`]).
+pub async fn cancel_job(pool: &PgPool, queue: &Queue, id: JobId) -> Result<Job, ServiceError> {
+    let job = jobs::cancel(pool, id).await?;
+    if job.status.is_terminal() {
+        if let Err(e) = queue.remove(id).await {
+            tracing::debug!(job_id = %id, error = %e, "could not remove the cancelled job from Redis");
+        }
+    }
+    tracing::info!(job_id = %id, status = job.status.as_str(), "job cancel requested");
+    Ok(job)
+}
+
+/// Moves a queued job to another priority and re-scores it in Redis.
+pub async fn reprioritize_job(
+    pool: &PgPool,
+    queue: &Queue,
+    id: JobId,
+    priority: i32,
+) -> Result<Job, ServiceError> {
+    if !(-1000..=1000).contains(&priority) {
+        return Err(ServiceError::Invalid(
+            "priority must be between -1000 and 1000".to_owned(),
+        ));
+    }
+    let job = jobs::set_priority(pool, id, priority).await?;
+    if !job.paused {
+        push(queue, &job).await;
+    }
+    tracing::info!(job_id = %id, priority, "job priority changed");
+    Ok(job)
+}
+
+async fn push(queue: &Queue, job: &Job) {
+    if let Err(e) = queue.push(&[jobs::QueueEntry::of(job)]).await {
+        tracing::warn!(job_id = %job.id, error = %e, "job not pushed to Redis; the reconciler will push it");
+    }
 }

@@ -4,11 +4,9 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use otter_core::db::jobs::{self, Finish, Lease, RunEnd};
+use otter_core::db::jobs::{self, Finish, Heartbeat, Lease, RunEnd};
 use otter_core::db::workspaces;
 use otter_core::model::{Job, JobOutput, NewEvent, OutputStream, Workspace, kinds};
 use otter_core::runner::{self, RunOutcome, RunSpec};
@@ -18,16 +16,18 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::control::{RunControl, StopCause};
 use crate::sink::{self, SinkItem};
 use crate::{Ctx, maintenance};
 
-/// Runs `job` under `lease` to its end. `stop` is cancelled when the worker must give the job up
-/// (shutdown grace over); the job then goes back to the queue without losing an attempt.
-pub(crate) async fn run(ctx: &Ctx, job: Job, lease: Lease, stop: CancellationToken) {
+/// Runs `job` under `lease` to its end, or until `control` stops it: a user's cancel ends it
+/// `cancelled`, the end of the shutdown grace gives it back to the queue without losing an
+/// attempt, a lost lease ends the run without writing anything more.
+pub(crate) async fn run(ctx: &Ctx, job: Job, lease: Lease, control: &RunControl) {
     let job_id = job.id;
     let workspace_id = job.workspace_id;
     let started = std::time::Instant::now();
-    let finish = execute(ctx, &job, &lease, &stop).await;
+    let finish = execute(ctx, &job, &lease, control).await;
     let end_label = match &finish.end {
         RunEnd::Succeeded => "succeeded",
         RunEnd::Failed {
@@ -67,32 +67,33 @@ pub(crate) async fn run(ctx: &Ctx, job: Job, lease: Lease, stop: CancellationTok
 }
 
 /// How a run ended, before it is recorded.
-async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, stop: &CancellationToken) -> Finish {
+async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> Finish {
     let config = &ctx.config;
     let workspace = match workspaces::get(&ctx.pool, job.workspace_id).await {
         Ok(ws) => ws,
         Err(e) => return failed(format!("workspace unavailable: {e}"), true, None),
     };
 
-    // Cancelled when the run must end early: the lease was lost, or the worker gives the job up.
-    let cancel = stop.child_token();
-    let lease_lost = Arc::new(AtomicBool::new(false));
-    let heartbeat = tokio::spawn(heartbeat(
-        ctx.clone(),
-        *lease,
-        cancel.clone(),
-        lease_lost.clone(),
-    ));
+    let cancel = control.token();
+    let heartbeat = heartbeat(ctx, lease, control);
+    tokio::pin!(heartbeat);
 
     let (tx, rx) = mpsc::unbounded_channel::<SinkItem>();
     let sink = tokio::spawn(sink::run(ctx.pool.clone(), *lease, rx));
 
     let run_dir = run_dir(&workspace, lease);
-    let outcome = match prepare(config, job, &workspace, &run_dir).await {
-        Ok(spec) => runner::run(&spec, tx.clone(), &cancel)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
+    let run = async {
+        match prepare(config, job, &workspace, &run_dir).await {
+            Ok(spec) => runner::run(&spec, tx.clone(), cancel)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        }
+    };
+    // The heartbeat runs beside the run and never ends by itself.
+    let outcome = tokio::select! {
+        outcome = run => outcome,
+        never = &mut heartbeat => match never {},
     };
     let export = match read_export(&run_dir).await {
         Ok(export) => export,
@@ -104,17 +105,20 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, stop: &CancellationToken) 
 
     let mut finish = match outcome {
         Err(e) => failed(format!("could not start vibe: {e}"), false, None),
-        Ok(outcome) => decide(config, outcome, export.as_ref(), stop, &lease_lost),
+        Ok(outcome) => decide(config, outcome, export.as_ref(), control.cause()),
     };
 
     if matches!(finish.end, RunEnd::Succeeded) && !cancel.is_cancelled() {
-        finish.details = run_setup(config, &workspace, &tx, &cancel).await;
+        let setup = run_setup(config, &workspace, &tx, cancel);
+        finish.details = tokio::select! {
+            details = setup => details,
+            never = &mut heartbeat => match never {},
+        };
     }
 
     drop(tx);
     let report = sink.await.unwrap_or_default();
-    heartbeat.abort();
-    if report.lease_lost || lease_lost.load(Ordering::SeqCst) {
+    if report.lease_lost || control.cause() == Some(StopCause::LeaseLost) {
         // Nothing more may be written; `finish` will find the lease gone and do nothing.
         tracing::warn!(job_id = %job.id, "run ended without its lease");
     }
@@ -148,19 +152,18 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, stop: &CancellationToken) 
     finish
 }
 
-/// Renews the lease every third of its TTL; if it is gone, stops the run.
-async fn heartbeat(ctx: Ctx, lease: Lease, cancel: CancellationToken, lost: Arc<AtomicBool>) {
+/// Renews the lease every third of its TTL (the first time at once); stops the run when the
+/// lease is gone or a cancel was requested. Never returns.
+async fn heartbeat(ctx: &Ctx, lease: &Lease, control: &RunControl) -> std::convert::Infallible {
     let mut tick = tokio::time::interval(ctx.config.heartbeat_interval());
-    tick.tick().await;
     loop {
         tick.tick().await;
-        match jobs::heartbeat(&ctx.pool, &lease, ctx.config.lease_ttl).await {
-            Ok(true) => {}
-            Ok(false) => {
+        match jobs::heartbeat(&ctx.pool, lease, ctx.config.lease_ttl).await {
+            Ok(Heartbeat::Held) => {}
+            Ok(Heartbeat::CancelRequested) => control.stop(StopCause::UserCancel),
+            Ok(Heartbeat::Lost) => {
                 tracing::warn!(job_id = %lease.job_id, "lease lost; stopping the run");
-                lost.store(true, Ordering::SeqCst);
-                cancel.cancel();
-                return;
+                control.stop(StopCause::LeaseLost);
             }
             Err(e) => {
                 tracing::warn!(job_id = %lease.job_id, error = %e, "lease renewal failed; retrying")
@@ -258,8 +261,7 @@ fn decide(
     config: &Config,
     outcome: RunOutcome,
     export: Option<&RunExport>,
-    stop: &CancellationToken,
-    lease_lost: &AtomicBool,
+    stopped: Option<StopCause>,
 ) -> Finish {
     let reason = export
         .and_then(|e| e.outcome.clone())
@@ -297,10 +299,10 @@ fn decide(
             false,
             None,
         ),
-        RunOutcome::Cancelled if lease_lost.load(Ordering::SeqCst) => {
+        RunOutcome::Cancelled if stopped == Some(StopCause::LeaseLost) => {
             failed("worker_lost".to_owned(), true, None)
         }
-        RunOutcome::Cancelled if stop.is_cancelled() => Finish {
+        RunOutcome::Cancelled if stopped == Some(StopCause::Shutdown) => Finish {
             // Given back on shutdown: not the job's fault, so the attempt is not counted.
             end: RunEnd::Released {
                 reason: "worker_shutdown".to_owned(),

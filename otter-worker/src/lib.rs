@@ -5,6 +5,7 @@
 //! event and records the result. Any number of workers, on any number of machines, share one
 //! PostgreSQL and one Redis; nothing here assumes it is the only one.
 
+mod control;
 mod job;
 mod maintenance;
 mod sink;
@@ -39,6 +40,7 @@ pub(crate) struct Ctx {
     pub(crate) config: Arc<Config>,
     pub(crate) pool: PgPool,
     pub(crate) queue: Queue,
+    pub(crate) controls: control::Controls,
 }
 
 /// Runs a worker until `shutdown` is cancelled. On shutdown it stops claiming, lets running jobs
@@ -59,6 +61,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
         config: config.clone(),
         pool,
         queue,
+        controls: control::Controls::default(),
     };
     tracing::info!(
         worker_id = %config.worker_id,
@@ -72,6 +75,13 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
     // Cancelled only when the shutdown grace has run out: stops the jobs still running.
     let stop_jobs = CancellationToken::new();
     tracker.spawn(maintenance::run(ctx.clone(), shutdown.clone()));
+    // Cancel requests are listened for until the last job has ended.
+    let listening = CancellationToken::new();
+    tokio::spawn(control::listen(
+        ctx.pool.clone(),
+        ctx.controls.clone(),
+        listening.clone(),
+    ));
 
     let slots = Arc::new(Semaphore::new(config.worker_concurrency));
     loop {
@@ -102,9 +112,11 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
             Ok(Claim::Claimed { job, lease }) => {
                 tracing::info!(job_id = %id, attempt = lease.attempt, workspace_id = %job.workspace_id, "job claimed");
                 let ctx = ctx.clone();
-                let stop = stop_jobs.clone();
+                let control = control::RunControl::new(&stop_jobs);
+                ctx.controls.register(id, control.clone());
                 tracker.spawn(async move {
-                    job::run(&ctx, *job, lease, stop).await;
+                    job::run(&ctx, *job, lease, &control).await;
+                    ctx.controls.remove(id);
                     drop(permit);
                 });
             }
@@ -138,6 +150,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
         stop_jobs.cancel();
         tracker.wait().await;
     }
+    listening.cancel();
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::model::{
 
 /// Columns of a job joined with its output (`o`).
 const SELECT_JOB: &str = "SELECT j.id, j.workspace_id, j.project_id, j.prompt, j.status, j.paused, j.priority,
-        j.attempts, j.max_attempts, j.exit_code, j.error, j.preview_url, j.run_after, j.worker_id,
+        j.attempts, j.max_attempts, j.exit_code, j.error, j.preview_url, j.run_after, j.cancel_requested, j.worker_id,
         j.lease_expires_at, j.created_at, j.started_at, j.finished_at,
         o.job_id IS NOT NULL AS has_output, o.final_text, o.usage, o.cost, o.outcome, o.stop_reason, o.export
     FROM jobs j LEFT JOIN job_outputs o ON o.job_id = j.id";
@@ -38,6 +38,7 @@ struct JobRow {
     error: Option<String>,
     preview_url: Option<String>,
     run_after: DateTime<Utc>,
+    cancel_requested: bool,
     worker_id: Option<String>,
     lease_expires_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
@@ -76,6 +77,7 @@ impl From<JobRow> for Job {
             error: r.error,
             preview_url: r.preview_url,
             run_after: r.run_after,
+            cancel_requested: r.cancel_requested,
             worker_id: r.worker_id,
             lease_expires_at: r.lease_expires_at,
             created_at: r.created_at,
@@ -298,17 +300,33 @@ pub async fn claim(
 }
 
 /// Renews a lease. `Ok(false)` means the lease is gone: the run must stop.
-pub async fn heartbeat(pool: &PgPool, lease: &Lease, ttl: Duration) -> Result<bool, DbError> {
-    let result = sqlx::query(
+pub async fn heartbeat(pool: &PgPool, lease: &Lease, ttl: Duration) -> Result<Heartbeat, DbError> {
+    let row: Option<(bool,)> = sqlx::query_as(
         "UPDATE jobs SET lease_expires_at = now() + $3 * interval '1 millisecond'
-         WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+         WHERE id = $1 AND lease_token = $2 AND status = 'running'
+         RETURNING cancel_requested",
     )
     .bind(lease.job_id)
     .bind(lease.token)
     .bind(millis(ttl))
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(match row {
+        None => Heartbeat::Lost,
+        Some((true,)) => Heartbeat::CancelRequested,
+        Some((false,)) => Heartbeat::Held,
+    })
+}
+
+/// What a lease renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Renewed; carry on.
+    Held,
+    /// Renewed, but a user asked for the job to be cancelled: stop the run.
+    CancelRequested,
+    /// The lease is gone (expired and recovered elsewhere): stop, write nothing more.
+    Lost,
 }
 
 /// Appends a run's events, only while `lease` still holds the job. `Ok(false)` means the lease
@@ -480,6 +498,18 @@ pub struct QueueEntry {
     pub run_after: DateTime<Utc>,
 }
 
+impl QueueEntry {
+    /// The queue entry of `job`.
+    pub fn of(job: &Job) -> Self {
+        Self {
+            id: job.id,
+            priority: job.priority,
+            created_at: job.created_at,
+            run_after: job.run_after,
+        }
+    }
+}
+
 /// Queued, unpaused jobs (all of them, or those of one workspace), in claim order.
 pub async fn claimable(
     pool: &PgPool,
@@ -519,18 +549,20 @@ pub async fn queue_entry(pool: &PgPool, id: JobId) -> Result<Option<QueueEntry>,
 #[tracing::instrument(skip_all, err)]
 pub async fn recover_expired(pool: &PgPool) -> Result<Vec<(JobId, bool)>, DbError> {
     let mut tx = pool.begin().await?;
-    let expired: Vec<(JobId, i32, i32, Option<String>)> = sqlx::query_as(
-        "SELECT id, attempts, max_attempts, worker_id FROM jobs
+    let expired: Vec<(JobId, i32, i32, Option<String>, bool)> = sqlx::query_as(
+        "SELECT id, attempts, max_attempts, worker_id, cancel_requested FROM jobs
          WHERE status = 'running' AND lease_expires_at < now()
          ORDER BY lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED",
     )
     .fetch_all(&mut *tx)
     .await?;
     let mut recovered = Vec::with_capacity(expired.len());
-    for (id, attempts, max_attempts, worker_id) in expired {
-        let requeue = attempts < max_attempts;
+    for (id, attempts, max_attempts, worker_id, cancel_requested) in expired {
+        let requeue = attempts < max_attempts && !cancel_requested;
         let status = if requeue {
             JobStatus::Queued
+        } else if cancel_requested {
+            JobStatus::Cancelled
         } else {
             JobStatus::Failed
         };
@@ -544,10 +576,10 @@ pub async fn recover_expired(pool: &PgPool) -> Result<Vec<(JobId, bool)>, DbErro
         .bind(status)
         .execute(&mut *tx)
         .await?;
-        let kind = if requeue {
-            kinds::JOB_RETRY_SCHEDULED
-        } else {
-            kinds::JOB_FAILED
+        let kind = match status {
+            JobStatus::Queued => kinds::JOB_RETRY_SCHEDULED,
+            JobStatus::Cancelled => kinds::JOB_CANCELLED,
+            _ => kinds::JOB_FAILED,
         };
         let payload = json!({
             "attempt": attempts,
@@ -561,4 +593,163 @@ pub async fn recover_expired(pool: &PgPool) -> Result<Vec<(JobId, bool)>, DbErro
     }
     tx.commit().await?;
     Ok(recovered)
+}
+
+/// The state a queue operation found the job in, for its error message.
+fn state_name(status: JobStatus, paused: bool) -> &'static str {
+    match (status, paused) {
+        (JobStatus::Queued, true) => "paused",
+        (status, _) => status.as_str(),
+    }
+}
+
+/// Locks the job's row for a state change and returns `(status, paused)`.
+async fn lock_job(
+    tx: &mut Transaction<'_, Postgres>,
+    id: JobId,
+) -> Result<(JobStatus, bool), DbError> {
+    sqlx::query_as("SELECT status, paused FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(DbError::NotFound("job"))
+}
+
+/// Pauses a queued job: it stays `queued` with `paused: true` and is never claimed. Pausing a
+/// paused job changes nothing; any other state is a conflict.
+#[tracing::instrument(skip_all, fields(job_id = %id), err)]
+pub async fn pause(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
+    let mut tx = pool.begin().await?;
+    match lock_job(&mut tx, id).await? {
+        (JobStatus::Queued, true) => {}
+        (JobStatus::Queued, false) => {
+            sqlx::query("UPDATE jobs SET paused = true WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            events::append(&mut tx, id, &[NewEvent::new(kinds::JOB_PAUSED, json!({}))]).await?;
+        }
+        (status, paused) => {
+            return Err(DbError::Conflict(format!(
+                "only a queued job can be paused; this one is {}",
+                state_name(status, paused)
+            )));
+        }
+    }
+    let job = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+/// Resumes a paused job: claimable at once. Resuming a queued, unpaused job changes nothing;
+/// any other state is a conflict.
+#[tracing::instrument(skip_all, fields(job_id = %id), err)]
+pub async fn resume(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
+    let mut tx = pool.begin().await?;
+    match lock_job(&mut tx, id).await? {
+        (JobStatus::Queued, false) => {}
+        (JobStatus::Queued, true) => {
+            sqlx::query("UPDATE jobs SET paused = false WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            events::append(&mut tx, id, &[NewEvent::new(kinds::JOB_RESUMED, json!({}))]).await?;
+        }
+        (status, _) => {
+            return Err(DbError::Conflict(format!(
+                "only a paused job can be resumed; this one is {}",
+                status.as_str()
+            )));
+        }
+    }
+    let job = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+/// The PostgreSQL channel that tells workers a running job was cancelled (payload: job id).
+pub const CANCEL_CHANNEL: &str = "otter_cancel";
+
+/// Cancels a job. A queued job ends `cancelled` at once; a running one is marked
+/// `cancel_requested` and its worker is told (NOTIFY on [`CANCEL_CHANNEL`], and the next lease
+/// renewal as a backstop): it stops vibe's whole process group and records `cancelled`. A
+/// finished job is a conflict. Returns the job as it now is.
+#[tracing::instrument(skip_all, fields(job_id = %id), err)]
+pub async fn cancel(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
+    let mut tx = pool.begin().await?;
+    match lock_job(&mut tx, id).await? {
+        (JobStatus::Queued, _) => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'cancelled', error = 'cancelled', finished_at = now() WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            events::append(
+                &mut tx,
+                id,
+                &[NewEvent::new(
+                    kinds::JOB_CANCELLED,
+                    json!({ "error": "cancelled", "while": "queued" }),
+                )],
+            )
+            .await?;
+        }
+        (JobStatus::Running, _) => {
+            sqlx::query("UPDATE jobs SET cancel_requested = true WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CANCEL_CHANNEL)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        (status, _) => {
+            return Err(DbError::Conflict(format!(
+                "the job has already finished ({})",
+                status.as_str()
+            )));
+        }
+    }
+    let job = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+/// Changes a queued job's priority (its place in the queue).
+#[tracing::instrument(skip_all, fields(job_id = %id), err)]
+pub async fn set_priority(pool: &PgPool, id: JobId, priority: i32) -> Result<Job, DbError> {
+    let mut tx = pool.begin().await?;
+    let (status, paused) = lock_job(&mut tx, id).await?;
+    if status != JobStatus::Queued {
+        return Err(DbError::Conflict(format!(
+            "only a queued job can be moved; this one is {}",
+            state_name(status, paused)
+        )));
+    }
+    let old: i32 = sqlx::query_scalar("SELECT priority FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if old != priority {
+        sqlx::query("UPDATE jobs SET priority = $2 WHERE id = $1")
+            .bind(id)
+            .bind(priority)
+            .execute(&mut *tx)
+            .await?;
+        events::append(
+            &mut tx,
+            id,
+            &[NewEvent::new(
+                kinds::JOB_PRIORITY_CHANGED,
+                json!({ "from": old, "to": priority }),
+            )],
+        )
+        .await?;
+    }
+    let job = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(job)
 }

@@ -1,11 +1,14 @@
-//! `/v1/jobs/{id}` and its stored events, and `/v1/history` (finished jobs).
+//! `/v1/jobs/{id}`: read a job, its stored events, pause, resume and cancel it; and
+//! `/v1/history` (finished jobs).
 
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use otter_core::db::jobs::{self, HistoryFilter};
 use otter_core::db::{Page, events};
 use otter_core::model::{Event, Job, JobId, JobStatus, WorkspaceId};
+use otter_core::service;
 use serde::Deserialize;
 
 use super::PageQuery;
@@ -16,6 +19,9 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/events", get(list_job_events))
+        .route("/v1/jobs/{id}/pause", post(pause_job))
+        .route("/v1/jobs/{id}/resume", post(resume_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/history", get(list_history))
 }
 
@@ -91,4 +97,36 @@ async fn list_history(
     Ok(AppJson(
         jobs::list_history(&state.db, filter, q.page.page()?).await?,
     ))
+}
+
+async fn pause_job(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<JobId>,
+) -> Result<AppJson<Job>> {
+    Ok(AppJson(
+        service::pause_job(&state.db, &state.queue, id).await?,
+    ))
+}
+
+async fn resume_job(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<JobId>,
+) -> Result<AppJson<Job>> {
+    Ok(AppJson(
+        service::resume_job(&state.db, &state.queue, id).await?,
+    ))
+}
+
+/// 200 with the cancelled job, or 202 while the worker of a running job stops it.
+async fn cancel_job(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<JobId>,
+) -> Result<(StatusCode, AppJson<Job>)> {
+    let job = service::cancel_job(&state.db, &state.queue, id).await?;
+    let status = if job.status.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, AppJson(job)))
 }

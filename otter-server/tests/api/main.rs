@@ -1,6 +1,7 @@
 //! The API's integration tests: a real server on 127.0.0.1, a fresh PostgreSQL database and a
 //! private Redis queue per test.
 
+mod queue;
 mod requests;
 mod startup;
 mod stream;

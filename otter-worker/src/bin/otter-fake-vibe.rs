@@ -121,6 +121,13 @@ const SETUP_SCRIPT: &str = "#!/bin/sh\necho \"setup line 1\"\necho \"setup line 
                             echo \"setup warning\" >&2\nexit 0\n";
 const DENIED_MESSAGE: &str = "Tool execution denied by approval callback";
 const INTERRUPT_MESSAGE: &str = "client interrupt";
+const APPROVAL_CHOICES: [&str; 5] = [
+    "approve",
+    "approve_for_session",
+    "approve_permanently",
+    "deny",
+    "cancel_turn",
+];
 const FLUSH_EVERY: usize = 64;
 
 fn main() -> ExitCode {
@@ -1298,18 +1305,11 @@ struct Limits {
     max_tokens: Option<u64>,
 }
 
-/// Execution result of a tool call, before it is shaped into an effect `state`.
-enum Outcome {
-    Wrote {
-        absolute: String,
-        existed: bool,
-        previous: Option<String>,
-    },
-    Ran {
-        stdout: String,
-        stderr: String,
-    },
-    Failed(String),
+/// What `write_file` reports about the file it wrote.
+struct Written {
+    absolute: String,
+    existed: bool,
+    previous: Option<String>,
 }
 
 fn display_json(
@@ -1494,6 +1494,8 @@ impl Session {
                 return End::Stopped(Stop::TurnLimit);
             }
             self.steps += 1;
+            // Nothing stays buffered while the "model" thinks.
+            self.out.flush();
             if let Err(stop) = self.waiter.sleep(step.delay) {
                 return End::Stopped(stop);
             }
@@ -1579,11 +1581,11 @@ impl Session {
                     cancelled_state()
                 } else {
                     match outcome {
-                        Outcome::Wrote {
+                        Ok(Written {
                             absolute,
                             existed,
                             previous,
-                        } => completed_state(
+                        }) => completed_state(
                             "",
                             obj! {
                                 "filePath" => absolute,
@@ -1593,8 +1595,7 @@ impl Session {
                             },
                             settled_display(true, "Created", path),
                         ),
-                        Outcome::Ran { .. } => failed_state("unexpected tool result", "tool_error"),
-                        Outcome::Failed(message) => failed_state(&message, "tool_error"),
+                        Err(message) => failed_state(&message, "tool_error"),
                     }
                 };
                 self.emit_effect(&id, created, "file_system.write_file", detail, state);
@@ -1637,11 +1638,7 @@ impl Session {
                         "kind" => "approval",
                         "effect" => detail_of(),
                         "requiredPermissions" => command_permissions(command),
-                        "choices" => J::Arr(
-                            ["approve", "approve_for_session", "approve_permanently", "deny", "cancel_turn"]
-                                .map(J::from)
-                                .into(),
-                        ),
+                        "choices" => J::Arr(APPROVAL_CHOICES.map(J::from).into()),
                         "pathScopeChoices" => J::Arr(Vec::new()),
                         "relatedEntryId" => &id,
                         "reason" => J::Null,
@@ -1669,20 +1666,18 @@ impl Session {
             );
             return;
         }
+        // As with writes: executed even when the answer crossed a limit (but never
+        // without approval).
         let outcome = match canned {
-            Some(stdout) => Outcome::Ran {
-                stdout: stdout.to_owned(),
-                stderr: String::new(),
-            },
-            // As with writes: executed even when cancelled by a limit.
+            Some(stdout) => Ok((stdout.to_owned(), String::new())),
             None if self.auto_approve => self.run_shell(command),
-            None => Outcome::Failed(INTERRUPT_MESSAGE.to_owned()),
+            None => Err(INTERRUPT_MESSAGE.to_owned()),
         };
         let state = if cancelled {
             cancelled_state()
         } else {
             match outcome {
-                Outcome::Ran { stdout, stderr } => {
+                Ok((stdout, stderr)) => {
                     let output_text = format!("{stdout}{stderr}");
                     completed_state(
                         &output_text,
@@ -1695,8 +1690,7 @@ impl Session {
                         settled_display(true, "Ran", command),
                     )
                 }
-                Outcome::Wrote { .. } => failed_state("unexpected tool result", "tool_error"),
-                Outcome::Failed(message) => failed_state(&message, "tool_error"),
+                Err(message) => failed_state(&message, "tool_error"),
             }
         };
         self.emit_effect(&id, created, "file_system.bash", detail_of(), state);
@@ -1712,7 +1706,7 @@ impl Session {
         self.emit(J::Obj(fields));
     }
 
-    fn write_file(&self, path: &str, content: &str) -> Outcome {
+    fn write_file(&self, path: &str, content: &str) -> Result<Written, String> {
         let target = self.cwd.join(path);
         let existed = target.exists();
         let previous = if existed {
@@ -1722,16 +1716,17 @@ impl Session {
         };
         let parent_ok = target.parent().map_or(Ok(()), fs::create_dir_all);
         match parent_ok.and_then(|()| fs::write(&target, content)) {
-            Ok(()) => Outcome::Wrote {
+            Ok(()) => Ok(Written {
                 absolute: target.to_string_lossy().into_owned(),
                 existed,
                 previous,
-            },
-            Err(e) => Outcome::Failed(format!("Error writing {path}: {e}")),
+            }),
+            Err(e) => Err(format!("Error writing {path}: {e}")),
         }
     }
 
-    fn run_shell(&self, command: &str) -> Outcome {
+    /// Runs `sh -c <command>` in the cwd: `(stdout, stderr)`, whatever its exit status.
+    fn run_shell(&self, command: &str) -> Result<(String, String), String> {
         let result = Command::new("sh")
             .arg("-c")
             .arg(command)
@@ -1739,11 +1734,11 @@ impl Session {
             .stdin(Stdio::null())
             .output();
         match result {
-            Ok(output) => Outcome::Ran {
-                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            },
-            Err(e) => Outcome::Failed(format!("Error running command: {e}")),
+            Ok(output) => Ok((
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )),
+            Err(e) => Err(format!("Error running command: {e}")),
         }
     }
 
@@ -2059,7 +2054,6 @@ fn run(
             terminated: false,
         },
     };
-    session.out.batch = knobs.scenario == Scenario::Flood;
     let limits = Limits {
         max_turns: args
             .max_turns
@@ -2074,6 +2068,8 @@ fn run(
 
     let user_entry_id = session.user_entry_id.clone();
     session.emit_message(&user_entry_id, now_ms(), "user", &prompt);
+    // `flood` prints its effects in batches; the user message still goes out at once.
+    session.out.batch = knobs.scenario == Scenario::Flood;
     let end = session.drive(&knobs, &limits);
 
     if matches!(end, End::Finished | End::Stopped(_)) {

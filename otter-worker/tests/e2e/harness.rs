@@ -17,7 +17,7 @@ pub(crate) const JOB_WAIT: Duration = Duration::from_secs(60);
 /// A worker running in this process until dropped.
 pub(crate) struct Worker {
     shutdown: CancellationToken,
-    _handle: tokio::task::JoinHandle<()>,
+    handle: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Worker {
@@ -39,7 +39,18 @@ impl Worker {
         });
         Self {
             shutdown,
-            _handle: handle,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Worker {
+    /// Stops the worker as SIGTERM would (no new claims; running jobs get the shutdown grace)
+    /// and waits for it to exit.
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("worker task");
         }
     }
 }
@@ -126,4 +137,35 @@ pub(crate) fn lines<'a>(events: &'a [Value], stream: &str) -> Vec<&'a str> {
         .filter(|e| e["kind"] == "output_chunk" && e["payload"]["stream"] == stream)
         .map(|e| e["payload"]["text"].as_str().unwrap_or_default())
         .collect()
+}
+
+/// Waits until the job has the given status.
+pub(crate) async fn status_is(app: &TestApp, job: &Value, status: &str) -> Value {
+    let path = format!("/v1/jobs/{}", job["id"].as_str().expect("job id"));
+    eventually(JOB_WAIT, &format!("the job to be {status}"), || async {
+        let (_, job) = app.get(&path).await;
+        (job["status"] == status).then_some(job)
+    })
+    .await
+}
+
+/// Whether `pid` no longer runs (gone, or a zombie waiting for its reaper).
+pub(crate) fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Reads a pid the stand-in wrote, waiting for the file.
+pub(crate) async fn read_pid(path: &std::path::Path) -> u32 {
+    eventually(JOB_WAIT, "the pid file", || async {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+    .await
 }

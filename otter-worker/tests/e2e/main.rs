@@ -3,5 +3,6 @@
 //! (`otter-fake-vibe`, which reproduces the real CLI's captured output).
 
 mod harness;
+mod lifecycle;
 mod runs;
 mod streaming;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use otter_testkit::TestApp;
 use serde_json::{Value, json};
 
-use crate::harness::{Worker, events, finished, kinds, lines, scenario, submit};
+use crate::harness::{Worker, events, finished, kinds, lines, process_gone, scenario, submit};
 
 /// The exact stdout lines of a successful `tools` run, as vibe 3.0.3 prints them.
 const FINAL_TEXT: &str =
@@ -430,17 +430,6 @@ async fn processes_vibe_leaves_behind_are_stopped() {
         || async move { process_gone(pid).then_some(()) },
     )
     .await;
-}
-
-/// Whether `pid` no longer runs (gone, or a zombie waiting for its reaper).
-pub(crate) fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
 }
 
 #[tokio::test]
