@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
-use tokio::sync::mpsc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::OutputStream;
@@ -22,12 +24,15 @@ use crate::vibe::stream::LineSplitter;
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
 /// One line of a child's output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Line {
     /// Which stream it belongs to.
     pub stream: OutputStream,
     /// The line, without its newline, lossily decoded.
     pub text: String,
+    /// The line's share of the output budget ([`RunSpec::output_budget`]); the consumer drops it
+    /// once the line is safely stored, which lets the reader take more.
+    pub permit: Option<OwnedSemaphorePermit>,
 }
 
 /// What to run.
@@ -51,6 +56,11 @@ pub struct RunSpec {
     pub timeout: Option<Duration>,
     /// SIGTERM to SIGKILL delay when the run is stopped.
     pub kill_grace: Duration,
+    /// Bytes of output that may wait in the channel at once (one permit a byte). The pipes are
+    /// read as fast as the child writes while the consumer keeps up; if it cannot (the database
+    /// is down), reading pauses once the budget is spent, so the child blocks instead of output
+    /// being dropped or memory growing without bound. `None`: unbounded.
+    pub output_budget: Option<Arc<Semaphore>>,
     /// Whether processes the child left in its group are killed when it exits (vibe: yes;
     /// setup.sh: no, starting the app in the background is its purpose).
     pub reap_group_on_exit: bool,
@@ -121,14 +131,18 @@ where
     })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
 
-    let stdout = child
-        .stdout
-        .take()
-        .map(|out| pump(out, spec.stdout_as, lines.clone()));
+    let stdout = child.stdout.take().map(|out| {
+        pump(
+            out,
+            spec.stdout_as,
+            lines.clone(),
+            spec.output_budget.clone(),
+        )
+    });
     let stderr = child
         .stderr
         .take()
-        .map(|err| pump(err, spec.stderr_as, lines));
+        .map(|err| pump(err, spec.stderr_as, lines, spec.output_budget.clone()));
     let readers = async {
         if let Some(h) = stdout {
             let _ = h.await;
@@ -207,6 +221,7 @@ fn pump<R, T>(
     mut reader: R,
     stream: OutputStream,
     lines: mpsc::UnboundedSender<T>,
+    budget: Option<Arc<Semaphore>>,
 ) -> tokio::task::JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -220,7 +235,18 @@ where
                 Ok(0) => break,
                 Ok(n) => {
                     for text in splitter.push(&buf[..n]) {
-                        if lines.send(Line { stream, text }.into()).is_err() {
+                        let permit = take_budget(budget.as_ref(), text.len()).await;
+                        if lines
+                            .send(
+                                Line {
+                                    stream,
+                                    text,
+                                    permit,
+                                }
+                                .into(),
+                            )
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -232,7 +258,22 @@ where
             }
         }
         if let Some(text) = splitter.finish() {
-            let _ = lines.send(Line { stream, text }.into());
+            let permit = take_budget(budget.as_ref(), text.len()).await;
+            let _ = lines.send(
+                Line {
+                    stream,
+                    text,
+                    permit,
+                }
+                .into(),
+            );
         }
     })
+}
+
+/// Waits for `len` bytes of the budget (at least one permit, at most the whole budget).
+async fn take_budget(budget: Option<&Arc<Semaphore>>, len: usize) -> Option<OwnedSemaphorePermit> {
+    let budget = budget?;
+    let want = len.clamp(1, MAX_LINE_BYTES) as u32;
+    budget.clone().acquire_many_owned(want).await.ok()
 }

@@ -222,10 +222,10 @@ pub async fn resume_job(pool: &PgPool, queue: &Queue, id: JobId) -> Result<Job, 
 /// Cancels a job (see [`jobs::cancel`]).
 pub async fn cancel_job(pool: &PgPool, queue: &Queue, id: JobId) -> Result<Job, ServiceError> {
     let job = jobs::cancel(pool, id).await?;
-    if job.status.is_terminal() {
-        if let Err(e) = queue.remove(id).await {
-            tracing::debug!(job_id = %id, error = %e, "could not remove the cancelled job from Redis");
-        }
+    if job.status.is_terminal()
+        && let Err(e) = queue.remove(id).await
+    {
+        tracing::debug!(job_id = %id, error = %e, "could not remove the cancelled job from Redis");
     }
     tracing::info!(job_id = %id, status = job.status.as_str(), "job cancel requested");
     Ok(job)

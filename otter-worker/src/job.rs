@@ -4,20 +4,22 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use otter_core::db::jobs::{self, Finish, Heartbeat, Lease, RunEnd};
 use otter_core::db::workspaces;
 use otter_core::model::{Job, JobOutput, NewEvent, OutputStream, Workspace, kinds};
-use otter_core::runner::{self, RunOutcome, RunSpec};
+use otter_core::runner::{self, RunOutcome, RunSpec, RunnerError};
 use otter_core::vibe::{RunExport, read_export};
 use otter_core::{Config, instructions};
 use serde_json::json;
-use tokio::sync::mpsc;
+
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{RunControl, StopCause};
-use crate::sink::{self, SinkItem};
+use crate::sink::{self, OUTPUT_BUDGET_BYTES, SinkItem};
 use crate::{Ctx, maintenance};
 
 /// Runs `job` under `lease` to its end, or until `control` stops it: a user's cancel ends it
@@ -86,7 +88,12 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
         match prepare(config, job, &workspace, &run_dir).await {
             Ok(spec) => runner::run(&spec, tx.clone(), cancel)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| match e {
+                    RunnerError::Spawn { program, source } => {
+                        format!("could not start vibe (OTTER_VIBE_BIN={program}): {source}")
+                    }
+                    other => other.to_string(),
+                }),
             Err(e) => Err(e),
         }
     };
@@ -104,7 +111,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     };
 
     let mut finish = match outcome {
-        Err(e) => failed(format!("could not start vibe: {e}"), false, None),
+        Err(e) => failed(e, false, None),
         Ok(outcome) => decide(config, outcome, export.as_ref(), control.cause()),
     };
 
@@ -195,18 +202,19 @@ async fn prepare(
         .await
         .map_err(|e| format!("writing {}: {e}", agents.display()))?;
 
-    let mut args: Vec<OsString> = [
-        "--prompt",
-        job.prompt.as_str(),
-        "--output",
-        "streaming",
-        "--trust",
-        "--auto-approve",
-        "--output-dir",
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .collect();
+    // `--prompt=<P>` in one argument: a prompt that starts with `-` must not read as an option
+    // (vibe's clap would refuse it as an unexpected argument).
+    let mut args: Vec<OsString> = vec![format!("--prompt={}", job.prompt).into()];
+    args.extend(
+        [
+            "--output",
+            "streaming",
+            "--trust",
+            "--auto-approve",
+            "--output-dir",
+        ]
+        .map(OsString::from),
+    );
     args.push(run_dir.as_os_str().to_owned());
     let mut timeout = None;
     if let Some(limit) = config.job_timeout {
@@ -243,6 +251,7 @@ async fn prepare(
         stderr_as: OutputStream::Stderr,
         timeout,
         kill_grace: config.cancel_grace,
+        output_budget: Some(Arc::new(Semaphore::new(OUTPUT_BUDGET_BYTES))),
         reap_group_on_exit: true,
     })
 }
@@ -381,6 +390,7 @@ async fn run_setup(
         stderr_as: OutputStream::Setup,
         timeout: Some(config.setup_timeout),
         kill_grace: config.cancel_grace,
+        output_budget: Some(Arc::new(Semaphore::new(OUTPUT_BUDGET_BYTES))),
         reap_group_on_exit: false,
     };
     let result = match runner::run(&spec, tx.clone(), cancel).await {

@@ -1,7 +1,8 @@
 //! The event sink of one run: receives output lines and lifecycle events in order, and writes
 //! them to PostgreSQL in batches (whatever arrived while the previous write was in flight goes
 //! in the next one), fenced by the run's lease. The process's pipes never wait on it: the
-//! channel is unbounded.
+//! runner reads them into the channel as fast as the child writes, within an output budget
+//! (see [`OUTPUT_BUDGET_BYTES`]) that only a stalled database can use up.
 
 use std::time::Duration;
 
@@ -10,7 +11,12 @@ use otter_core::model::{NewEvent, OutputStream};
 use otter_core::runner::Line;
 use otter_core::vibe::{Transcript, parse_line};
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+/// Bytes of a run's output that may wait for the database at once: far more than a healthy
+/// database ever lets pile up, small enough that an outage cannot exhaust memory. Past it the
+/// child blocks on its own writes until the database is back; nothing is dropped.
+pub(crate) const OUTPUT_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 
 /// Most events written in one transaction.
 const MAX_BATCH: usize = 1000;
@@ -53,25 +59,28 @@ pub(crate) async fn run(
 ) -> SinkReport {
     let mut report = SinkReport::default();
     let mut batch: Vec<NewEvent> = Vec::new();
+    // The lines' shares of the output budget, given back once the batch is stored.
+    let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
     while let Some(first) = rx.recv().await {
-        batch.push(to_event(first, &mut report));
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(item) => batch.push(to_event(item, &mut report)),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            let (event, permit) = to_event(item, &mut report);
+            batch.push(event);
+            permits.extend(permit);
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
         }
-        if report.lease_lost {
-            batch.clear();
-            continue;
-        }
-        if write(&pool, &lease, &batch).await {
-            report.written += batch.len();
-        } else {
-            tracing::warn!(job_id = %lease.job_id, "lease lost; the run's output is no longer recorded");
-            report.lease_lost = true;
+        if !report.lease_lost {
+            if write(&pool, &lease, &batch).await {
+                report.written += batch.len();
+            } else {
+                tracing::warn!(job_id = %lease.job_id, "lease lost; the run's output is no longer recorded");
+                report.lease_lost = true;
+            }
         }
         batch.clear();
+        permits.clear();
     }
     report
 }
@@ -91,9 +100,9 @@ async fn write(pool: &PgPool, lease: &Lease, batch: &[NewEvent]) -> bool {
     }
 }
 
-fn to_event(item: SinkItem, report: &mut SinkReport) -> NewEvent {
+fn to_event(item: SinkItem, report: &mut SinkReport) -> (NewEvent, Option<OwnedSemaphorePermit>) {
     match item {
-        SinkItem::Event(event) => event,
+        SinkItem::Event(event) => (event, None),
         SinkItem::Line(line) => {
             let entry = match line.stream {
                 OutputStream::Stdout => parse_line(&line.text),
@@ -109,7 +118,7 @@ fn to_event(item: SinkItem, report: &mut SinkReport) -> NewEvent {
             if let Some(entry) = &entry {
                 report.transcript.observe(entry);
             }
-            NewEvent::output(line.stream, line.text, entry)
+            (NewEvent::output(line.stream, line.text, entry), line.permit)
         }
     }
 }

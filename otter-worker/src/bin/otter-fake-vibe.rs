@@ -33,12 +33,15 @@
 //!   tool calls are reported `cancelled` (`client interrupt`) although, as in the real
 //!   capture, their side effects still happen (`Stopped: price_limit` / `token_limit`);
 //!   `--time-limit S` counts from process start (`Stopped: deadline`). SIGTERM gives
-//!   `Stopped: terminated`. All of these exit 3 and still print the `json` array.
+//!   `Stopped: terminated`. All of these exit 3 and still print the `json` array / the
+//!   `text` answer; after an error (exit 1 or 2) `json` and `text` print nothing.
 //! * Exit codes: 0 finished, 1 configuration or usage error, 2 infrastructure error,
 //!   3 stopped early. `export.json` (pretty, 2-space indent, same keys and values as the
 //!   real one, including the full `config` object of the capture setup) is written on every
-//!   exit path once the command line has parsed; clap-style parse errors write none, since
-//!   the real CLI cannot know `--output-dir` then.
+//!   exit path once the command line has parsed (not for `--help`/`--version`); clap-style
+//!   parse errors write none, since the real CLI cannot know `--output-dir` then.
+//! * Error messages name the capture's provider (`mock`, key variable `MOCK_API_KEY`,
+//!   `http://127.0.0.1:46361/v1`), matching the `config` in the export.
 //! * Usage: input tokens ≈ 4834 + (prompt + history characters)/4 per model call, output
 //!   tokens 20 a tool call plus text length/4; cost = input × 1.0 + output × 3.0 USD per
 //!   million tokens (the capture's `mock` model), so the numbers look like the fixtures.
@@ -78,9 +81,9 @@
 //! * `FAKE_VIBE_GRANDCHILD_STDIO=inherit`: the grandchild keeps stdout/stderr (holds the
 //!   pipes open); `FAKE_VIBE_GRANDCHILD_SECS`: its sleep (default 300).
 //! * `FAKE_VIBE_NO_EXPORT=1`: write no `export.json` (a vibe that died before writing it).
-//! * `FAKE_VIBE_RECORD=<path>`: at startup, append one JSON line
+//! * `FAKE_VIBE_RECORD=<path>`: at startup (every invocation), append one JSON line
 //!   `{"argv", "cwd", "env", "agents_md", "stdin", "pid", "ppid", "pgid"}` telling how the
-//!   binary was invoked; `env` holds `VIBE_HOME`, `MISTRAL_API_KEY`, `VIBE_MODEL`,
+//!   binary was invoked; `argv` leaves out the program name; `env` holds `VIBE_HOME`, `MISTRAL_API_KEY`, `VIBE_MODEL`,
 //!   `MISTRAL_MODEL`, `VIBE_PROVIDER`, `VIBE_ACTIVE_MODEL` (null when unset) and every
 //!   `OTTER_TEST_*` variable; `agents_md` is `$VIBE_HOME/AGENTS.md` or null.
 //! * `VIBE_HOME` (default `~/.vibe`), `VIBE_ACTIVE_MODEL` or a top-level `active_model` in

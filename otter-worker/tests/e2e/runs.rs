@@ -130,7 +130,7 @@ async fn vibe_is_invoked_as_the_design_says() {
         ],
     )
     .await;
-    let prompt = "Say \"hi\" --output json; $(rm -rf /) `and` 'quotes'";
+    let prompt = "-rf Say \"hi\" --output json; $(rm -rf /) `and` 'quotes'";
     let job = submit(&app, &ws, prompt, json!({})).await;
     let job = finished(&app, &job).await;
     assert_eq!(job["status"], "succeeded", "{job}");
@@ -155,8 +155,7 @@ async fn vibe_is_invoked_as_the_design_says() {
     assert_eq!(
         argv,
         [
-            "--prompt",
-            prompt,
+            format!("--prompt={prompt}").as_str(),
             "--output",
             "streaming",
             "--trust",

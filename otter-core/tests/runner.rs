@@ -1,0 +1,192 @@
+//! The process runner on real tiny commands: exit codes, both streams, order, timeouts and
+//! cancellation that take the whole process group, the output budget.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otter_core::model::OutputStream;
+use otter_core::runner::{self, Line, RunOutcome, RunSpec, RunnerError};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+fn sh(script: &str) -> RunSpec {
+    RunSpec {
+        program: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        cwd: std::env::temp_dir(),
+        env_remove: vec![],
+        env: vec![("OTTER_RUNNER_TEST".to_owned(), "yes".to_owned())],
+        stdout_as: OutputStream::Stdout,
+        stderr_as: OutputStream::Stderr,
+        timeout: None,
+        kill_grace: Duration::from_millis(500),
+        output_budget: None,
+        reap_group_on_exit: true,
+    }
+}
+
+async fn run(spec: &RunSpec) -> (RunOutcome, Vec<Line>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
+    let outcome = runner::run(spec, tx, &CancellationToken::new())
+        .await
+        .expect("ran");
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        lines.push(line);
+    }
+    (outcome, lines)
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or_default()
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+async fn wait_gone(pid: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {pid} survived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn exit_code_and_both_streams_in_order() {
+    let (outcome, lines) = run(&sh(
+        "echo a; echo b >&2; echo \"env=$OTTER_RUNNER_TEST\"; printf 'no newline'; exit 3",
+    ))
+    .await;
+    assert_eq!(outcome, RunOutcome::Exited(3));
+    let stdout: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.stream == OutputStream::Stdout)
+        .map(|l| l.text.as_str())
+        .collect();
+    let stderr: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.stream == OutputStream::Stderr)
+        .map(|l| l.text.as_str())
+        .collect();
+    assert_eq!(stdout, ["a", "env=yes", "no newline"]);
+    assert_eq!(stderr, ["b"]);
+}
+
+#[tokio::test]
+async fn stdin_is_empty_and_a_signal_is_reported() {
+    let (outcome, lines) = run(&sh("cat; echo after-cat; kill -9 $$")).await;
+    assert_eq!(outcome, RunOutcome::Signalled(9));
+    assert_eq!(
+        lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+        ["after-cat"]
+    );
+}
+
+#[tokio::test]
+async fn a_missing_program_is_a_spawn_error() {
+    let mut spec = sh("");
+    spec.program = "/nonexistent/program".into();
+    let (tx, _rx) = mpsc::unbounded_channel::<Line>();
+    let err = runner::run(&spec, tx, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RunnerError::Spawn { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/program"));
+}
+
+#[tokio::test]
+async fn cancel_kills_the_whole_group_even_what_ignores_sigterm() {
+    let spec = sh("trap '' TERM; (trap '' TERM; sleep 300) & echo $!; sleep 300");
+    let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
+    let cancel = CancellationToken::new();
+    let task = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move { runner::run(&spec, tx, &cancel).await })
+    };
+    let child: u32 = rx
+        .recv()
+        .await
+        .expect("the background pid")
+        .text
+        .parse()
+        .unwrap();
+    assert!(alive(child));
+    cancel.cancel();
+    let outcome = task.await.unwrap().unwrap();
+    assert_eq!(outcome, RunOutcome::Cancelled);
+    wait_gone(child).await;
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_whole_group() {
+    let mut spec = sh("sleep 300 & echo $!; wait");
+    spec.timeout = Some(Duration::from_millis(300));
+    let (outcome, lines) = run(&spec).await;
+    assert_eq!(outcome, RunOutcome::TimedOut);
+    wait_gone(lines[0].text.parse().unwrap()).await;
+}
+
+#[tokio::test]
+async fn what_the_child_left_behind_is_reaped_or_kept_as_asked() {
+    let (outcome, lines) = run(&sh("sleep 300 >/dev/null 2>&1 & echo $!")).await;
+    assert_eq!(outcome, RunOutcome::Exited(0));
+    wait_gone(lines[0].text.parse().unwrap()).await;
+
+    // setup.sh's background app must survive its script.
+    let mut spec = sh("sleep 300 >/dev/null 2>&1 & echo $!");
+    spec.reap_group_on_exit = false;
+    let (_, lines) = run(&spec).await;
+    let pid: u32 = lines[0].text.parse().unwrap();
+    assert!(alive(pid), "a kept background process survives");
+    let _ = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status();
+}
+
+#[tokio::test]
+async fn the_output_budget_holds_the_reader_back_without_losing_lines() {
+    const LINES: usize = 2000;
+    let budget = Arc::new(Semaphore::new(100));
+    let mut spec = sh(&format!(
+        "i=0; while [ $i -lt {LINES} ]; do echo \"line $i\"; i=$((i+1)); done"
+    ));
+    spec.output_budget = Some(budget.clone());
+    let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
+    let task = tokio::spawn(async move { runner::run(&spec, tx, &CancellationToken::new()).await });
+
+    // Hold on to what arrives: the budget (100 bytes, about 14 lines) is soon spent and the
+    // reader stops taking more.
+    let mut held = Vec::new();
+    while budget.available_permits() > 10 {
+        held.push(rx.recv().await.expect("a line"));
+    }
+    assert!(
+        held.len() < 20,
+        "the reader went past its budget: {}",
+        held.len()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await; // nothing may arrive meanwhile
+    let extra = std::iter::from_fn(|| rx.try_recv().ok()).count();
+    assert!(held.len() + extra < 20, "lines arrived beyond the budget");
+
+    // Let go: everything arrives, in order.
+    let mut texts: Vec<String> = held.drain(..).map(|l| l.text).collect();
+    while let Some(line) = rx.recv().await {
+        texts.push(line.text);
+    }
+    assert_eq!(task.await.unwrap().unwrap(), RunOutcome::Exited(0));
+    let expected: Vec<String> = (0..LINES).map(|i| format!("line {i}")).collect();
+    assert_eq!(texts.len(), LINES - extra + extra);
+    assert_eq!(texts[..], expected[..texts.len()]);
+}

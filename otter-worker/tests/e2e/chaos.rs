@@ -1,0 +1,422 @@
+//! Failure tests with real processes: a worker killed with SIGKILL mid-job, three worker
+//! processes sharing one queue, Redis losing everything, PostgreSQL unreachable during a run.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use otter_testkit::{TestApp, eventually};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{
+    FAKE_VIBE, JOB_WAIT, Worker, events, finished, kinds, lines, scenario, status_is, submit,
+};
+
+/// An `otter-worker` process on `app`'s database and queue; killed when dropped.
+struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    fn spawn(app: &TestApp, name: &str, extra: &[(&str, &str)]) -> Self {
+        let mut vars = vec![
+            ("OTTER_VIBE_BIN", FAKE_VIBE),
+            ("OTTER_WORKER_ID", name),
+            ("OTTER_RETRY_BASE_DELAY", "100ms"),
+        ];
+        vars.extend_from_slice(extra);
+        let log =
+            std::fs::File::create(app.env.dir.join(format!("{name}.log"))).expect("worker log");
+        let child = Command::new(env!("CARGO_BIN_EXE_otter-worker"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(app.env.vars(&vars))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start otter-worker");
+        Self { child }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL the worker");
+        self.child.wait().expect("reap the worker");
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How often each job started: every job must have run exactly once.
+async fn starts(app: &TestApp, job: &Value) -> usize {
+    kinds(&events(app, job).await)
+        .iter()
+        .filter(|k| **k == "job_started")
+        .count()
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_job_is_recovered_and_its_events_kept() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let timing = [
+        ("OTTER_LEASE_TTL", "2s"),
+        ("OTTER_RECONCILE_INTERVAL", "300ms"),
+    ];
+    let slow = scenario("slow", &["FAKE_VIBE_SLEEP_MS=1500"]);
+    let mut doomed = WorkerProcess::spawn(
+        &app,
+        "doomed",
+        &[timing[0], timing[1], ("OTTER_VIBE_EXTRA_ENV", &slow)],
+    );
+    let job = submit(&app, &ws, "interrupted", json!({})).await;
+    status_is(&app, &job, "running").await;
+    // Wait for the first output line, then kill the worker without warning.
+    let path = format!("/v1/jobs/{}/events", job["id"].as_str().unwrap());
+    eventually(JOB_WAIT, "the first output line", || async {
+        let (_, page) = app.get(&path).await;
+        page["items"]
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"] == "output_chunk")
+            .then_some(())
+    })
+    .await;
+    doomed.kill9();
+    let killed_at = Instant::now();
+
+    let survivor = [
+        timing[0],
+        timing[1],
+        ("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[])),
+    ];
+    let _survivor = WorkerProcess::spawn(&app, "survivor", &survivor);
+    let job = finished(&app, &job).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2);
+    let recovered_in = killed_at.elapsed();
+    // Lease TTL (2 s) + reconcile interval + the second run itself, with room for a busy machine.
+    assert!(
+        recovered_in < Duration::from_secs(20),
+        "recovery took {recovered_in:?}"
+    );
+
+    let events = events(&app, &job).await;
+    let kinds = kinds(&events);
+    let first_start = kinds.iter().position(|k| *k == "job_started").unwrap();
+    let lost = events
+        .iter()
+        .position(|e| e["kind"] == "job_retry_scheduled")
+        .expect("recovered");
+    let second_start = kinds.iter().rposition(|k| *k == "job_started").unwrap();
+    assert_eq!(events[lost]["payload"]["reason"], "worker_lost");
+    assert_eq!(events[lost]["payload"]["worker_id"], "doomed");
+    assert!(
+        first_start < lost && lost < second_start,
+        "never two runs at once: {kinds:?}"
+    );
+    assert_eq!(events[first_start]["payload"]["worker_id"], "doomed");
+    assert_eq!(events[second_start]["payload"]["worker_id"], "survivor");
+    // The first run's lines written before the crash are still there.
+    assert!(
+        events[first_start..lost]
+            .iter()
+            .any(|e| e["kind"] == "output_chunk")
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_died_on_its_last_attempt_fails_as_worker_lost() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let extra = [
+        ("OTTER_LEASE_TTL", "1s"),
+        ("OTTER_RECONCILE_INTERVAL", "300ms"),
+        ("OTTER_VIBE_EXTRA_ENV", "FAKE_VIBE_SCENARIO=hang"),
+    ];
+    let mut doomed = WorkerProcess::spawn(&app, "doomed", &extra);
+    let job = submit(&app, &ws, "once", json!({ "max_attempts": 1 })).await;
+    status_is(&app, &job, "running").await;
+    doomed.kill9();
+    // Any worker recovers it; this one has nothing else to do.
+    let _other = Worker::start(
+        &app,
+        &[
+            ("OTTER_LEASE_TTL", "1s"),
+            ("OTTER_RECONCILE_INTERVAL", "300ms"),
+        ],
+    )
+    .await;
+    let job = finished(&app, &job).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"], "worker_lost");
+    assert_eq!(kinds(&events(&app, &job).await).last(), Some(&"job_failed"));
+}
+
+#[tokio::test]
+async fn three_worker_processes_run_sixty_jobs_each_exactly_once() {
+    const JOBS: usize = 60;
+    let app = TestApp::spawn().await;
+    let mut workspaces = Vec::new();
+    for i in 0..12 {
+        workspaces.push(app.workspace(&format!("ws{i}")).await);
+    }
+    let extra = [
+        ("OTTER_WORKER_CONCURRENCY", "3"),
+        ("OTTER_VIBE_EXTRA_ENV", "FAKE_VIBE_SCENARIO=text"),
+    ];
+    let _workers: Vec<WorkerProcess> = (0..3)
+        .map(|i| WorkerProcess::spawn(&app, &format!("w{i}"), &extra))
+        .collect();
+    let mut jobs = Vec::new();
+    for i in 0..JOBS {
+        jobs.push(
+            submit(
+                &app,
+                &workspaces[i % workspaces.len()],
+                &format!("job {i}"),
+                json!({}),
+            )
+            .await,
+        );
+    }
+    let mut by_worker: HashMap<String, usize> = HashMap::new();
+    for job in &jobs {
+        let done = finished(&app, job).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["attempts"], 1, "{done}");
+        let events = events(&app, job).await;
+        let started: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["kind"] == "job_started")
+            .collect();
+        assert_eq!(started.len(), 1, "job ran exactly once");
+        *by_worker
+            .entry(
+                started[0]["payload"]["worker_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+            .or_default() += 1;
+    }
+    assert_eq!(by_worker.values().sum::<usize>(), JOBS);
+    assert!(by_worker.len() > 1, "the work was shared: {by_worker:?}");
+    let (_, queue) = app.get("/v1/queue").await;
+    assert_eq!(queue["total"], 0);
+}
+
+#[tokio::test]
+async fn jobs_survive_redis_forgetting_them() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        jobs.push(submit(&app, &ws, &format!("job {i}"), json!({})).await);
+    }
+    // What FLUSHALL does to this queue (without disturbing other tests on the same Redis).
+    let mut redis = redis_conn(&app.env.redis_url).await;
+    let _: () = redis::cmd("DEL")
+        .arg(app.state.queue.ready_key())
+        .arg(app.state.queue.delayed_key())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(app.state.queue.ready_len().await.unwrap(), 0);
+
+    let _worker = Worker::start(
+        &app,
+        &[
+            ("OTTER_RECONCILE_INTERVAL", "300ms"),
+            ("OTTER_VIBE_EXTRA_ENV", "FAKE_VIBE_SCENARIO=text"),
+        ],
+    )
+    .await;
+    for job in &jobs {
+        assert_eq!(finished(&app, job).await["status"], "succeeded");
+        assert_eq!(starts(&app, job).await, 1);
+    }
+}
+
+async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A private redis-server without persistence, restartable on the same port.
+struct PrivateRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Self {
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts it empty.
+    fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (scripts/services.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_without_persistence_loses_no_job() {
+    let dir = std::env::temp_dir().join(format!("otter-redis-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut redis = PrivateRedis::start(&dir);
+    let url = redis.url();
+    let app = TestApp::spawn_with(&[("OTTER_REDIS_URL", &url)]).await;
+    let ws = app.workspace("ws").await;
+    let _worker = Worker::start(
+        &app,
+        &[
+            ("OTTER_REDIS_URL", &url),
+            ("OTTER_RECONCILE_INTERVAL", "500ms"),
+            (
+                "OTTER_VIBE_EXTRA_ENV",
+                &scenario("slow", &["FAKE_VIBE_SLEEP_MS=100"]),
+            ),
+        ],
+    )
+    .await;
+    let mut jobs = Vec::new();
+    for i in 0..5 {
+        jobs.push(submit(&app, &ws, &format!("job {i}"), json!({})).await);
+    }
+    status_is(&app, &jobs[0], "running").await;
+
+    // Redis dies and comes back empty while four jobs wait.
+    redis.kill();
+    let (status, health) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert!(
+        health["redis"].as_str().unwrap().starts_with("error"),
+        "{health}"
+    );
+    // PostgreSQL is the source of truth: a prompt is still accepted while Redis is down.
+    jobs.push(submit(&app, &ws, "submitted while Redis was down", json!({})).await);
+    redis.restart();
+
+    for job in &jobs {
+        let done = finished(&app, job).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(starts(&app, job).await, 1, "ran exactly once");
+    }
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    drop(redis);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn output_written_while_postgres_is_unreachable_is_not_lost() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let _worker = Worker::start(
+        &app,
+        &[(
+            "OTTER_VIBE_EXTRA_ENV",
+            &scenario("slow", &["FAKE_VIBE_SLEEP_MS=700"]),
+        )],
+    )
+    .await;
+    let job = submit(&app, &ws, "through an outage", json!({})).await;
+    status_is(&app, &job, "running").await;
+
+    // Cut this test's database off: no new connections, existing ones killed.
+    let db_name = app.env.database_url.rsplit('/').next().unwrap().to_owned();
+    let admin = sqlx::PgPool::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    sqlx::query(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS false"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(&db_name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself, not a wait for a condition
+    sqlx::query(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"))
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    let job = finished(&app, &job).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let events = events(&app, &job).await;
+    let stdout = lines(&events, "stdout");
+    assert_eq!(
+        stdout.len(),
+        4,
+        "every line of the run was stored: {stdout:?}"
+    );
+    let seqs: HashSet<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs.len(), events.len());
+    assert_eq!(starts(&app, &job).await, 1);
+}
