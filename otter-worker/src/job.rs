@@ -92,7 +92,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
                     RunnerError::Spawn { program, source } => {
                         format!("could not start vibe (OTTER_VIBE_BIN={program}): {source}")
                     }
-                    other => other.to_string(),
+                    other @ RunnerError::Wait(_) => other.to_string(),
                 }),
             Err(e) => Err(e),
         }
