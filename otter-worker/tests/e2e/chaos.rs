@@ -420,3 +420,30 @@ async fn output_written_while_postgres_is_unreachable_is_not_lost() {
     assert_eq!(seqs.len(), events.len());
     assert_eq!(starts(&app, &job).await, 1);
 }
+
+#[tokio::test]
+async fn sigterm_stops_a_worker_process_cleanly_and_gives_its_job_back() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let extra = [
+        ("OTTER_VIBE_EXTRA_ENV", "FAKE_VIBE_SCENARIO=hang"),
+        ("OTTER_SHUTDOWN_GRACE", "1s"),
+        ("OTTER_CANCEL_GRACE", "1s"),
+    ];
+    let mut worker = WorkerProcess::spawn(&app, "terminated", &extra);
+    let job = submit(&app, &ws, "long", json!({})).await;
+    status_is(&app, &job, "running").await;
+    let pid = nix::unistd::Pid::from_raw(worker.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = eventually(JOB_WAIT, "the worker to exit", || {
+        let exited = worker.child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert!(status.success(), "a clean exit: {status:?}");
+    let (_, back) = app
+        .get(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(back["status"], "queued", "{back}");
+    assert_eq!(back["attempts"], 0);
+}
