@@ -66,6 +66,16 @@ pub struct RunSpec {
     pub reap_group_on_exit: bool,
 }
 
+/// Otter's own variables, which a child (vibe, `setup.sh`, a command of the command endpoints)
+/// must not inherit: every `OTTER_*` variable of this process (database and Redis URLs, API
+/// tokens) and the unprefixed `DATABASE_URL` and `REDIS_URL`. For [`RunSpec::env_remove`].
+pub fn secret_env_names() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("OTTER_") || k == "DATABASE_URL" || k == "REDIS_URL")
+        .collect()
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunOutcome {

@@ -123,6 +123,22 @@ pub async fn default_workspace(
     }
 }
 
+/// The workspace a request names, or the default one when it names none.
+pub async fn resolve_workspace(
+    pool: &PgPool,
+    config: &Config,
+    workspace_id: Option<WorkspaceId>,
+) -> Result<Workspace, ServiceError> {
+    match workspace_id {
+        Some(id) => Ok(workspaces::get(pool, id).await?),
+        None => default_workspace(pool, config).await?.ok_or_else(|| {
+            ServiceError::Invalid(
+                "workspace_id is required (OTTER_DEFAULT_WORKSPACE_PATH is not set)".to_owned(),
+            )
+        }),
+    }
+}
+
 async fn find_registered(pool: &PgPool, path: &Path) -> Result<Option<Workspace>, DbError> {
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     workspaces::find_by_path(pool, &canonical.display().to_string()).await
@@ -177,14 +193,7 @@ pub async fn submit_prompt(
             "max_attempts must be between 1 and 100".to_owned(),
         ));
     }
-    let workspace = match req.workspace_id {
-        Some(id) => workspaces::get(pool, id).await?,
-        None => default_workspace(pool, config).await?.ok_or_else(|| {
-            ServiceError::Invalid(
-                "workspace_id is required (OTTER_DEFAULT_WORKSPACE_PATH is not set)".to_owned(),
-            )
-        })?,
-    };
+    let workspace = resolve_workspace(pool, config, req.workspace_id).await?;
     let job = jobs::insert(
         pool,
         &NewJob {
@@ -255,4 +264,47 @@ async fn push(queue: &Queue, job: &Job) {
     if let Err(e) = queue.push(&[jobs::QueueEntry::of(job)]).await {
         tracing::warn!(job_id = %job.id, error = %e, "job not pushed to Redis; the reconciler will push it");
     }
+}
+
+/// What deleting a workspace removed (its directory is never touched: it is the user's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeletedWorkspace {
+    /// Finished jobs deleted with it, their outputs and events included.
+    pub jobs_deleted: u64,
+    /// Whether its `VIBE_HOME` was removed.
+    pub vibe_home_removed: bool,
+}
+
+/// Deletes a workspace's row (see [`workspaces::delete`]), then its own `VIBE_HOME`. The home is
+/// removed only when it is the folder Otter made for this workspace (named by its id, and
+/// neither the workspace directory nor one of its parents); the workspace directory is never
+/// removed. Runtime containers are the caller's business (they need the Docker engine).
+pub async fn delete_workspace(
+    pool: &PgPool,
+    workspace: &Workspace,
+    with_jobs: bool,
+) -> Result<DeletedWorkspace, ServiceError> {
+    let rows = workspaces::delete(pool, workspace.id, with_jobs).await?;
+    let home = std::path::PathBuf::from(&workspace.vibe_home);
+    let ours = home.is_absolute()
+        && home.file_name() == Some(std::ffi::OsStr::new(&workspace.id.to_string()))
+        && !Path::new(&workspace.path).starts_with(&home);
+    let vibe_home_removed = if ours {
+        match tokio::fs::remove_dir_all(&home).await {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                tracing::warn!(workspace_id = %workspace.id, home = %home.display(), error = %e, "VIBE_HOME not removed");
+                false
+            }
+        }
+    } else {
+        tracing::warn!(workspace_id = %workspace.id, home = %home.display(), "VIBE_HOME not removed: not a folder Otter made");
+        false
+    };
+    tracing::info!(workspace_id = %workspace.id, jobs = rows.jobs, vibe_home_removed, "workspace deleted");
+    Ok(DeletedWorkspace {
+        jobs_deleted: rows.jobs,
+        vibe_home_removed,
+    })
 }

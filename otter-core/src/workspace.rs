@@ -92,7 +92,9 @@ pub fn resolve_path(config: &Config, raw: &str, create: bool) -> Result<PathBuf,
     Ok(canonical)
 }
 
-fn check_allowed(config: &Config, path: &Path) -> Result<(), WorkspaceError> {
+/// Checks that `path` (already canonical, for a meaningful answer) lies under one of
+/// `OTTER_ALLOWED_ROOTS`; any path passes when none are set.
+pub fn check_allowed(config: &Config, path: &Path) -> Result<(), WorkspaceError> {
     if config.allowed_roots.is_empty() {
         return Ok(());
     }
@@ -159,14 +161,39 @@ pub fn provision_vibe_home(
     std::fs::write(&trusted_path, trusted)
         .map_err(io(format!("writing {}", trusted_path.display())))?;
 
+    // The template's .env (other providers' keys) is kept; Otter's key replaces its own line.
     let env_path = home.join(".env");
-    let mut env = String::new();
-    if let Some(key) = &config.mistral_api_key {
-        env.push_str(&format!("MISTRAL_API_KEY={}\n", key.expose()));
-    }
+    let existing = std::fs::read_to_string(&env_path).unwrap_or_default();
+    let env = merge_env(
+        &existing,
+        config.mistral_api_key.as_ref().map(|k| k.expose()),
+    );
     std::fs::write(&env_path, env).map_err(io(format!("writing {}", env_path.display())))?;
     set_mode(&env_path, 0o600)?;
     Ok(())
+}
+
+/// A `.env` with every line of `existing` except its `MISTRAL_API_KEY` ones when `key` is given,
+/// then `MISTRAL_API_KEY=<key>`.
+fn merge_env(existing: &str, key: Option<&str>) -> String {
+    let mut out = String::new();
+    for line in existing.lines() {
+        let name = line
+            .trim_start()
+            .trim_start_matches("export ")
+            .split('=')
+            .next()
+            .unwrap_or_default();
+        if key.is_some() && name.trim() == "MISTRAL_API_KEY" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(key) = key {
+        out.push_str(&format!("MISTRAL_API_KEY={key}\n"));
+    }
+    out
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), WorkspaceError> {
@@ -264,6 +291,17 @@ mod tests {
         assert!(merged.find("enable_telemetry = false").expect("set") < providers);
         // Merging twice changes nothing.
         assert_eq!(merge_top_level(&merged, OTTER_SETTINGS), merged);
+    }
+
+    #[test]
+    fn the_templates_env_is_kept_and_the_key_replaced() {
+        let template = "MOCK_API_KEY=from-template\nexport MISTRAL_API_KEY=old\n# comment\n";
+        assert_eq!(
+            merge_env(template, Some("new")),
+            "MOCK_API_KEY=from-template\n# comment\nMISTRAL_API_KEY=new\n"
+        );
+        assert_eq!(merge_env(template, None), template);
+        assert_eq!(merge_env("", None), "");
     }
 
     #[test]

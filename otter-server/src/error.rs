@@ -7,7 +7,11 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use otter_core::DbError;
+use otter_core::files::FilesError;
+use otter_core::preview::PreviewError;
+use otter_core::runtime::RuntimeError;
 use otter_core::service::ServiceError;
+use otter_core::shell::ShellError;
 use otter_core::workspace::WorkspaceError;
 use serde_json::json;
 
@@ -23,6 +27,9 @@ pub enum AppError {
     /// 401: no valid bearer token.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// 403: the operating system denied access to a workspace file.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -35,6 +42,17 @@ pub enum AppError {
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 422: the workspace's app could not be built or started; `code` says which
+    /// (`build_failed`, `start_failed`), `log_tail` holds the end of the build log.
+    #[error("{message}")]
+    Unprocessable {
+        /// The error code sent.
+        code: &'static str,
+        /// What failed, with the engine's own error line.
+        message: String,
+        /// The last lines of the build log (sent when not empty).
+        log_tail: Vec<String>,
+    },
     /// 503: a backing service is unreachable.
     #[error("{0}")]
     Unavailable(String),
@@ -48,12 +66,14 @@ impl AppError {
         match self {
             AppError::Validation(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            AppError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -74,7 +94,13 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
-        let body = Json(json!({ "error": { "code": code, "message": message } }));
+        let mut error = json!({ "code": code, "message": message });
+        if let AppError::Unprocessable { log_tail, .. } = &self
+            && !log_tail.is_empty()
+        {
+            error["log_tail"] = json!(log_tail);
+        }
+        let body = Json(json!({ "error": error }));
         let mut response = (status, body).into_response();
         if matches!(self, AppError::Unauthorized) {
             response.headers_mut().insert(
@@ -99,6 +125,39 @@ impl From<DbError> for AppError {
     }
 }
 
+impl From<RuntimeError> for AppError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Disabled | RuntimeError::Unreachable { .. } => {
+                AppError::Unavailable(e.to_string())
+            }
+            RuntimeError::NoDockerfile(msg) => AppError::Conflict(msg),
+            RuntimeError::NotRunning(_) => AppError::Conflict(e.to_string()),
+            RuntimeError::NoContainer(_) => AppError::NotFound(e.to_string()),
+            RuntimeError::Invalid(msg) => AppError::Validation(msg),
+            RuntimeError::BuildFailed { ref log_tail, .. } => AppError::Unprocessable {
+                code: "build_failed",
+                log_tail: log_tail.clone(),
+                message: e.to_string(),
+            },
+            RuntimeError::Context(_) | RuntimeError::ContextTooLarge { .. } => {
+                AppError::Unprocessable {
+                    code: "build_failed",
+                    message: e.to_string(),
+                    log_tail: Vec::new(),
+                }
+            }
+            RuntimeError::StartFailed(_) => AppError::Unprocessable {
+                code: "start_failed",
+                message: e.to_string(),
+                log_tail: Vec::new(),
+            },
+            RuntimeError::Docker(_) => AppError::Internal(e.to_string()),
+            RuntimeError::Db(e) => e.into(),
+        }
+    }
+}
+
 impl From<ServiceError> for AppError {
     fn from(e: ServiceError) -> Self {
         match e {
@@ -113,6 +172,44 @@ impl From<ServiceError> for AppError {
                 AppError::Internal(e.to_string())
             }
             ServiceError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<FilesError> for AppError {
+    fn from(e: FilesError) -> Self {
+        match e {
+            FilesError::InvalidPath(_)
+            | FilesError::Escapes(_)
+            | FilesError::NotADirectory(_)
+            | FilesError::IsADirectory(_)
+            | FilesError::NotAFile(_) => AppError::Validation(e.to_string()),
+            FilesError::NotFound(_) => AppError::NotFound(e.to_string()),
+            FilesError::TooLarge { .. } => AppError::PayloadTooLarge(e.to_string()),
+            FilesError::PermissionDenied(_) => AppError::Forbidden(e.to_string()),
+            FilesError::Root(msg) => AppError::Conflict(msg),
+            FilesError::Io { .. } => AppError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ShellError> for AppError {
+    fn from(e: ShellError) -> Self {
+        match e {
+            ShellError::Invalid(msg) => AppError::Validation(msg),
+            ShellError::Files(e) => e.into(),
+            ShellError::Db(e) => e.into(),
+            ShellError::Cancelled => AppError::Unavailable(e.to_string()),
+            ShellError::Runner(_) | ShellError::Internal(_) => AppError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<PreviewError> for AppError {
+    fn from(e: PreviewError) -> Self {
+        match e {
+            PreviewError::Invalid(_) => AppError::Validation(e.to_string()),
+            PreviewError::Db(e) => e.into(),
         }
     }
 }

@@ -5,24 +5,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use otter_core::model::JobId;
 use otter_core::{Config, EventFeed, Queue, db};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::error::AppError;
+use crate::error::{AppError, AppPath};
 use crate::routes;
 use crate::state::AppState;
 
-/// Largest request body accepted (prompts are capped at 256 KiB).
+/// Largest request body accepted (prompts are capped at 256 KiB). Enforced by the body
+/// extractors, so that a larger body, announced by `Content-Length` or not, gets a 413 in the
+/// API's JSON error shape (tower-http's `RequestBodyLimitLayer` answers in plain text).
 const BODY_LIMIT: usize = 1024 * 1024;
+
+/// How often the containers of deleted workspaces are looked for and removed (when the runtime
+/// is enabled; `POST /v1/runtime/cleanup` does it at once).
+const RUNTIME_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Why the server could not start. Each message names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +64,20 @@ pub async fn build_state(
     db::migrate(&pool).await?;
     let queue = Queue::connect(config.redis_url.expose(), &config.queue_name).await?;
     let feed = EventFeed::start(pool.clone(), shutdown.clone()).await?;
+    let runtime = config.runtime_enabled.then(|| {
+        let runtime = Arc::new(otter_core::runtime::Runtime::from_config(&config));
+        runtime
+            .clone()
+            .spawn_janitor(pool.clone(), RUNTIME_CLEANUP_INTERVAL, shutdown.clone());
+        runtime
+    });
     Ok(AppState {
         db: pool,
         queue,
         feed,
         config,
         shutdown,
+        runtime,
     })
 }
 
@@ -71,11 +85,16 @@ pub async fn build_state(
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let v1 = routes::v1().route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let job_scoped = routes::job_scoped().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_token_or_job_token,
+    ));
     Router::new()
         .merge(routes::public())
         .merge(v1)
+        .merge(job_scoped)
         .fallback(not_found)
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(cors(&state.config))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
@@ -126,29 +145,65 @@ fn cors(config: &Config) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Requires `Authorization: Bearer <token>` when `OTTER_API_TOKENS` is set.
+/// Requires `Authorization: Bearer <token>` when `OTTER_API_TOKENS` is set (the scheme's case
+/// does not matter, RFC 9110 §11.1). Neither the header nor the token is ever logged.
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if state.config.api_tokens.is_empty() {
         return next.run(request).await;
     }
-    let presented = request
+    match presented_token(&request) {
+        Some(token) if is_api_token(&state.config, token) => next.run(request).await,
+        _ => AppError::Unauthorized.into_response(),
+    }
+}
+
+/// Like [`require_token`], but also accepts the job token of the running job named in the
+/// path: what vibe gets (as `OTTER_API_TOKEN`) to post its own job's preview URL, and nothing
+/// else.
+async fn require_token_or_job_token(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<JobId>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.config.api_tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let Some(token) = presented_token(&request) else {
+        return AppError::Unauthorized.into_response();
+    };
+    if is_api_token(&state.config, token) {
+        return next.run(request).await;
+    }
+    match otter_core::db::jobs::job_token_matches(&state.db, id, token).await {
+        Ok(true) => next.run(request).await,
+        Ok(false) => AppError::Unauthorized.into_response(),
+        Err(e) => AppError::from(e).into_response(),
+    }
+}
+
+/// The bearer token of the request, if it has one.
+fn presented_token(request: &Request) -> Option<&str> {
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = presented.is_some_and(|token| {
-        state
-            .config
-            .api_tokens
-            .iter()
-            .any(|t| constant_time_eq(t.expose().as_bytes(), token.as_bytes()))
-    });
-    if ok {
-        next.run(request).await
-    } else {
-        AppError::Unauthorized.into_response()
-    }
+        .and_then(bearer_token)
+}
+
+/// Whether `token` is one of `OTTER_API_TOKENS` (compared in constant time).
+fn is_api_token(config: &Config, token: &str) -> bool {
+    config
+        .api_tokens
+        .iter()
+        .any(|t| constant_time_eq(t.expose().as_bytes(), token.as_bytes()))
+}
+
+/// The token of a `Bearer` credential.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -19,6 +19,9 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub state: otter_server::AppState,
+    /// The bearer token the helpers send: the first of `OTTER_API_TOKENS` when the test set it.
+    pub token: Option<String>,
+    extra: Vec<(String, String)>,
     shutdown: CancellationToken,
 }
 
@@ -38,7 +41,28 @@ impl TestApp {
             otter_core::telemetry::init(otter_core::config::LogFormat::Text);
         }
         let env = TestEnv::new().await;
+        Self::start(env, extra).await
+    }
+
+    /// A second server on the same database, Redis prefix and configuration (another replica).
+    pub async fn replica(&self) -> Self {
+        let env = TestEnv {
+            database_url: self.env.database_url.clone(),
+            redis_url: self.env.redis_url.clone(),
+            queue_name: self.env.queue_name.clone(),
+            dir: self.env.dir.clone(),
+        };
+        let extra: Vec<(&str, &str)> = self
+            .extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Self::start(env, &extra).await
+    }
+
+    async fn start(env: TestEnv, extra: &[(&str, &str)]) -> Self {
         let config: Config = env.config(extra);
+        let token = config.api_tokens.first().map(|t| t.expose().to_owned());
         let shutdown = CancellationToken::new();
         let state = otter_server::build_state(Arc::new(config), shutdown.clone())
             .await
@@ -56,25 +80,73 @@ impl TestApp {
                 .build()
                 .expect("client"),
             state,
+            token,
+            extra: extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             shutdown,
         }
     }
 
+    /// Sends a request with the app's token (if any); the body is JSON when given.
     pub async fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        self.request_as(self.token.as_deref(), method, path, body)
+            .await
+    }
+
+    /// Sends a request with `token` as its bearer token (none when `None`).
+    pub async fn request_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (status, _, value) = self.send(self.builder_as(token, method, path), body).await;
+        (status, value)
+    }
+
+    /// A request builder for `path` carrying the app's token (if any).
+    pub fn builder(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.builder_as(self.token.as_deref(), method, path)
+    }
+
+    /// A request builder for `path` carrying `token` (none when `None`).
+    pub fn builder_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, format!("{}{path}", self.base));
+        match token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
+    }
+
+    /// Sends `req` (with a JSON `body` when given); returns the status, the headers and the body
+    /// (as JSON when it parses, else as a string).
+    pub async fn send(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
         if let Some(body) = body {
             req = req.json(&body);
         }
         let resp = req.send().await.expect("request sent");
         let status = resp.status();
+        let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+        (status, headers, value)
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -149,8 +221,7 @@ impl SseClient {
     /// Opens `path` on `app`, with `Last-Event-ID` when given; panics unless the answer is 200.
     pub async fn connect(app: &TestApp, path: &str, last_event_id: Option<i64>) -> Self {
         let mut req = app
-            .client
-            .get(format!("{}{path}", app.base))
+            .builder(Method::GET, path)
             .timeout(Duration::from_secs(600));
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id.to_string());

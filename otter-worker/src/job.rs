@@ -10,7 +10,7 @@ use std::time::Duration;
 use otter_core::db::jobs::{self, Finish, Heartbeat, Lease, RunEnd};
 use otter_core::db::workspaces;
 use otter_core::model::{Job, JobOutput, NewEvent, OutputStream, Workspace, kinds};
-use otter_core::runner::{self, RunOutcome, RunSpec, RunnerError};
+use otter_core::runner::{self, RunOutcome, RunSpec, RunnerError, secret_env_names};
 use otter_core::vibe::{RunExport, read_export};
 use otter_core::{Config, instructions};
 use serde_json::json;
@@ -85,7 +85,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
 
     let run_dir = run_dir(&workspace, lease);
     let run = async {
-        match prepare(config, job, &workspace, &run_dir).await {
+        match prepare(config, job, lease, &workspace, &run_dir).await {
             Ok(spec) => runner::run(&spec, tx.clone(), cancel)
                 .await
                 .map_err(|e| match e {
@@ -190,6 +190,7 @@ fn run_dir(workspace: &Workspace, lease: &Lease) -> PathBuf {
 async fn prepare(
     config: &Config,
     job: &Job,
+    lease: &Lease,
     workspace: &Workspace,
     run_dir: &Path,
 ) -> Result<RunSpec, String> {
@@ -238,6 +239,8 @@ async fn prepare(
         env.push(("VIBE_PROVIDER".to_owned(), provider.clone()));
     }
     env.push(("OTTER_JOB_ID".to_owned(), job.id.to_string()));
+    // Good only for posting this job's preview URL while this run lasts.
+    env.push(("OTTER_API_TOKEN".to_owned(), lease.job_token.to_string()));
     env.push(("OTTER_API_BASE_URL".to_owned(), config.api_base_url.clone()));
     env.extend(config.vibe_extra_env.iter().cloned());
 
@@ -254,15 +257,6 @@ async fn prepare(
         output_budget: Some(Arc::new(Semaphore::new(OUTPUT_BUDGET_BYTES))),
         reap_group_on_exit: true,
     })
-}
-
-/// Otter's own variables, which vibe and setup.sh must not inherit (database and Redis URLs,
-/// API tokens).
-fn secret_env_names() -> Vec<String> {
-    std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .filter(|k| k.starts_with("OTTER_") || k == "DATABASE_URL" || k == "REDIS_URL")
-        .collect()
 }
 
 /// Maps how vibe ended to how the job ends (DESIGN.md §3).

@@ -216,6 +216,9 @@ pub struct Lease {
     pub token: Uuid,
     /// Which attempt this run is (1-based).
     pub attempt: i32,
+    /// What vibe presents to post this job's preview URL during this run (see
+    /// [`job_token_matches`]); drawn afresh at every claim.
+    pub job_token: Uuid,
 }
 
 /// What a claim attempt found.
@@ -247,11 +250,12 @@ pub async fn claim(
     ttl: Duration,
 ) -> Result<Claim, DbError> {
     let token = Uuid::new_v4();
+    let job_token = Uuid::new_v4();
     let mut tx = pool.begin().await?;
     let updated: Result<Option<(i32,)>, sqlx::Error> = sqlx::query_as(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker_id = $2, lease_token = $3,
                 lease_expires_at = now() + $4 * interval '1 millisecond', started_at = now(),
-                exit_code = NULL, error = NULL
+                exit_code = NULL, error = NULL, job_token = $5
          WHERE id = $1 AND status = 'queued' AND NOT paused AND NOT cancel_requested AND run_after <= now()
          RETURNING attempts",
     )
@@ -259,6 +263,7 @@ pub async fn claim(
     .bind(worker_id)
     .bind(token)
     .bind(millis(ttl))
+    .bind(job_token)
     .fetch_optional(&mut *tx)
     .await;
     let attempt = match updated.map_err(DbError::from) {
@@ -295,6 +300,7 @@ pub async fn claim(
             job_id: id,
             token,
             attempt,
+            job_token,
         },
     })
 }
@@ -752,4 +758,47 @@ pub async fn set_priority(pool: &PgPool, id: JobId, priority: i32) -> Result<Job
     let job = fetch(&mut tx, id).await?;
     tx.commit().await?;
     Ok(job)
+}
+
+/// The id of the workspace's newest job, if it has any (runtime build logs are recorded on it).
+pub async fn latest_id_for_workspace(
+    pool: &PgPool,
+    workspace_id: WorkspaceId,
+) -> Result<Option<JobId>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE workspace_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(workspace_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The preview URL most recently posted for one of the workspace's jobs (the newest job that
+/// has one), if any.
+pub async fn latest_preview_url(
+    pool: &PgPool,
+    workspace_id: WorkspaceId,
+) -> Result<Option<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT preview_url FROM jobs WHERE workspace_id = $1 AND preview_url IS NOT NULL
+         ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(workspace_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Whether `token` is the job token of `id`'s current run (only a running job has one that
+/// counts).
+pub async fn job_token_matches(pool: &PgPool, id: JobId, token: &str) -> Result<bool, DbError> {
+    let Ok(token) = Uuid::parse_str(token) else {
+        return Ok(false);
+    };
+    let matches: Option<bool> =
+        sqlx::query_scalar("SELECT job_token = $2 AND status = 'running' FROM jobs WHERE id = $1")
+            .bind(id)
+            .bind(token)
+            .fetch_optional(pool)
+            .await?;
+    Ok(matches.unwrap_or(false))
 }

@@ -84,8 +84,8 @@
 //! * `FAKE_VIBE_RECORD=<path>`: at startup (every invocation), append one JSON line
 //!   `{"argv", "cwd", "env", "agents_md", "stdin", "pid", "ppid", "pgid"}` telling how the
 //!   binary was invoked; `argv` leaves out the program name; `env` holds `VIBE_HOME`, `MISTRAL_API_KEY`, `VIBE_MODEL`,
-//!   `MISTRAL_MODEL`, `VIBE_PROVIDER`, `VIBE_ACTIVE_MODEL` (null when unset) and every
-//!   `OTTER_TEST_*` variable; `agents_md` is `$VIBE_HOME/AGENTS.md` or null.
+//!   `MISTRAL_MODEL`, `VIBE_PROVIDER`, `VIBE_ACTIVE_MODEL`, `DATABASE_URL`, `REDIS_URL` (null
+//!   when unset) and every `OTTER_*` variable; `agents_md` is `$VIBE_HOME/AGENTS.md` or null.
 //! * `VIBE_HOME` (default `~/.vibe`), `VIBE_ACTIVE_MODEL` or a top-level `active_model` in
 //!   `$VIBE_HOME/config.toml`, and `VIBE_API_RETRY_MAX_ELAPSED_TIME` are reflected in the
 //!   export's `config`.
@@ -1874,12 +1874,14 @@ fn record_invocation(argv: &[String]) {
         "MISTRAL_MODEL",
         "VIBE_PROVIDER",
         "VIBE_ACTIVE_MODEL",
+        "DATABASE_URL",
+        "REDIS_URL",
     ] {
         vars.insert(name.to_owned(), env_string(name).into());
     }
     for (name, value) in env::vars_os() {
         let name = name.to_string_lossy();
-        if name.starts_with("OTTER_TEST_") {
+        if name.starts_with("OTTER_") {
             vars.insert(
                 name.into_owned(),
                 value.to_string_lossy().into_owned().into(),

@@ -229,3 +229,112 @@ async fn a_stopping_worker_lets_a_short_job_finish() {
     assert_eq!(waiting["status"], "queued", "{waiting}");
     assert_eq!(waiting["attempts"], 0);
 }
+
+#[tokio::test]
+async fn vibe_can_post_its_own_preview_url_with_its_job_token_and_nothing_more() {
+    let app = TestApp::spawn_with(&[("OTTER_API_TOKENS", "admin-token")]).await;
+    let dir = app.env.mkdir("ws");
+    let create = app
+        .client
+        .post(format!("{}/v1/workspaces", app.base))
+        .bearer_auth("admin-token")
+        .json(&json!({ "path": dir.display().to_string() }))
+        .send()
+        .await
+        .unwrap();
+    let ws: Value = create.json().await.unwrap();
+    let record = app.env.dir.join("record.jsonl");
+    let _worker = Worker::start(
+        &app,
+        &[(
+            "OTTER_VIBE_EXTRA_ENV",
+            &scenario("hang", &[&format!("FAKE_VIBE_RECORD={}", record.display())]),
+        )],
+    )
+    .await;
+    let submit = app
+        .client
+        .post(format!("{}/v1/prompts", app.base))
+        .bearer_auth("admin-token")
+        .json(&json!({ "prompt": "serve it", "workspace_id": ws["id"] }))
+        .send()
+        .await
+        .unwrap();
+    let job: Value = submit.json().await.unwrap();
+    let id = job["id"].as_str().unwrap();
+    let recorded: Value = eventually(JOB_WAIT, "vibe to start", || async {
+        let text = std::fs::read_to_string(&record).ok()?;
+        serde_json::from_str(text.lines().next()?).ok()
+    })
+    .await;
+    let token = recorded["env"]["OTTER_API_TOKEN"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let post = |job: String, token: String| {
+        let app = &app;
+        async move {
+            app.client
+                .post(format!("{}/v1/jobs/{job}/preview-url", app.base))
+                .bearer_auth(token)
+                .json(&json!({ "preview_url": "http://127.0.0.1:3000" }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // The job token opens exactly this job's preview-url route.
+    assert_eq!(post(id.to_owned(), token.clone()).await, StatusCode::OK);
+    let other = uuid::Uuid::new_v4().to_string();
+    assert_eq!(post(other, token.clone()).await, StatusCode::UNAUTHORIZED);
+    let read = app
+        .client
+        .get(format!("{}/v1/jobs/{id}", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        read.status(),
+        StatusCode::UNAUTHORIZED,
+        "the job token is not an API token"
+    );
+    let job: Value = app
+        .client
+        .get(format!("{}/v1/jobs/{id}", app.base))
+        .bearer_auth("admin-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["preview_url"], "http://127.0.0.1:3000/");
+
+    // Once the run is over the token is worthless.
+    let cancel = app
+        .client
+        .post(format!("{}/v1/jobs/{id}/cancel", app.base))
+        .bearer_auth("admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), StatusCode::ACCEPTED);
+    eventually(JOB_WAIT, "the job to be cancelled", || async {
+        let job: Value = app
+            .client
+            .get(format!("{}/v1/jobs/{id}", app.base))
+            .bearer_auth("admin-token")
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (job["status"] == "cancelled").then_some(())
+    })
+    .await;
+    assert_eq!(post(id.to_owned(), token).await, StatusCode::UNAUTHORIZED);
+}

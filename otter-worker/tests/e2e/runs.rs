@@ -174,6 +174,27 @@ async fn vibe_is_invoked_as_the_design_says() {
     }
     assert_eq!(env["VIBE_PROVIDER"], "mistral");
     assert_eq!(env["OTTER_TEST_EXTRA"], "forwarded");
+    // Otter's own secrets never reach vibe: only the variables it sets on purpose.
+    assert_eq!(env["DATABASE_URL"], Value::Null);
+    assert_eq!(env["REDIS_URL"], Value::Null);
+    let mut otter_vars: Vec<&str> = env
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .filter(|k| k.starts_with("OTTER_"))
+        .collect();
+    otter_vars.sort_unstable();
+    assert_eq!(
+        otter_vars,
+        [
+            "OTTER_API_BASE_URL",
+            "OTTER_API_TOKEN",
+            "OTTER_JOB_ID",
+            "OTTER_TEST_EXTRA"
+        ]
+    );
+    assert_eq!(env["OTTER_JOB_ID"], job["id"]);
     // vibe runs in its own process group.
     assert_eq!(recorded["pid"], recorded["pgid"]);
     // Otter's instructions reach vibe's system prompt through VIBE_HOME/AGENTS.md.
