@@ -2,7 +2,8 @@
 # Usage: scripts/test.sh [CARGO_TEST_ARGS...]   e.g. scripts/test.sh -- some_filter
 #
 # The one command that runs every Otter check, locally and in CI (.ci/run):
-#   1. start the project-private PostgreSQL + Redis (scripts/services.sh start)
+#   1. start the project-private PostgreSQL + Redis (scripts/services.sh start), and install
+#      busybox-static for the runtime container tests when a Docker engine is there
 #   2. make sure rustfmt and clippy are installed
 #   3. cargo fmt --all --check
 #   4. cargo clippy --workspace --all-targets -- -D warnings
@@ -72,6 +73,16 @@ step "services: PostgreSQL + Redis"
 "$SCRIPT_DIR/services.sh" start
 done_step
 
+step "runtime test prerequisite: busybox-static"
+# The runtime container tests build their app image FROM scratch around a statically linked
+# busybox (the Docker engine cannot pull images), so Debian's busybox-static must be there.
+if [[ -S /var/run/docker.sock ]] || command -v docker >/dev/null 2>&1; then
+  "$SCRIPT_DIR/services.sh" ensure-tool busybox:busybox-static
+  done_step
+else
+  done_step "SKIPPED (no Docker engine: the runtime tests will skip, saying so)"
+fi
+
 step "toolchain components: rustfmt, clippy"
 cargo --version
 SKIP_FMT=0
@@ -115,10 +126,14 @@ step "drop databases left by earlier test runs"
 # Each test creates its own database (otter_test_<uuid>); remove those of earlier runs so a
 # developer's private instance does not fill up. Only this project's private instance is touched.
 stale=$(psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'otter\_test\_%'")
+dropped=0
 for db in $stale; do
-  psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+  # Without FORCE: a database still in use (another test run on this machine) is left alone.
+  if psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1; then
+    dropped=$((dropped + 1))
+  fi
 done
-echo "dropped $(wc -w <<<"$stale") stale test database(s)"
+echo "dropped $dropped stale test database(s)"
 done_step
 
 step "cargo test --workspace${*:+ $*}"

@@ -226,6 +226,10 @@ pub mod kinds {
     pub const SETUP_FINISHED: &str = "setup_finished";
     /// A preview URL was posted for the job.
     pub const PREVIEW_URL_SET: &str = "preview_url_set";
+    /// A runtime image build started (recorded on the workspace's newest job).
+    pub const RUNTIME_BUILD_STARTED: &str = "runtime_build_started";
+    /// A runtime image build ended; `payload.ok` says whether it succeeded.
+    pub const RUNTIME_BUILD_FINISHED: &str = "runtime_build_finished";
 
     /// Whether an event of this kind ends its job's stream.
     pub fn is_terminal(kind: &str) -> bool {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use otter_core::runtime::Runtime;
 use otter_core::{Config, EventFeed, Queue};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -20,4 +21,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Cancelled on shutdown: ends long-lived streams so graceful shutdown does not wait on them.
     pub shutdown: CancellationToken,
+    /// The runtime containers' manager; `None` unless `OTTER_RUNTIME_ENABLED=true`.
+    pub runtime: Option<Arc<Runtime>>,
 }

@@ -7,6 +7,8 @@
 pub mod events;
 pub mod jobs;
 pub mod projects;
+pub mod shell_sessions;
+pub mod workers;
 pub mod workspaces;
 
 use std::time::Duration;

@@ -1,11 +1,17 @@
 //! The API's routes, one module per resource; each exposes `router()`.
 
+mod commands;
 mod events;
+mod files;
 mod health;
 mod jobs;
+mod metrics;
+mod preview;
 mod projects;
 mod prompts;
 mod queue;
+mod runtime;
+mod workspace_delete;
 mod workspaces;
 
 use axum::Router;
@@ -24,6 +30,16 @@ pub(crate) fn v1() -> Router<AppState> {
         .merge(jobs::router())
         .merge(events::router())
         .merge(queue::router())
+        .merge(runtime::router())
+        .merge(workspace_delete::router())
+        .merge(files::router())
+        .merge(commands::router())
+        .merge(metrics::router())
+}
+
+/// Routes that also accept the job token of the job they name (vibe posting its preview URL).
+pub(crate) fn job_scoped() -> Router<AppState> {
+    preview::router()
 }
 
 /// Routes outside `/v1` (open even when tokens are required).
@@ -40,6 +56,12 @@ pub(crate) struct PageQuery {
 
 impl PageQuery {
     pub(crate) fn page(&self) -> Result<PageRequest, AppError> {
-        PageRequest::new(self.limit, self.offset).map_err(AppError::Validation)
+        page(self.limit, self.offset)
     }
+}
+
+/// A bounded page from a query's `limit` and `offset`. Query structs list both fields
+/// themselves: `#[serde(flatten)]` loses the types of query-string values.
+pub(crate) fn page(limit: Option<i64>, offset: Option<i64>) -> Result<PageRequest, AppError> {
+    PageRequest::new(limit, offset).map_err(AppError::Validation)
 }

@@ -1,7 +1,14 @@
 //! The API's integration tests: a real server on 127.0.0.1, a fresh PostgreSQL database and a
 //! private Redis queue per test.
 
+mod attacks;
+mod auth;
+mod commands;
+mod files;
+mod packaging;
+mod preview;
 mod queue;
 mod requests;
+mod runtime;
 mod startup;
 mod stream;
