@@ -460,7 +460,8 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
-fn hostname() -> String {
+/// This machine's host name (`worker` when it cannot be read).
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

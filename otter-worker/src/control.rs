@@ -69,6 +69,11 @@ impl Controls {
         self.lock().insert(id, control);
     }
 
+    /// How many runs are going on.
+    pub(crate) fn running(&self) -> usize {
+        self.lock().len()
+    }
+
     pub(crate) fn remove(&self, id: JobId) {
         self.lock().remove(&id);
     }

@@ -74,6 +74,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
     let tracker = TaskTracker::new();
     // Cancelled only when the shutdown grace has run out: stops the jobs still running.
     let stop_jobs = CancellationToken::new();
+    let slots = Arc::new(Semaphore::new(config.worker_concurrency));
     tracker.spawn(maintenance::run(ctx.clone(), shutdown.clone()));
     // Cancel requests are listened for until the last job has ended.
     let listening = CancellationToken::new();
@@ -83,7 +84,6 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
         listening.clone(),
     ));
 
-    let slots = Arc::new(Semaphore::new(config.worker_concurrency));
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -151,6 +151,9 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
         tracker.wait().await;
     }
     listening.cancel();
+    if let Err(e) = otter_core::db::workers::remove(&ctx.pool, &config.worker_id).await {
+        tracing::debug!(error = %e, "could not remove this worker's heartbeat row");
+    }
     tracing::info!("worker stopped");
     Ok(())
 }

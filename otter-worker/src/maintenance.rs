@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use otter_core::db::jobs;
+use otter_core::db::{jobs, workers};
 use otter_core::model::{JobId, WorkspaceId};
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +17,8 @@ const PROMOTE_EVERY: Duration = Duration::from_secs(1);
 const RECONCILE_BATCH: i64 = 10_000;
 
 pub(crate) async fn run(ctx: Ctx, shutdown: CancellationToken) {
+    let mut beat = tokio::time::interval(ctx.config.heartbeat_interval());
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reconcile = tokio::time::interval(ctx.config.reconcile_interval);
     let mut promote = tokio::time::interval(PROMOTE_EVERY);
     reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -25,12 +27,28 @@ pub(crate) async fn run(ctx: Ctx, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = reconcile.tick() => reconcile_once(&ctx).await,
+            _ = beat.tick() => heartbeat(&ctx).await,
             _ = promote.tick() => {
                 if let Err(e) = ctx.queue.promote_due().await {
                     tracing::debug!(error = %e, "could not promote due retries");
                 }
             }
         }
+    }
+}
+
+/// Tells PostgreSQL this worker is alive and how many jobs it runs.
+async fn heartbeat(ctx: &Ctx) {
+    let concurrency = ctx.config.worker_concurrency;
+    let beat = workers::WorkerBeat {
+        id: &ctx.config.worker_id,
+        hostname: &otter_core::config::hostname(),
+        pid: std::process::id() as i32,
+        concurrency: concurrency as i32,
+        running: ctx.controls.running() as i32,
+    };
+    if let Err(e) = workers::beat(&ctx.pool, &beat).await {
+        tracing::debug!(error = %e, "worker heartbeat failed");
     }
 }
 

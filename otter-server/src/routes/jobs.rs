@@ -11,7 +11,6 @@ use otter_core::model::{Event, Job, JobId, JobStatus, WorkspaceId};
 use otter_core::service;
 use serde::Deserialize;
 
-use super::PageQuery;
 use crate::error::{AppError, AppJson, AppPath, AppQuery, Result};
 use crate::state::AppState;
 
@@ -71,8 +70,8 @@ async fn list_job_events(
 struct HistoryQuery {
     status: Option<String>,
     workspace_id: Option<WorkspaceId>,
-    #[serde(flatten)]
-    page: PageQuery,
+    limit: Option<i64>,
+    offset: Option<i64>,
 }
 
 async fn list_history(
@@ -95,7 +94,7 @@ async fn list_history(
         workspace_id: q.workspace_id,
     };
     Ok(AppJson(
-        jobs::list_history(&state.db, filter, q.page.page()?).await?,
+        jobs::list_history(&state.db, filter, super::page(q.limit, q.offset)?).await?,
     ))
 }
 

@@ -9,7 +9,6 @@ use otter_core::model::{ProjectId, Workspace, WorkspaceId};
 use otter_core::service::{self, CreateWorkspace};
 use serde::Deserialize;
 
-use super::PageQuery;
 use crate::error::{AppJson, AppPath, AppQuery, Result};
 use crate::state::AppState;
 
@@ -58,8 +57,8 @@ async fn create_workspace(
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     project_id: Option<ProjectId>,
-    #[serde(flatten)]
-    page: PageQuery,
+    limit: Option<i64>,
+    offset: Option<i64>,
 }
 
 async fn list_workspaces(
@@ -67,7 +66,7 @@ async fn list_workspaces(
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<AppJson<Page<Workspace>>> {
     Ok(AppJson(
-        workspaces::list(&state.db, q.project_id, q.page.page()?).await?,
+        workspaces::list(&state.db, q.project_id, super::page(q.limit, q.offset)?).await?,
     ))
 }
 

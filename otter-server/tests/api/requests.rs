@@ -398,3 +398,28 @@ async fn the_queue_lists_jobs_in_claim_order() {
     assert_eq!(history["total"], 0);
     let _ = Method::GET;
 }
+
+#[tokio::test]
+async fn every_list_takes_limit_and_offset_with_its_filters() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let ws_id = ws["id"].as_str().unwrap();
+    for path in [
+        "/v1/projects?limit=1&offset=0".to_owned(),
+        format!(
+            "/v1/workspaces?limit=1&offset=0&project_id={}",
+            uuid::Uuid::new_v4()
+        ),
+        "/v1/workspaces?limit=2".to_owned(),
+        "/v1/queue?limit=3&offset=1".to_owned(),
+        format!("/v1/history?limit=1&offset=0&status=succeeded&workspace_id={ws_id}"),
+        "/v1/history?offset=5".to_owned(),
+    ] {
+        let (status, body) = app.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert!(
+            body["items"].is_array() && body["total"].is_number(),
+            "{path}: {body}"
+        );
+    }
+}

@@ -3,7 +3,9 @@
 //! (`otter-fake-vibe`, which reproduces the real CLI's captured output).
 
 mod chaos;
+mod cli;
 mod harness;
 mod lifecycle;
+mod observability;
 mod runs;
 mod streaming;

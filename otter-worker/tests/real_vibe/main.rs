@@ -228,9 +228,8 @@ async fn the_real_vibe_runs_a_prompt_against_a_scripted_model() {
     }
 
     eprintln!(
-        "real vibe run: {} entries, {} stderr lines, {} requests, {:.1}s",
+        "real vibe run: {} entries, {} requests, {:.1}s; stderr: {stderr:?}",
         entries.len(),
-        stderr.len(),
         requests.len(),
         started.elapsed().as_secs_f64()
     );

@@ -1,0 +1,139 @@
+//! `scripts/otter-cli.sh` against a running server and worker.
+
+use std::process::{Command, Output};
+
+use otter_testkit::TestApp;
+use serde_json::Value;
+
+use crate::harness::{Worker, scenario};
+
+fn cli(app: &TestApp, args: &[&str]) -> Output {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/otter-cli.sh");
+    Command::new("bash")
+        .arg(script)
+        .args(args)
+        .env("OTTER_URL", &app.base)
+        .env_remove("OTTER_TOKEN")
+        .env_remove("OTTER_API_TOKEN")
+        .output()
+        .expect("run otter-cli.sh")
+}
+
+fn ok_json(app: &TestApp, args: &[&str]) -> Value {
+    let out = cli(app, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_the_whole_flow() {
+    let app = TestApp::spawn().await;
+    let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[]))]).await;
+
+    let smoke = cli(&app, &["smoke"]);
+    assert!(
+        smoke.status.success(),
+        "{}",
+        String::from_utf8_lossy(&smoke.stderr)
+    );
+    assert!(String::from_utf8_lossy(&smoke.stdout).contains("ok  GET /v1/queue"));
+
+    let project = ok_json(
+        &app,
+        &["projects", "create", "demo", "a \"quoted\" description"],
+    );
+    assert_eq!(project["description"], "a \"quoted\" description");
+    assert_eq!(ok_json(&app, &["projects", "list"])["total"], 1);
+
+    let dir = app.env.dir.join("cli-ws");
+    let ws = ok_json(
+        &app,
+        &[
+            "workspaces",
+            "create",
+            dir.to_str().unwrap(),
+            "cli",
+            "--project",
+            project["id"].as_str().unwrap(),
+            "--create",
+        ],
+    );
+    assert_eq!(ws["name"], "cli");
+    assert_eq!(ok_json(&app, &["workspaces", "list"])["total"], 1);
+
+    // --follow prints the run as it happens and exits 0 when the job succeeds.
+    let out = cli(
+        &app,
+        &[
+            "prompt",
+            "Create hello.txt",
+            "--workspace",
+            ws["id"].as_str().unwrap(),
+            "--follow",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("user: Create hello.txt"), "{stdout}");
+    assert!(stdout.contains("[file_write]"), "{stdout}");
+    assert!(
+        stdout.contains("assistant: I created `hello.txt`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("succeeded]"), "{stdout}");
+
+    let history = ok_json(&app, &["history", "--status", "succeeded"]);
+    assert_eq!(history["total"], 1);
+    let id = history["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(ok_json(&app, &["jobs", "show", &id])["status"], "succeeded");
+    assert!(
+        ok_json(&app, &["jobs", "events", &id])["total"]
+            .as_i64()
+            .unwrap()
+            > 4
+    );
+    assert_eq!(ok_json(&app, &["queue", "list", "5", "0"])["total"], 0);
+
+    // Errors: the API's message and exit 1; bad usage exits 2.
+    let out = cli(&app, &["jobs", "cancel", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&app, &["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command"));
+    let out = cli(&app, &["jobs", "show"]);
+    assert_eq!(out.status.code(), Some(2));
+    let help = cli(&app, &["help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("prompt <text>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_says_when_otter_is_unreachable() {
+    let app = TestApp::spawn().await;
+    let out = Command::new("bash")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/otter-cli.sh"))
+        .args(["queue", "list"])
+        .env("OTTER_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+    drop(app);
+}
