@@ -117,7 +117,12 @@ pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
     .bind(new.priority)
     .bind(new.max_attempts)
     .execute(&mut *tx)
-    .await?;
+    .await
+    .map_err(|e| match DbError::from(e) {
+        // The workspace was deleted between the request's lookup and this insert.
+        e if e.is_constraint("jobs_workspace_id_fkey") => DbError::NotFound("workspace"),
+        e => e,
+    })?;
     let event = NewEvent::new(
         kinds::JOB_QUEUED,
         json!({ "priority": new.priority, "max_attempts": new.max_attempts }),
@@ -625,46 +630,42 @@ async fn lock_job(
 /// paused job changes nothing; any other state is a conflict.
 #[tracing::instrument(skip_all, fields(job_id = %id), err)]
 pub async fn pause(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
-    let mut tx = pool.begin().await?;
-    match lock_job(&mut tx, id).await? {
-        (JobStatus::Queued, true) => {}
-        (JobStatus::Queued, false) => {
-            sqlx::query("UPDATE jobs SET paused = true WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            events::append(&mut tx, id, &[NewEvent::new(kinds::JOB_PAUSED, json!({}))]).await?;
-        }
-        (status, paused) => {
-            return Err(DbError::Conflict(format!(
-                "only a queued job can be paused; this one is {}",
-                state_name(status, paused)
-            )));
-        }
-    }
-    let job = fetch(&mut tx, id).await?;
-    tx.commit().await?;
-    Ok(job)
+    set_paused(pool, id, true).await
 }
 
 /// Resumes a paused job: claimable at once. Resuming a queued, unpaused job changes nothing;
 /// any other state is a conflict.
 #[tracing::instrument(skip_all, fields(job_id = %id), err)]
 pub async fn resume(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
+    set_paused(pool, id, false).await
+}
+
+async fn set_paused(pool: &PgPool, id: JobId, paused: bool) -> Result<Job, DbError> {
     let mut tx = pool.begin().await?;
     match lock_job(&mut tx, id).await? {
-        (JobStatus::Queued, false) => {}
-        (JobStatus::Queued, true) => {
-            sqlx::query("UPDATE jobs SET paused = false WHERE id = $1")
+        (JobStatus::Queued, current) if current == paused => {}
+        (JobStatus::Queued, _) => {
+            sqlx::query("UPDATE jobs SET paused = $2 WHERE id = $1")
                 .bind(id)
+                .bind(paused)
                 .execute(&mut *tx)
                 .await?;
-            events::append(&mut tx, id, &[NewEvent::new(kinds::JOB_RESUMED, json!({}))]).await?;
+            let kind = if paused {
+                kinds::JOB_PAUSED
+            } else {
+                kinds::JOB_RESUMED
+            };
+            events::append(&mut tx, id, &[NewEvent::new(kind, json!({}))]).await?;
         }
-        (status, _) => {
+        (status, current) => {
+            let (wanted, verb) = if paused {
+                ("queued", "paused")
+            } else {
+                ("paused", "resumed")
+            };
             return Err(DbError::Conflict(format!(
-                "only a paused job can be resumed; this one is {}",
-                status.as_str()
+                "only a {wanted} job can be {verb}; this one is {}",
+                state_name(status, current)
             )));
         }
     }
