@@ -7,7 +7,8 @@
 #   2. make sure rustfmt and clippy are installed
 #   3. cargo fmt --all --check
 #   4. cargo clippy --workspace --all-targets -- -D warnings
-#   5. cargo test --workspace [CARGO_TEST_ARGS...]  (arguments appended verbatim)
+#   5. cargo doc --no-deps (the library's docs, warnings as errors)
+#   6. cargo test --workspace [CARGO_TEST_ARGS...]  (arguments appended verbatim)
 # Each step prints a header and its elapsed seconds; the first failure stops
 # the run with a non-zero exit. Plain `cargo test` (not nextest) so cargo's own
 # "test result:" summary lines are what CI reads.
@@ -121,6 +122,10 @@ else
   cargo clippy --workspace --all-targets -- -D warnings
   done_step
 fi
+
+step "cargo doc --no-deps (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+done_step
 
 step "drop databases left by earlier test runs"
 # Each test creates its own database (otter_test_<uuid>); remove those of earlier runs so a
