@@ -86,10 +86,28 @@ impl Queue {
         format!("{}delayed", self.prefix)
     }
 
+    /// Runs an idempotent command, once more if the connection had dropped: the connection
+    /// manager reconnects only after a command fails, so without the second try the first
+    /// command after a Redis restart would fail although Redis is back.
+    async fn idempotent<T, F, Fut>(&self, op: F) -> Result<T, QueueError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match op(self.conn.clone()).await {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                Ok(op(self.conn.clone()).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), QueueError> {
-        let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        self.idempotent(|mut conn| async move {
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await?;
         Ok(())
     }
 
@@ -116,9 +134,11 @@ impl Queue {
                 );
             }
         }
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
-        Ok(())
+        self.idempotent(|mut conn| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        })
+        .await
     }
 
     /// Takes the next job id, waiting up to `timeout` for one (Redis wakes the caller as soon as
@@ -153,32 +173,38 @@ impl Queue {
             ",
         );
         let now = Utc::now();
-        let mut conn = self.conn.clone();
-        let moved: usize = script
-            .key(self.delayed_key())
-            .key(self.ready_key())
-            .arg(now.timestamp_millis())
-            .arg(score(0, now))
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(moved)
+        let (delayed, ready) = (self.delayed_key(), self.ready_key());
+        self.idempotent(|mut conn| {
+            let mut invocation = script.key(&delayed);
+            invocation
+                .key(&ready)
+                .arg(now.timestamp_millis())
+                .arg(score(0, now));
+            async move { invocation.invoke_async::<usize>(&mut conn).await }
+        })
+        .await
     }
 
     /// Number of ids in the ready set.
     pub async fn ready_len(&self) -> Result<usize, QueueError> {
-        let mut conn = self.conn.clone();
-        Ok(conn.zcard(self.ready_key()).await?)
+        let key = self.ready_key();
+        self.idempotent(|mut conn| {
+            let key = key.clone();
+            async move { conn.zcard(key).await }
+        })
+        .await
     }
 
     /// Removes a job id from both sets (the job was cancelled, paused or deleted).
     pub async fn remove(&self, id: JobId) -> Result<(), QueueError> {
-        let mut conn = self.conn.clone();
         let id = id.to_string();
-        redis::pipe()
-            .zrem(self.ready_key(), &id)
-            .zrem(self.delayed_key(), &id)
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
+        let mut pipe = redis::pipe();
+        pipe.zrem(self.ready_key(), &id)
+            .zrem(self.delayed_key(), &id);
+        self.idempotent(|mut conn| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        })
+        .await
     }
 }

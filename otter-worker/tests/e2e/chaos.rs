@@ -447,3 +447,135 @@ async fn sigterm_stops_a_worker_process_cleanly_and_gives_its_job_back() {
     assert_eq!(back["status"], "queued", "{back}");
     assert_eq!(back["attempts"], 0);
 }
+
+/// A private PostgreSQL + Redis pair, started by the project's own `scripts/services.sh` in a
+/// scratch state directory on free ports, so that a test can restart them without touching the
+/// servers other tests use.
+struct PrivateServices {
+    env: Vec<(String, String)>,
+    state_dir: std::path::PathBuf,
+}
+
+impl PrivateServices {
+    fn start() -> Self {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let state_dir =
+            std::env::temp_dir().join(format!("otter-services-{}", uuid::Uuid::new_v4().simple()));
+        let env = vec![
+            (
+                "OTTER_STATE_DIR".to_owned(),
+                state_dir.display().to_string(),
+            ),
+            ("OTTER_PG_PORT".to_owned(), free().to_string()),
+            ("OTTER_REDIS_PORT".to_owned(), free().to_string()),
+        ];
+        let services = Self { env, state_dir };
+        services.run("start");
+        services
+    }
+
+    fn run(&self, action: &str) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg(action)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .output()
+            .expect("run scripts/services.sh");
+        assert!(
+            out.status.success(),
+            "services.sh {action} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn port(&self, name: &str) -> &str {
+        &self.env.iter().find(|(k, _)| k == name).unwrap().1
+    }
+
+    fn database_url(&self) -> String {
+        format!(
+            "postgres://otter:otter@127.0.0.1:{}/otter",
+            self.port("OTTER_PG_PORT")
+        )
+    }
+
+    fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port("OTTER_REDIS_PORT"))
+    }
+}
+
+impl Drop for PrivateServices {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
+        let _ = Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_through_a_restart_of_postgres_and_redis() {
+    let services = tokio::task::spawn_blocking(PrivateServices::start)
+        .await
+        .unwrap();
+    let (db, redis) = (services.database_url(), services.redis_url());
+    let app =
+        TestApp::spawn_with(&[("OTTER_DATABASE_URL", &db), ("OTTER_REDIS_URL", &redis)]).await;
+    let ws = app.workspace("ws").await;
+    let _worker = Worker::start(
+        &app,
+        &[
+            ("OTTER_DATABASE_URL", &db),
+            ("OTTER_REDIS_URL", &redis),
+            ("OTTER_RECONCILE_INTERVAL", "500ms"),
+            (
+                "OTTER_VIBE_EXTRA_ENV",
+                &scenario("slow", &["FAKE_VIBE_SLEEP_MS=1500"]),
+            ),
+        ],
+    )
+    .await;
+    let job = submit(&app, &ws, "through a restart", json!({})).await;
+    let waiting = submit(&app, &ws, "queued across the restart", json!({})).await;
+    status_is(&app, &job, "running").await;
+
+    // Both servers go down and come back (fast shutdown: every connection is cut).
+    let services = tokio::task::spawn_blocking(move || {
+        services.run("stop");
+        services.run("start");
+        services
+    })
+    .await
+    .unwrap();
+
+    for job in [&job, &waiting] {
+        let done = finished(&app, job).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(starts(&app, job).await, 1, "ran exactly once");
+        let events = events(&app, job).await;
+        assert_eq!(
+            lines(&events, "stdout").len(),
+            4,
+            "every line of the run was stored"
+        );
+    }
+    let (status, health) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    drop(app);
+    tokio::task::spawn_blocking(move || drop(services))
+        .await
+        .unwrap();
+}
