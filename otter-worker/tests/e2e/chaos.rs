@@ -579,3 +579,50 @@ async fn a_job_runs_through_a_restart_of_postgres_and_redis() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn duplicate_stale_and_garbage_deliveries_run_nothing_twice() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let job = submit(&app, &ws, "once", json!({})).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let mut redis = redis_conn(&app.env.redis_url).await;
+    let ready = app.state.queue.ready_key();
+    // Garbage and an id that belongs to no job, next to the real one.
+    let _: () = redis::cmd("ZADD")
+        .arg(&ready)
+        .arg(0)
+        .arg("not-a-uuid")
+        .arg(1)
+        .arg(uuid::Uuid::new_v4().to_string())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _worker = Worker::start(
+        &app,
+        &[
+            ("OTTER_WORKER_CONCURRENCY", "2"),
+            ("OTTER_VIBE_EXTRA_ENV", "FAKE_VIBE_SCENARIO=text"),
+        ],
+    )
+    .await;
+    assert_eq!(finished(&app, &job).await["status"], "succeeded");
+    // The finished job delivered again, twice: nothing runs.
+    for _ in 0..2 {
+        let _: () = redis::cmd("ZADD")
+            .arg(&ready)
+            .arg(0)
+            .arg(&id)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    eventually(JOB_WAIT, "the stale deliveries to be consumed", || async {
+        (app.state.queue.ready_len().await.ok()? == 0).then_some(())
+    })
+    .await;
+    assert_eq!(starts(&app, &job).await, 1);
+    let (_, again) = app.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(again["status"], "succeeded");
+    assert_eq!(again["attempts"], 1);
+}
