@@ -183,13 +183,32 @@ async fn require_token_or_job_token(
 }
 
 /// The bearer token of the request, if it has one.
+///
+/// Browsers cannot set headers on `EventSource` or `WebSocket`, so the two streaming routes
+/// also take `?access_token=` (on GET only; Otter logs paths, never query strings, but proxies in
+/// front may log whole URLs: prefer the header where the client can send one).
 fn presented_token(request: &Request) -> Option<&str> {
-    request
+    let header = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
+        .and_then(bearer_token);
+    header.or_else(|| {
+        let route = request.extensions().get::<axum::extract::MatchedPath>()?;
+        if request.method() != Method::GET || !QUERY_TOKEN_ROUTES.contains(&route.as_str()) {
+            return None;
+        }
+        request
+            .uri()
+            .query()?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("access_token="))
+            .filter(|token| !token.is_empty())
+    })
 }
+
+/// The routes a browser opens without being able to send an `Authorization` header.
+const QUERY_TOKEN_ROUTES: [&str; 2] = ["/v1/events/stream", "/v1/runtime/workspaces/{id}/shell/ws"];
 
 /// Whether `token` is one of `OTTER_API_TOKENS` (compared in constant time).
 fn is_api_token(config: &Config, token: &str) -> bool {

@@ -225,6 +225,9 @@ struct ShellQuery {
     cols: Option<u16>,
     /// The terminal's initial height.
     rows: Option<u16>,
+    /// A browser's bearer token (checked by the authentication layer, unused here).
+    #[serde(rename = "access_token")]
+    _access_token: Option<String>,
 }
 
 async fn open_runtime_shell(

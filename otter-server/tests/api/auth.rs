@@ -386,3 +386,54 @@ async fn a_public_address_needs_tokens_or_an_explicit_opt_out() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn browsers_may_pass_the_token_in_the_query_of_the_streaming_routes_only() {
+    let app = TestApp::spawn_with(&[("OTTER_API_TOKENS", "browser-token")]).await;
+    let status_of = |path: String| {
+        let app = &app;
+        async move {
+            // The status only: a stream's body never ends.
+            app.client
+                .get(format!("{}{path}", app.base))
+                .send()
+                .await
+                .expect("request sent")
+                .status()
+        }
+    };
+    // The SSE stream (EventSource cannot send headers).
+    assert_eq!(
+        status_of("/v1/events/stream?access_token=browser-token".to_owned()).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status_of("/v1/events/stream?access_token=wrong".to_owned()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // The shell WebSocket: past authentication (the runtime is off here, so 503 says so).
+    let ws = uuid::Uuid::new_v4();
+    assert_eq!(
+        status_of(format!(
+            "/v1/runtime/workspaces/{ws}/shell/ws?access_token=browser-token"
+        ))
+        .await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        status_of(format!(
+            "/v1/runtime/workspaces/{ws}/shell/ws?access_token=wrong"
+        ))
+        .await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Everywhere else the query is not a credential.
+    assert_eq!(
+        status_of("/v1/queue?access_token=browser-token".to_owned()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status_of("/metrics?access_token=browser-token".to_owned()).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
