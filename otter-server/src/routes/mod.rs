@@ -6,6 +6,7 @@ mod files;
 mod health;
 mod jobs;
 mod metrics;
+mod openapi;
 mod preview;
 mod projects;
 mod prompts;
@@ -44,7 +45,7 @@ pub(crate) fn job_scoped() -> Router<AppState> {
 
 /// Routes outside `/v1` (open even when tokens are required).
 pub(crate) fn public() -> Router<AppState> {
-    health::router()
+    health::router().merge(openapi::router())
 }
 
 /// `?limit=&offset=` of a list.
