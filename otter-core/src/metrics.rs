@@ -130,9 +130,9 @@ pub fn render(s: &Snapshot, sse_clients: usize) -> String {
         .map(|(status, n)| (format!("{{status=\"{status}\"}}"), n.to_string()))
         .collect();
     metric(
-        "otter_jobs_finished_total",
-        "counter",
-        "Jobs that ended, by final status.",
+        "otter_jobs_finished",
+        "gauge",
+        "Finished jobs kept in the database, by final status (deleting jobs lowers it).",
         &finished,
     );
     let mut buckets: Vec<(String, String)> = DURATION_BUCKETS
@@ -153,9 +153,9 @@ pub fn render(s: &Snapshot, sse_clients: usize) -> String {
         &buckets,
     );
     metric(
-        "otter_events_written_total",
-        "counter",
-        "Events written (the highest event id).",
+        "otter_events_written",
+        "gauge",
+        "Events written so far (the highest event id).",
         &plain(s.events_written.to_string()),
     );
     metric(

@@ -259,7 +259,6 @@ pub struct Event {
     /// The job's workspace.
     pub workspace_id: WorkspaceId,
     /// The job's project, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub project_id: Option<ProjectId>,
     /// Position within the job's own events, from 1.
     pub seq: i64,

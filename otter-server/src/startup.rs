@@ -94,6 +94,7 @@ pub fn app(state: AppState) -> Router {
         .merge(v1)
         .merge(job_scoped)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(cors(&state.config))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -116,8 +117,25 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> AppError {
-    AppError::NotFound("no such route".to_owned())
+/// An unknown route: 404, but 401 first when tokens are required and none valid was sent, so
+/// that an anonymous client cannot map the API.
+async fn not_found(State(state): State<AppState>, request: Request) -> AppError {
+    let authorized = state.config.api_tokens.is_empty()
+        || presented_token(&request).is_some_and(|token| is_api_token(&state.config, token));
+    if authorized {
+        AppError::NotFound("no such route".to_owned())
+    } else {
+        AppError::Unauthorized
+    }
+}
+
+/// A known route with a method it does not have.
+async fn method_not_allowed(request: Request) -> AppError {
+    AppError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    ))
 }
 
 fn cors(config: &Config) -> CorsLayer {

@@ -423,3 +423,40 @@ async fn every_list_takes_limit_and_offset_with_its_filters() {
         );
     }
 }
+
+#[tokio::test]
+async fn wrong_methods_and_unknown_routes_get_the_json_error_shape() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.request(Method::PUT, "/v1/queue", None).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    let (status, body) = app.request(Method::DELETE, "/v1/prompts", None).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+
+    // With tokens required, an anonymous client cannot tell unknown routes from known ones.
+    let locked = TestApp::spawn_with(&[("OTTER_API_TOKENS", "t")]).await;
+    let (status, _, body) = locked
+        .send(
+            locked.builder_as(None, Method::GET, "/v1/no-such-thing"),
+            None,
+        )
+        .await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let resp = locked
+        .client
+        .get(format!("{}/v1/no-such-thing", locked.base))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}

@@ -86,11 +86,11 @@ async fn metrics_report_the_queue_outcomes_and_workers() {
     assert_eq!(sample(&text, "otter_jobs_paused"), Some(1.0));
     assert_eq!(sample(&text, "otter_jobs_running"), Some(0.0));
     assert_eq!(
-        sample(&text, "otter_jobs_finished_total{status=\"succeeded\"}"),
+        sample(&text, "otter_jobs_finished{status=\"succeeded\"}"),
         Some(1.0)
     );
     assert_eq!(
-        sample(&text, "otter_jobs_finished_total{status=\"failed\"}"),
+        sample(&text, "otter_jobs_finished{status=\"failed\"}"),
         Some(0.0)
     );
     assert_eq!(sample(&text, "otter_job_duration_seconds_count"), Some(1.0));
@@ -98,7 +98,7 @@ async fn metrics_report_the_queue_outcomes_and_workers() {
         sample(&text, "otter_job_duration_seconds_bucket{le=\"+Inf\"}"),
         Some(1.0)
     );
-    assert!(sample(&text, "otter_events_written_total").is_some_and(|n| n >= 6.0));
+    assert!(sample(&text, "otter_events_written").is_some_and(|n| n >= 6.0));
     assert!(sample(&text, "otter_sse_clients").is_some_and(|n| n >= 1.0));
     assert_eq!(sample(&text, "otter_workers"), Some(1.0));
     assert_eq!(
