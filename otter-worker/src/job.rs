@@ -85,7 +85,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
 
     let run_dir = run_dir(&workspace, lease);
     let run = async {
-        match prepare(config, job, lease, &workspace, &run_dir).await {
+        match prepare(config, ctx.instructions, job, lease, &workspace, &run_dir).await {
             Ok(spec) => runner::run(&spec, tx.clone(), cancel)
                 .await
                 .map_err(|e| match e {
@@ -179,6 +179,57 @@ async fn heartbeat(ctx: &Ctx, lease: &Lease, control: &RunControl) -> std::conve
     }
 }
 
+/// How Otter's instructions reach vibe (DESIGN.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InstructionsVia {
+    /// `$VIBE_HOME/AGENTS.md`, which vibe 3.x puts into its system prompt; the user's prompt goes
+    /// to `--prompt` unchanged.
+    AgentsMd,
+    /// A prefix of the prompt, for older vibe that does not read that file.
+    PromptPrefix,
+}
+
+impl InstructionsVia {
+    /// Asks `vibe --version`: 3.x and later read `AGENTS.md`, older versions get the prefix.
+    /// When the version cannot be told (vibe missing, odd output), `AGENTS.md` is assumed: jobs
+    /// will say what is wrong with vibe when they run it.
+    pub(crate) async fn detect(config: &Config) -> Self {
+        let run = tokio::process::Command::new(&config.vibe_bin)
+            .arg("--version")
+            .envs(config.vibe_extra_env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = match tokio::time::timeout(Duration::from_secs(20), run).await {
+            Ok(Ok(output)) => String::from_utf8_lossy(&output.stdout).into_owned(),
+            Ok(Err(e)) => {
+                tracing::warn!(vibe = %config.vibe_bin.display(), error = %e, "cannot run `vibe --version`");
+                return Self::AgentsMd;
+            }
+            Err(_) => {
+                tracing::warn!(vibe = %config.vibe_bin.display(), "`vibe --version` did not answer");
+                return Self::AgentsMd;
+            }
+        };
+        let via = Self::for_version(&output);
+        tracing::info!(version = output.trim(), instructions = ?via, "vibe found");
+        via
+    }
+
+    /// The way for a `--version` output such as `vibe 3.0.3`.
+    fn for_version(output: &str) -> Self {
+        let major = output
+            .split(|c: char| !c.is_ascii_digit() && c != '.')
+            .find(|word| word.contains('.'))
+            .and_then(|version| version.split('.').next())
+            .and_then(|major| major.parse::<u32>().ok());
+        match major {
+            Some(major) if major < 3 => Self::PromptPrefix,
+            _ => Self::AgentsMd,
+        }
+    }
+}
+
 /// Where vibe writes `export.json` for this attempt.
 fn run_dir(workspace: &Workspace, lease: &Lease) -> PathBuf {
     Path::new(&workspace.vibe_home)
@@ -189,6 +240,7 @@ fn run_dir(workspace: &Workspace, lease: &Lease) -> PathBuf {
 /// Writes the instructions and builds vibe's command line.
 async fn prepare(
     config: &Config,
+    via: InstructionsVia,
     job: &Job,
     lease: &Lease,
     workspace: &Workspace,
@@ -198,14 +250,19 @@ async fn prepare(
     tokio::fs::create_dir_all(run_dir)
         .await
         .map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
+    let instructions = instructions::render(job.id, &config.api_base_url);
     let agents = home.join("AGENTS.md");
-    tokio::fs::write(&agents, instructions::render(job.id, &config.api_base_url))
+    // Written in both ways: a vibe that reads it is told, one that does not loses nothing.
+    tokio::fs::write(&agents, &instructions)
         .await
         .map_err(|e| format!("writing {}: {e}", agents.display()))?;
-
+    let prompt = match via {
+        InstructionsVia::AgentsMd => job.prompt.clone(),
+        InstructionsVia::PromptPrefix => format!("{instructions}\n---\n\n{}", job.prompt),
+    };
     // `--prompt=<P>` in one argument: a prompt that starts with `-` must not read as an option
     // (vibe's clap would refuse it as an unexpected argument).
-    let mut args: Vec<OsString> = vec![format!("--prompt={}", job.prompt).into()];
+    let mut args: Vec<OsString> = vec![format!("--prompt={prompt}").into()];
     args.extend(
         [
             "--output",
@@ -437,4 +494,23 @@ fn find_setup(root: &Path) -> Option<PathBuf> {
         }
     }
     best.map(|(_, p)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InstructionsVia;
+
+    #[test]
+    fn the_version_decides_how_instructions_are_handed_over() {
+        for (output, want) in [
+            ("vibe 3.0.3\n", InstructionsVia::AgentsMd),
+            ("vibe 4.1.0", InstructionsVia::AgentsMd),
+            ("vibe 2.26.1\n", InstructionsVia::PromptPrefix),
+            ("mistral-vibe 1.3.5", InstructionsVia::PromptPrefix),
+            ("", InstructionsVia::AgentsMd),
+            ("garbage", InstructionsVia::AgentsMd),
+        ] {
+            assert_eq!(InstructionsVia::for_version(output), want, "{output:?}");
+        }
+    }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Ctx {
     pub(crate) pool: PgPool,
     pub(crate) queue: Queue,
     pub(crate) controls: control::Controls,
+    /// How Otter's instructions reach this vibe (decided once from `vibe --version`).
+    pub(crate) instructions: job::InstructionsVia,
 }
 
 /// Runs a worker until `shutdown` is cancelled. On shutdown it stops claiming, lets running jobs
@@ -62,6 +64,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
         pool,
         queue,
         controls: control::Controls::default(),
+        instructions: job::InstructionsVia::detect(&config).await,
     };
     tracing::info!(
         worker_id = %config.worker_id,

@@ -81,11 +81,16 @@
 //! * `FAKE_VIBE_GRANDCHILD_STDIO=inherit`: the grandchild keeps stdout/stderr (holds the
 //!   pipes open); `FAKE_VIBE_GRANDCHILD_SECS`: its sleep (default 300).
 //! * `FAKE_VIBE_NO_EXPORT=1`: write no `export.json` (a vibe that died before writing it).
-//! * `FAKE_VIBE_RECORD=<path>`: at startup (every invocation), append one JSON line
+//! * `FAKE_VIBE_VERSION=X.Y.Z`: what `--version` reports (default 3.0.3).
+//! * `FAKE_VIBE_RECORD=<path>`: at startup (every run; not `--version`), append one JSON line
 //!   `{"argv", "cwd", "env", "agents_md", "stdin", "pid", "ppid", "pgid"}` telling how the
 //!   binary was invoked; `argv` leaves out the program name; `env` holds `VIBE_HOME`, `MISTRAL_API_KEY`, `VIBE_MODEL`,
 //!   `MISTRAL_MODEL`, `VIBE_PROVIDER`, `VIBE_ACTIVE_MODEL`, `DATABASE_URL`, `REDIS_URL` (null
 //!   when unset) and every `OTTER_*` variable; `agents_md` is `$VIBE_HOME/AGENTS.md` or null.
+//! * `FAKE_VIBE_STARTED_FILE=<path>` (benchmarks): first thing at startup, append one line
+//!   `<OTTER_JOB_ID or -> <unix time in ns>` (the moment the process started running).
+//! * `FAKE_VIBE_STALL_FILE=<path>` (benchmarks): keep in `<path>` the longest time, in µs, one
+//!   write of stdout was blocked (a reader that stalls shows up here).
 //! * `VIBE_HOME` (default `~/.vibe`), `VIBE_ACTIVE_MODEL` or a top-level `active_model` in
 //!   `$VIBE_HOME/config.toml`, and `VIBE_API_RETRY_MAX_ELAPSED_TIME` are reflected in the
 //!   export's `config`.
@@ -135,6 +140,7 @@ const FLUSH_EVERY: usize = 64;
 
 fn main() -> ExitCode {
     let t0 = Instant::now();
+    record_start();
     let started_at = Utc::now();
     // First of all, so that a SIGTERM arriving at any later point is handled.
     let sigterm = install_sigterm_listener();
@@ -142,7 +148,10 @@ fn main() -> ExitCode {
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    record_invocation(&argv);
+    // `--version` is Otter asking which vibe this is, not a run: it is not recorded.
+    if !argv.iter().any(|a| a == "--version" || a == "-V") {
+        record_invocation(&argv);
+    }
     ExitCode::from(run(&argv, t0, started_at, sigterm))
 }
 
@@ -338,6 +347,9 @@ struct Out {
     pending: usize,
     batch: bool,
     broken: bool,
+    /// `FAKE_VIBE_STALL_FILE` and the longest write seen so far.
+    stall_file: Option<PathBuf>,
+    max_write: Duration,
 }
 
 impl Out {
@@ -347,6 +359,10 @@ impl Out {
             pending: 0,
             batch: false,
             broken: false,
+            stall_file: env::var_os("FAKE_VIBE_STALL_FILE")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            max_write: Duration::ZERO,
         }
     }
 
@@ -366,6 +382,7 @@ impl Out {
 
     fn flush(&mut self) {
         if !self.broken && !self.buf.is_empty() {
+            let began = Instant::now();
             let mut stdout = io::stdout().lock();
             if stdout
                 .write_all(&self.buf)
@@ -373,6 +390,14 @@ impl Out {
                 .is_err()
             {
                 self.broken = true;
+            }
+            drop(stdout);
+            let took = began.elapsed();
+            if took > self.max_write
+                && let Some(path) = &self.stall_file
+            {
+                self.max_write = took;
+                let _ = fs::write(path, took.as_micros().to_string());
             }
         }
         self.buf.clear();
@@ -1861,6 +1886,22 @@ fn own_pgid() -> Option<i64> {
     rest.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// Appends `<job id> <unix ns>` to `$FAKE_VIBE_STARTED_FILE` (benchmarks' dispatch latency).
+fn record_start() {
+    let Some(path) = env::var_os("FAKE_VIBE_STARTED_FILE").filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let job = env::var("OTTER_JOB_ID").unwrap_or_else(|_| "-".to_owned());
+    let _ = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(format!("{job} {now}\n").as_bytes()));
+}
+
 /// Appends one line to `$FAKE_VIBE_RECORD` telling how this process was started.
 fn record_invocation(argv: &[String]) {
     let Some(path) = env::var_os("FAKE_VIBE_RECORD").filter(|p| !p.is_empty()) else {
@@ -1972,7 +2013,10 @@ fn run(
         return 0;
     }
     if args.version {
-        Out::new().text(&format!("vibe {VIBE_VERSION}\n"));
+        // FAKE_VIBE_VERSION pretends to be another version (how Otter picks the way it hands
+        // over its instructions).
+        let version = env::var("FAKE_VIBE_VERSION").unwrap_or_else(|_| VIBE_VERSION.to_owned());
+        Out::new().text(&format!("vibe {version}\n"));
         return 0;
     }
     let knobs = Knobs::from_env();

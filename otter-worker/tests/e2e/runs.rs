@@ -466,3 +466,36 @@ async fn a_missing_vibe_binary_fails_the_job_clearly() {
     );
     assert_eq!(job["attempts"], 1);
 }
+
+#[tokio::test]
+async fn an_older_vibe_gets_the_instructions_as_a_prompt_prefix() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let record = app.env.dir.join("record.jsonl");
+    let extra = scenario(
+        "tools",
+        &[
+            "FAKE_VIBE_VERSION=2.26.1",
+            &format!("FAKE_VIBE_RECORD={}", record.display()),
+        ],
+    );
+    let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &extra)]).await;
+    let job = finished(&app, &submit(&app, &ws, "Build it", json!({})).await).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let recorded: Value = serde_json::from_str(
+        std::fs::read_to_string(&record)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let prompt = recorded["argv"][0]
+        .as_str()
+        .unwrap()
+        .strip_prefix("--prompt=")
+        .unwrap();
+    assert!(prompt.starts_with("# Instructions from Otter"), "{prompt}");
+    assert!(prompt.contains(job["id"].as_str().unwrap()));
+    assert!(prompt.ends_with("\n---\n\nBuild it"), "{prompt}");
+}
