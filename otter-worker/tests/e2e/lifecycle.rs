@@ -93,7 +93,7 @@ async fn one_workspace_runs_one_job_at_a_time_without_holding_up_others() {
         &[
             (
                 "OTTER_VIBE_EXTRA_ENV",
-                &scenario("slow", &["FAKE_VIBE_SLEEP_MS=300"]),
+                &scenario("slow", &["FAKE_VIBE_SLEEP_MS=700"]),
             ),
             ("OTTER_WORKER_CONCURRENCY", "3"),
         ],
