@@ -916,12 +916,11 @@ impl Runtime {
     pub async fn stop(&self, id: WorkspaceId) -> Result<RuntimeOutcome, RuntimeError> {
         let _guard = self.lock(id).await;
         let docker = self.docker().await?;
-        let Some(container) = self.inspect(docker, id).await? else {
-            return Err(RuntimeError::NoContainer(id));
-        };
-        let running = container
-            .state
-            .as_ref()
+        // Nothing to stop is already stopped: stop is idempotent even before the first start.
+        let running = self
+            .inspect(docker, id)
+            .await?
+            .and_then(|container| container.state)
             .and_then(|s| s.running)
             .unwrap_or(false);
         let action = if running {

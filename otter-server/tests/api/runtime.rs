@@ -581,13 +581,16 @@ async fn builds_that_cannot_run_say_why() {
     let (_, status_body) = app.get(&format!("/v1/runtime/workspaces/{id}")).await;
     assert_eq!(status_body["status"], "none");
 
-    // Logs and stop of a workspace without a container: 404; an unknown workspace: 404.
+    // Logs of a workspace without a container: 404; stopping it is already done (idempotent);
+    // an unknown workspace: 404.
     let (status, body) = app.get(&format!("/v1/runtime/workspaces/{id}/logs")).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     let (status, body) = app
         .post(&format!("/v1/runtime/workspaces/{id}/stop"), json!({}))
         .await;
-    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["action"], "already_stopped");
+    assert_eq!(body["status"], "none");
     let unknown = uuid::Uuid::new_v4();
     let (status, body) = app.get(&format!("/v1/runtime/workspaces/{unknown}")).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
