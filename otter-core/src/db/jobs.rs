@@ -127,8 +127,10 @@ pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
         kinds::JOB_QUEUED,
         json!({ "priority": new.priority, "max_attempts": new.max_attempts }),
     );
-    events::append(&mut tx, id, &[event]).await?;
+    // Read the row before appending: the append takes the event writers' lock, held until
+    // commit, so nothing else should wait behind it.
     let job = fetch(&mut tx, id).await?;
+    events::append(&mut tx, id, &[event]).await?;
     tx.commit().await?;
     Ok(job)
 }
@@ -296,8 +298,10 @@ pub async fn claim(
         kinds::JOB_STARTED,
         json!({ "attempt": attempt, "worker_id": worker_id }),
     );
-    events::append(&mut tx, id, &[event]).await?;
+    // Read the row before appending: the append takes the event writers' lock, held until
+    // commit, so nothing else should wait behind it.
     let job = fetch(&mut tx, id).await?;
+    events::append(&mut tx, id, &[event]).await?;
     tx.commit().await?;
     Ok(Claim::Claimed {
         job: Box::new(job),
@@ -466,8 +470,10 @@ pub async fn finish(pool: &PgPool, lease: &Lease, finish: &Finish) -> Result<Opt
     if let (Some(map), Some(extra)) = (payload.as_object_mut(), finish.details.as_object()) {
         map.extend(extra.clone());
     }
-    events::append(&mut tx, lease.job_id, &[NewEvent::new(event, payload)]).await?;
+    // Read the row before appending: the append takes the event writers' lock, held until
+    // commit, so nothing else should wait behind it.
     let job = fetch(&mut tx, lease.job_id).await?;
+    events::append(&mut tx, lease.job_id, &[NewEvent::new(event, payload)]).await?;
     tx.commit().await?;
     Ok(Some(job))
 }
