@@ -90,6 +90,23 @@ impl EventFeed {
                 }
                 _ = poll.tick() => {}
             }
+            if self.tx.receiver_count() == 0 {
+                // Nobody is watching: move the cursor without reading the rows. The head is read
+                // *before* the count is checked again: a subscriber that arrives after that check
+                // subscribed after the head was read, so its own replay covers everything up to
+                // the head, and the feed broadcasts what comes after.
+                match events::head(&self.pool).await {
+                    Ok(head) if self.tx.receiver_count() == 0 => {
+                        cursor = cursor.max(head);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event feed could not read the head");
+                        continue;
+                    }
+                }
+            }
             loop {
                 match events::list_after(&self.pool, &EventFilter::default(), cursor, PAGE).await {
                     Ok(page) => {
