@@ -169,3 +169,9 @@ pub(crate) async fn read_pid(path: &std::path::Path) -> u32 {
     })
     .await
 }
+
+/// The first run the stand-in recorded in `path` (its `FAKE_VIBE_RECORD`).
+pub(crate) fn recorded_run(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("the stand-in's record");
+    serde_json::from_str(text.lines().next().expect("a recorded run")).expect("a JSON record")
+}

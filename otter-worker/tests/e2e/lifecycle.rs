@@ -8,7 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    JOB_WAIT, Worker, events, finished, kinds, process_gone, read_pid, scenario, status_is, submit,
+    JOB_WAIT, Worker, events, finished, kinds, process_gone, read_pid, recorded_run, scenario,
+    status_is, submit,
 };
 
 #[tokio::test]
@@ -40,14 +41,7 @@ async fn cancelling_a_running_job_stops_vibe_and_everything_it_started() {
     assert!(running["worker_id"].is_string(), "{running}");
     assert!(running["lease_expires_at"].is_string(), "{running}");
     let grandchild = read_pid(&pidfile).await;
-    let recorded: Value = serde_json::from_str(
-        std::fs::read_to_string(&record)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let recorded = recorded_run(&record);
     let vibe = recorded["pid"].as_u64().unwrap() as u32;
     assert!(!process_gone(vibe) && !process_gone(grandchild));
 
@@ -143,14 +137,7 @@ async fn a_job_over_its_time_limit_is_stopped() {
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["exit_code"], 3);
     assert!(job["error"].as_str().unwrap().contains("deadline"), "{job}");
-    let recorded: Value = serde_json::from_str(
-        std::fs::read_to_string(&record)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let recorded = recorded_run(&record);
     let argv: Vec<&str> = recorded["argv"]
         .as_array()
         .unwrap()

@@ -6,7 +6,9 @@ use std::time::Duration;
 use otter_testkit::TestApp;
 use serde_json::{Value, json};
 
-use crate::harness::{Worker, events, finished, kinds, lines, process_gone, scenario, submit};
+use crate::harness::{
+    Worker, events, finished, kinds, lines, process_gone, recorded_run, scenario, submit,
+};
 
 /// The exact stdout lines of a successful `tools` run, as vibe 3.0.3 prints them.
 const FINAL_TEXT: &str =
@@ -135,14 +137,7 @@ async fn vibe_is_invoked_as_the_design_says() {
     let job = finished(&app, &job).await;
     assert_eq!(job["status"], "succeeded", "{job}");
 
-    let recorded: Value = serde_json::from_str(
-        std::fs::read_to_string(&record)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let recorded = recorded_run(&record);
     let argv: Vec<&str> = recorded["argv"]
         .as_array()
         .unwrap()
@@ -482,14 +477,7 @@ async fn an_older_vibe_gets_the_instructions_as_a_prompt_prefix() {
     let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &extra)]).await;
     let job = finished(&app, &submit(&app, &ws, "Build it", json!({})).await).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    let recorded: Value = serde_json::from_str(
-        std::fs::read_to_string(&record)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let recorded = recorded_run(&record);
     let prompt = recorded["argv"][0]
         .as_str()
         .unwrap()
