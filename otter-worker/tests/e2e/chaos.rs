@@ -11,7 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    FAKE_VIBE, JOB_WAIT, Worker, events, finished, kinds, lines, scenario, status_is, submit,
+    FAKE_VIBE, JOB_WAIT, Worker, app_with_worker, events, finished, kinds, lines, scenario,
+    status_is, submit,
 };
 
 /// An `otter-worker` process on `app`'s database and queue; killed when dropped.
@@ -374,16 +375,7 @@ async fn a_redis_restart_without_persistence_loses_no_job() {
 
 #[tokio::test]
 async fn output_written_while_postgres_is_unreachable_is_not_lost() {
-    let app = TestApp::spawn().await;
-    let ws = app.workspace("ws").await;
-    let _worker = Worker::start(
-        &app,
-        &[(
-            "OTTER_VIBE_EXTRA_ENV",
-            &scenario("slow", &["FAKE_VIBE_SLEEP_MS=700"]),
-        )],
-    )
-    .await;
+    let (app, ws, _worker) = app_with_worker("slow", &["FAKE_VIBE_SLEEP_MS=700"]).await;
     let job = submit(&app, &ws, "through an outage", json!({})).await;
     status_is(&app, &job, "running").await;
 

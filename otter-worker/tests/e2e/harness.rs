@@ -175,3 +175,12 @@ pub(crate) fn recorded_run(path: &std::path::Path) -> Value {
     let text = std::fs::read_to_string(path).expect("the stand-in's record");
     serde_json::from_str(text.lines().next().expect("a recorded run")).expect("a JSON record")
 }
+
+/// A server, a workspace named `ws`, and a worker running the stand-in's `name` scenario with
+/// `more` knobs: how most tests begin.
+pub(crate) async fn app_with_worker(name: &str, more: &[&str]) -> (TestApp, Value, Worker) {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario(name, more))]).await;
+    (app, ws, worker)
+}

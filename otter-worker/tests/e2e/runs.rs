@@ -7,7 +7,8 @@ use otter_testkit::TestApp;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Worker, events, finished, kinds, lines, process_gone, recorded_run, scenario, submit,
+    Worker, app_with_worker, events, finished, kinds, lines, process_gone, recorded_run, scenario,
+    submit,
 };
 
 /// The exact stdout lines of a successful `tools` run, as vibe 3.0.3 prints them.
@@ -212,13 +213,7 @@ async fn vibe_is_invoked_as_the_design_says() {
 
 #[tokio::test]
 async fn a_configuration_error_fails_at_once_with_its_reason() {
-    let app = TestApp::spawn().await;
-    let ws = app.workspace("ws").await;
-    let _worker = Worker::start(
-        &app,
-        &[("OTTER_VIBE_EXTRA_ENV", &scenario("config-error", &[]))],
-    )
-    .await;
+    let (app, ws, _worker) = app_with_worker("config-error", &[]).await;
     let job = finished(&app, &submit(&app, &ws, "anything", json!({})).await).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["exit_code"], 1);
@@ -240,13 +235,7 @@ async fn a_configuration_error_fails_at_once_with_its_reason() {
 
 #[tokio::test]
 async fn an_infrastructure_error_is_retried_then_fails() {
-    let app = TestApp::spawn().await;
-    let ws = app.workspace("ws").await;
-    let _worker = Worker::start(
-        &app,
-        &[("OTTER_VIBE_EXTRA_ENV", &scenario("infra-error", &[]))],
-    )
-    .await;
+    let (app, ws, _worker) = app_with_worker("infra-error", &[]).await;
     let job = finished(
         &app,
         &submit(&app, &ws, "anything", json!({ "max_attempts": 2 })).await,
@@ -273,13 +262,7 @@ async fn an_infrastructure_error_is_retried_then_fails() {
 
 #[tokio::test]
 async fn a_run_stopped_early_fails_with_vibes_reason() {
-    let app = TestApp::spawn().await;
-    let ws = app.workspace("ws").await;
-    let _worker = Worker::start(
-        &app,
-        &[("OTTER_VIBE_EXTRA_ENV", &scenario("turn-limit", &[]))],
-    )
-    .await;
+    let (app, ws, _worker) = app_with_worker("turn-limit", &[]).await;
     let job = finished(&app, &submit(&app, &ws, "loop", json!({})).await).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["exit_code"], 3);
@@ -297,16 +280,7 @@ async fn a_run_stopped_early_fails_with_vibes_reason() {
 
 #[tokio::test]
 async fn setup_sh_runs_after_success_and_streams_its_lines() {
-    let app = TestApp::spawn().await;
-    let ws = app.workspace("ws").await;
-    let _worker = Worker::start(
-        &app,
-        &[(
-            "OTTER_VIBE_EXTRA_ENV",
-            &scenario("setup", &["FAKE_VIBE_SETUP_SUBDIR=myapp"]),
-        )],
-    )
-    .await;
+    let (app, ws, _worker) = app_with_worker("setup", &["FAKE_VIBE_SETUP_SUBDIR=myapp"]).await;
     let job = finished(&app, &submit(&app, &ws, "make an app", json!({})).await).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     let events = events(&app, &job).await;
@@ -346,16 +320,7 @@ async fn setup_sh_runs_after_success_and_streams_its_lines() {
 #[tokio::test]
 async fn a_flood_of_lines_is_stored_whole_and_in_order() {
     const LINES: usize = 20_000;
-    let app = TestApp::spawn().await;
-    let ws = app.workspace("ws").await;
-    let _worker = Worker::start(
-        &app,
-        &[(
-            "OTTER_VIBE_EXTRA_ENV",
-            &scenario("flood", &[&format!("FAKE_VIBE_LINES={LINES}")]),
-        )],
-    )
-    .await;
+    let (app, ws, _worker) = app_with_worker("flood", &[&format!("FAKE_VIBE_LINES={LINES}")]).await;
     let job = finished(&app, &submit(&app, &ws, "flood", json!({})).await).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     let events = events(&app, &job).await;
@@ -376,13 +341,7 @@ async fn a_flood_of_lines_is_stored_whole_and_in_order() {
 
 #[tokio::test]
 async fn lines_that_are_not_json_are_kept_raw() {
-    let app = TestApp::spawn().await;
-    let ws = app.workspace("ws").await;
-    let _worker = Worker::start(
-        &app,
-        &[("OTTER_VIBE_EXTRA_ENV", &scenario("stderr-noise", &[]))],
-    )
-    .await;
+    let (app, ws, _worker) = app_with_worker("stderr-noise", &[]).await;
     let job = finished(&app, &submit(&app, &ws, "noise", json!({})).await).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     let events = events(&app, &job).await;

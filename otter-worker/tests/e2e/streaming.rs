@@ -6,7 +6,7 @@ use std::time::Duration;
 use otter_testkit::{SseClient, TestApp};
 use serde_json::json;
 
-use crate::harness::{JOB_WAIT, Worker, events, finished, scenario, submit};
+use crate::harness::{JOB_WAIT, Worker, app_with_worker, events, finished, scenario, submit};
 
 #[tokio::test]
 async fn a_watcher_sees_the_whole_run_live_then_the_end() {
@@ -58,16 +58,7 @@ async fn a_watcher_sees_the_whole_run_live_then_the_end() {
 
 #[tokio::test]
 async fn a_client_reconnecting_mid_run_gets_every_later_event_once() {
-    let app = TestApp::spawn().await;
-    let ws = app.workspace("ws").await;
-    let _worker = Worker::start(
-        &app,
-        &[(
-            "OTTER_VIBE_EXTRA_ENV",
-            &scenario("slow", &["FAKE_VIBE_SLEEP_MS=400"]),
-        )],
-    )
-    .await;
+    let (app, ws, _worker) = app_with_worker("slow", &["FAKE_VIBE_SLEEP_MS=400"]).await;
     let job = submit(&app, &ws, "slowly", json!({})).await;
     let path = format!("/v1/events/stream?job_id={}", job["id"].as_str().unwrap());
 
