@@ -3,7 +3,8 @@
 //! back by id and broadcasts them in id order; [`EventFeed::stream`] joins stored history and the
 //! live broadcast into one stream with no gap and no duplicate (DESIGN.md §5, invariant 6).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::events::{self, EventFilter};
 use crate::db::{DbError, jobs};
-use crate::model::{Event, kinds};
+use crate::model::{Event, JobId, kinds};
 
 /// The PostgreSQL channel `otter_append_events` notifies.
 pub const CHANNEL: &str = "otter_events";
@@ -52,11 +53,19 @@ pub enum StreamItem {
     End,
 }
 
+/// How many events a follower of one job may fall behind before it re-reads from the database.
+const JOB_CHANNEL_CAPACITY: usize = 1024;
+
 /// The process-wide live feed. Cheap to clone.
+///
+/// Streams of one job get a channel of that job's own, so that an event wakes only the clients
+/// following its job; every other stream (all events, a workspace, a project) shares one
+/// broadcast of everything.
 #[derive(Clone, Debug)]
 pub struct EventFeed {
     pool: PgPool,
     tx: broadcast::Sender<Arc<FeedEvent>>,
+    jobs: Arc<Mutex<HashMap<JobId, broadcast::Sender<Arc<FeedEvent>>>>>,
 }
 
 impl EventFeed {
@@ -67,7 +76,11 @@ impl EventFeed {
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(CHANNEL).await?;
         let cursor = events::head(&pool).await?;
-        let feed = Self { pool, tx };
+        let feed = Self {
+            pool,
+            tx,
+            jobs: Arc::default(),
+        };
         tokio::spawn(feed.clone().run(listener, cursor, shutdown));
         Ok(feed)
     }
@@ -88,15 +101,15 @@ impl EventFeed {
                         }
                     }
                 }
-                _ = poll.tick() => {}
+                _ = poll.tick() => self.forget_unwatched_jobs(),
             }
-            if self.tx.receiver_count() == 0 {
+            if self.subscribers() == 0 {
                 // Nobody is watching: move the cursor without reading the rows. The head is read
                 // *before* the count is checked again: a subscriber that arrives after that check
                 // subscribed after the head was read, so its own replay covers everything up to
                 // the head, and the feed broadcasts what comes after.
                 match events::head(&self.pool).await {
-                    Ok(head) if self.tx.receiver_count() == 0 => {
+                    Ok(head) if self.subscribers() == 0 => {
                         cursor = cursor.max(head);
                         continue;
                     }
@@ -111,11 +124,20 @@ impl EventFeed {
                 match events::list_after(&self.pool, &EventFilter::default(), cursor, PAGE).await {
                     Ok(page) => {
                         let full = page.len() as i64 == PAGE;
+                        // Held across the page: a job's channel is either there for an event or
+                        // made after it was sent (and then its subscriber's replay has it).
+                        let jobs = self.lock_jobs();
                         for event in page {
                             cursor = event.id;
+                            let job_tx = jobs.get(&event.job_id);
+                            let event = FeedEvent::new(event);
+                            if let Some(job_tx) = job_tx {
+                                let _ = job_tx.send(event.clone());
+                            }
                             // No receiver is not an error: nobody is watching.
-                            let _ = self.tx.send(FeedEvent::new(event));
+                            let _ = self.tx.send(event);
                         }
+                        drop(jobs);
                         if !full {
                             break;
                         }
@@ -129,9 +151,40 @@ impl EventFeed {
         }
     }
 
-    /// Subscribers currently attached to the broadcast.
+    /// Subscribers currently attached (SSE clients of this process).
     pub fn subscribers(&self) -> usize {
-        self.tx.receiver_count()
+        let per_job: usize = self
+            .lock_jobs()
+            .values()
+            .map(broadcast::Sender::receiver_count)
+            .sum();
+        self.tx.receiver_count() + per_job
+    }
+
+    /// A receiver of the events `filter` can match: its job's own channel, or everything.
+    fn subscribe(&self, filter: &EventFilter) -> broadcast::Receiver<Arc<FeedEvent>> {
+        match filter.job_id {
+            Some(job) => self
+                .lock_jobs()
+                .entry(job)
+                .or_insert_with(|| broadcast::channel(JOB_CHANNEL_CAPACITY).0)
+                .subscribe(),
+            None => self.tx.subscribe(),
+        }
+    }
+
+    /// Drops the channels of jobs nobody follows any more.
+    fn forget_unwatched_jobs(&self) {
+        self.lock_jobs().retain(|_, tx| tx.receiver_count() > 0);
+    }
+
+    fn lock_jobs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<JobId, broadcast::Sender<Arc<FeedEvent>>>> {
+        // Nothing panics while holding it; a poisoned map is still consistent.
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The events matching `filter` with ids above `after`, stored ones first, then live ones
@@ -144,7 +197,7 @@ impl EventFeed {
     ) -> impl Stream<Item = Result<StreamItem, DbError>> + Send + 'static + use<> {
         // Subscribe before reading history: whatever is written from now on is either in the
         // replay or in the broadcast (or both; ids already sent are dropped).
-        let mut rx = self.tx.subscribe();
+        let mut rx = self.subscribe(&filter);
         let pool = self.pool.clone();
         async_stream::try_stream! {
             let mut last = after;
