@@ -133,12 +133,7 @@ async fn start_runtime(
     AppPath(id): AppPath<WorkspaceId>,
     AppQuery(q): AppQuery<StartQuery>,
 ) -> Result<AppJson<OutcomeView>> {
-    let runtime = runtime(&state)?;
-    let ws = workspace(&state, id).await?;
-    let outcome = runtime
-        .start(&state.db, &ws, StartOptions { port: q.port })
-        .await?;
-    Ok(AppJson(OutcomeView::of(&state, outcome).await?))
+    build_and_run(&state, id, q, false).await
 }
 
 async fn restart_runtime(
@@ -146,12 +141,25 @@ async fn restart_runtime(
     AppPath(id): AppPath<WorkspaceId>,
     AppQuery(q): AppQuery<StartQuery>,
 ) -> Result<AppJson<OutcomeView>> {
-    let runtime = runtime(&state)?;
-    let ws = workspace(&state, id).await?;
-    let outcome = runtime
-        .restart(&state.db, &ws, StartOptions { port: q.port })
-        .await?;
-    Ok(AppJson(OutcomeView::of(&state, outcome).await?))
+    build_and_run(&state, id, q, true).await
+}
+
+/// Start (idempotent) or restart (always rebuilds) a workspace's container.
+async fn build_and_run(
+    state: &AppState,
+    id: WorkspaceId,
+    q: StartQuery,
+    restart: bool,
+) -> Result<AppJson<OutcomeView>> {
+    let runtime = runtime(state)?;
+    let ws = workspace(state, id).await?;
+    let options = StartOptions { port: q.port };
+    let outcome = if restart {
+        runtime.restart(&state.db, &ws, options).await?
+    } else {
+        runtime.start(&state.db, &ws, options).await?
+    };
+    Ok(AppJson(OutcomeView::of(state, outcome).await?))
 }
 
 async fn stop_runtime(

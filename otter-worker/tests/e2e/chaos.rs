@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use otter_testkit::{TestApp, eventually};
+use otter_testkit::{SseClient, TestApp, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -543,6 +543,13 @@ async fn a_job_runs_through_a_restart_of_postgres_and_redis() {
     let job = submit(&app, &ws, "through a restart", json!({})).await;
     let waiting = submit(&app, &ws, "queued across the restart", json!({})).await;
     status_is(&app, &job, "running").await;
+    // A watcher of the waiting job, connected before the restart: everything that job does
+    // happens after it, so it reaches the watcher only if the server's live feed reconnected.
+    let path = format!(
+        "/v1/events/stream?job_id={}",
+        waiting["id"].as_str().unwrap()
+    );
+    let mut watcher = SseClient::connect(&app, &path, None).await;
 
     // Both servers go down and come back (fast shutdown: every connection is cut).
     let services = tokio::task::spawn_blocking(move || {
@@ -564,6 +571,26 @@ async fn a_job_runs_through_a_restart_of_postgres_and_redis() {
             "every line of the run was stored"
         );
     }
+    let mut watched = Vec::new();
+    loop {
+        let frame = watcher
+            .next(JOB_WAIT)
+            .await
+            .expect("the stream stays open until the end");
+        if frame.event.as_deref() == Some("end") {
+            break;
+        }
+        watched.push(frame.id_num().unwrap());
+    }
+    let stored: Vec<i64> = events(&app, &waiting)
+        .await
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        watched, stored,
+        "the watcher got every event, once, in order"
+    );
     let (status, health) = app.get("/healthz").await;
     assert_eq!(status, StatusCode::OK, "{health}");
     drop(app);
