@@ -109,7 +109,8 @@ async fn measure(stack: &Stack, replay_job: &str) -> Result<Timings> {
 /// Finished jobs with `per_job` events each, in one workspace. Returns the first job's id.
 async fn fill_history(pool: &PgPool, ws: &str, jobs_n: usize, per_job: usize) -> Result<String> {
     let mut first = None;
-    let chunk = 200usize;
+    // At most 65,536 events per transaction (an event id holds the transaction's id).
+    let chunk = 50usize;
     let mut done = 0;
     while done < jobs_n {
         let n = chunk.min(jobs_n - done);
@@ -125,8 +126,10 @@ async fn fill_history(pool: &PgPool, ws: &str, jobs_n: usize, per_job: usize) ->
         .await?;
         first.get_or_insert(ids[0]);
         sqlx::query(
-            "INSERT INTO events (job_id, workspace_id, seq, kind, payload)
-             SELECT j, $2::uuid, g,
+            "INSERT INTO events (id, job_id, workspace_id, seq, kind, payload)
+             SELECT ((pg_current_xact_id()::text::bigint - otter_event_xid_base()) << 16)
+                        + row_number() OVER (ORDER BY j, g) - 1,
+                    j, $2::uuid, g,
                     CASE WHEN g = $3 THEN 'job_succeeded' ELSE 'output_chunk' END,
                     jsonb_build_object('stream', 'stdout', 'text', 'line ' || g || ' of a stored benchmark job, about the size of a real one')
              FROM unnest($1::uuid[]) j, generate_series(1, $3) g

@@ -27,6 +27,10 @@ const PAGE: i64 = 500;
 /// A safety net under NOTIFY: the feed also looks for new rows this often (a notification can be
 /// lost while the listener reconnects).
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
+/// First and longest wait before reading again events that were stored but not final (an older
+/// transaction was still running, see [`events`]).
+const PENDING_RETRY_MIN: Duration = Duration::from_millis(1);
+const PENDING_RETRY_MAX: Duration = Duration::from_millis(50);
 
 /// One event with its JSON form, serialised once for every subscriber.
 #[derive(Debug)]
@@ -88,9 +92,19 @@ impl EventFeed {
     async fn run(self, mut listener: PgListener, mut cursor: i64, shutdown: CancellationToken) {
         let mut poll = tokio::time::interval(FALLBACK_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set while stored events wait for an older transaction to end (not final yet): read
+        // again after this long, doubling up to PENDING_RETRY_MAX.
+        let mut retry: Option<Duration> = None;
         loop {
+            let retry_wait = async {
+                match retry {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                () = retry_wait => {}
                 received = listener.recv() => {
                     if let Err(e) = received {
                         // PgListener reconnects on the next recv; the poll covers what was missed.
@@ -111,6 +125,7 @@ impl EventFeed {
                 match events::head(&self.pool).await {
                     Ok(head) if self.subscribers() == 0 => {
                         cursor = cursor.max(head);
+                        retry = None;
                         continue;
                     }
                     Ok(_) => {}
@@ -123,11 +138,14 @@ impl EventFeed {
             loop {
                 match events::list_after(&self.pool, &EventFilter::default(), cursor, PAGE).await {
                     Ok(page) => {
-                        let full = page.len() as i64 == PAGE;
+                        let full = page.events.len() as i64 == PAGE;
+                        retry = page.pending.then(|| {
+                            retry.map_or(PENDING_RETRY_MIN, |d| (d * 2).min(PENDING_RETRY_MAX))
+                        });
                         // Held across the page: a job's channel is either there for an event or
                         // made after it was sent (and then its subscriber's replay has it).
                         let jobs = self.lock_jobs();
-                        for event in page {
+                        for event in page.events {
                             cursor = event.id;
                             let job_tx = jobs.get(&event.job_id);
                             let event = FeedEvent::new(event);
@@ -209,7 +227,8 @@ impl EventFeed {
             loop {
                 if replay {
                     loop {
-                        let page = events::list_after(&pool, &filter, last, PAGE).await?;
+                        // Events not final yet come later from the feed, which reads them again.
+                        let page = events::list_after(&pool, &filter, last, PAGE).await?.events;
                         let full = page.len() as i64 == PAGE;
                         for event in page {
                             last = event.id;

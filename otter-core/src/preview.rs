@@ -81,6 +81,7 @@ impl PreviewUrl {
 #[tracing::instrument(skip_all, fields(job_id = %id), err(level = "debug"))]
 pub async fn set_preview_url(pool: &PgPool, id: JobId, url: &PreviewUrl) -> Result<Job, DbError> {
     let mut tx = pool.begin().await?;
+    events::lock_job(&mut tx, id).await?;
     let updated = sqlx::query("UPDATE jobs SET preview_url = $2 WHERE id = $1")
         .bind(id)
         .bind(url.as_str())

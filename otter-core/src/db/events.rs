@@ -1,8 +1,15 @@
 //! The `events` table: the append-only log every client reads.
 //!
-//! All writes go through the SQL function `otter_append_events` (see the first migration), which
-//! serialises writers so that ids become visible in increasing order: a reader holding cursor N
-//! may move past N without ever missing a smaller id committed later.
+//! All writes go through the SQL function `otter_append_events`. An event's id is derived from
+//! the id of the transaction that wrote it (migration `20261124000012`), so writers never wait
+//! for each other, but ids may become visible out of order. Readers of more than one job
+//! therefore only take ids below the *horizon* (`otter_event_horizon()`): every id below it is
+//! final, every id written later is above it, so a cursor that moves over them never misses a
+//! smaller id committed later (invariant 6). One job's events become visible in id order (a
+//! writer takes the job's lock before its first write), so a job's reader needs no horizon.
+//!
+//! A transaction that writes a job's events must not write anything before it has taken the
+//! job's lock: [`lock_job`] (or `otter_append_events` itself, when it is the first write).
 
 use sqlx::{PgConnection, PgPool};
 
@@ -58,7 +65,38 @@ pub async fn append(
     Ok(rows)
 }
 
-/// A job's events after `after` (an event id), oldest first, at most `limit`.
+/// Takes the lock of `job_id`'s events for the rest of the transaction. Call it first in a
+/// transaction that writes anything else before appending the job's events.
+pub async fn lock_job(conn: &mut PgConnection, job_id: JobId) -> Result<(), DbError> {
+    sqlx::query("SELECT otter_lock_job_events($1)")
+        .bind(job_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Keeps new event ids above the stored ones when the database's transaction ids restarted
+/// lower (a dump restored into a new cluster): moves `event_ids.xid_base` down. In normal
+/// operation it changes nothing. Run at startup, by [`super::migrate`].
+pub async fn rebase_ids(pool: &PgPool) -> Result<(), DbError> {
+    let rebased = sqlx::query(
+        "UPDATE event_ids SET xid_base = pg_current_xact_id()::text::bigint
+                                         - ((SELECT coalesce(max(id), 0) FROM events) >> 16) - 2
+         WHERE (SELECT coalesce(max(id), 0) FROM events)
+               >= (pg_current_xact_id()::text::bigint - xid_base) << 16",
+    )
+    .execute(pool)
+    .await?;
+    if rebased.rows_affected() > 0 {
+        tracing::warn!(
+            "stored event ids were above the next one (a restored dump?); new ids start above them"
+        );
+    }
+    Ok(())
+}
+
+/// A job's events after `after` (an event id), oldest first, at most `limit`. No horizon is
+/// needed: one job's events become visible in id order.
 pub async fn list_for_job(
     pool: &PgPool,
     job_id: JobId,
@@ -75,34 +113,73 @@ pub async fn list_for_job(
     .await?)
 }
 
-/// Events matching `filter` after `after`, oldest first, at most `limit`.
+/// What [`list_after`] found.
+#[derive(Debug, Default)]
+pub struct AfterPage {
+    /// Events after the cursor, oldest first: all final, none will ever appear before them.
+    pub events: Vec<Event>,
+    /// Whether newer events are stored but not final yet (an older transaction is still
+    /// running): read again shortly.
+    pub pending: bool,
+}
+
+/// Events matching `filter` after `after`, oldest first, at most `limit`, below the horizon
+/// (with a job filter, every stored one: see the module's documentation).
 pub async fn list_after(
     pool: &PgPool,
     filter: &EventFilter,
     after: i64,
     limit: i64,
-) -> Result<Vec<Event>, DbError> {
-    Ok(sqlx::query_as::<_, Event>(&format!(
-        "SELECT {COLUMNS} FROM events
+) -> Result<AfterPage, DbError> {
+    if let Some(job_id) = filter.job_id {
+        let events = list_for_job(pool, job_id, after, limit)
+            .await?
+            .into_iter()
+            .filter(|e| filter.matches(e))
+            .collect();
+        return Ok(AfterPage {
+            events,
+            pending: false,
+        });
+    }
+    let rows = sqlx::query_as::<_, HorizonRow>(&format!(
+        "SELECT {COLUMNS}, id < otter_event_horizon() AS final FROM events
          WHERE id > $1
-           AND ($2::uuid IS NULL OR job_id = $2)
-           AND ($3::uuid IS NULL OR workspace_id = $3)
-           AND ($4::uuid IS NULL OR project_id = $4)
-         ORDER BY id LIMIT $5"
+           AND ($2::uuid IS NULL OR workspace_id = $2)
+           AND ($3::uuid IS NULL OR project_id = $3)
+         ORDER BY id LIMIT $4"
     ))
     .bind(after)
-    .bind(filter.job_id)
     .bind(filter.workspace_id)
     .bind(filter.project_id)
     .bind(limit)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    let mut page = AfterPage::default();
+    for row in rows {
+        // Final ids are a prefix of the ids in order: every id not final is above them all.
+        if !row.is_final {
+            page.pending = true;
+            break;
+        }
+        page.events.push(row.event);
+    }
+    Ok(page)
 }
 
-/// The newest event id (0 when there are none).
+#[derive(sqlx::FromRow)]
+struct HorizonRow {
+    #[sqlx(flatten)]
+    event: Event,
+    #[sqlx(rename = "final")]
+    is_final: bool,
+}
+
+/// A cursor at the present: every event stored from now on, and every one not yet final, has
+/// a greater id (the horizon minus one; 0 when there are no events).
 pub async fn head(pool: &PgPool) -> Result<i64, DbError> {
     Ok(
-        sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events")
+        sqlx::query_scalar("SELECT greatest(otter_event_horizon() - 1, 0)")
             .fetch_one(pool)
             .await?,
     )

@@ -106,6 +106,7 @@ pub struct NewJob<'a> {
 pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
     let id = JobId::new();
     let mut tx = pool.begin().await?;
+    events::lock_job(&mut tx, id).await?;
     sqlx::query(
         "INSERT INTO jobs (id, workspace_id, project_id, prompt, priority, max_attempts)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -127,8 +128,6 @@ pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
         kinds::JOB_QUEUED,
         json!({ "priority": new.priority, "max_attempts": new.max_attempts }),
     );
-    // Read the row before appending: the append takes the event writers' lock, held until
-    // commit, so nothing else should wait behind it.
     let job = fetch(&mut tx, id).await?;
     events::append(&mut tx, id, &[event]).await?;
     tx.commit().await?;
@@ -259,6 +258,7 @@ pub async fn claim(
     let token = Uuid::new_v4();
     let job_token = Uuid::new_v4();
     let mut tx = pool.begin().await?;
+    events::lock_job(&mut tx, id).await?;
     let updated: Result<Option<(i32,)>, sqlx::Error> = sqlx::query_as(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker_id = $2, lease_token = $3,
                 lease_expires_at = now() + $4 * interval '1 millisecond', started_at = now(),
@@ -298,8 +298,6 @@ pub async fn claim(
         kinds::JOB_STARTED,
         json!({ "attempt": attempt, "worker_id": worker_id }),
     );
-    // Read the row before appending: the append takes the event writers' lock, held until
-    // commit, so nothing else should wait behind it.
     let job = fetch(&mut tx, id).await?;
     events::append(&mut tx, id, &[event]).await?;
     tx.commit().await?;
@@ -352,6 +350,7 @@ pub async fn append_run_events(
     batch: &[NewEvent],
 ) -> Result<bool, DbError> {
     let mut tx = pool.begin().await?;
+    events::lock_job(&mut tx, lease.job_id).await?;
     let held: Option<(i32,)> = sqlx::query_as(
         "SELECT 1 FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR SHARE",
     )
@@ -408,6 +407,7 @@ pub struct Finish {
 #[tracing::instrument(skip_all, fields(job_id = %lease.job_id), err)]
 pub async fn finish(pool: &PgPool, lease: &Lease, finish: &Finish) -> Result<Option<Job>, DbError> {
     let mut tx = pool.begin().await?;
+    events::lock_job(&mut tx, lease.job_id).await?;
     let current: Option<(i32, i32)> = sqlx::query_as(
         "SELECT attempts, max_attempts FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE",
     )
@@ -470,8 +470,6 @@ pub async fn finish(pool: &PgPool, lease: &Lease, finish: &Finish) -> Result<Opt
     if let (Some(map), Some(extra)) = (payload.as_object_mut(), finish.details.as_object()) {
         map.extend(extra.clone());
     }
-    // Read the row before appending: the append takes the event writers' lock, held until
-    // commit, so nothing else should wait behind it.
     let job = fetch(&mut tx, lease.job_id).await?;
     events::append(&mut tx, lease.job_id, &[NewEvent::new(event, payload)]).await?;
     tx.commit().await?;
@@ -565,51 +563,69 @@ pub async fn queue_entry(pool: &PgPool, id: JobId) -> Result<Option<QueueEntry>,
 /// `worker_lost`. The events written before the crash stay. Returns `(job, requeued)` pairs.
 #[tracing::instrument(skip_all, err)]
 pub async fn recover_expired(pool: &PgPool) -> Result<Vec<(JobId, bool)>, DbError> {
-    let mut tx = pool.begin().await?;
-    let expired: Vec<(JobId, i32, i32, Option<String>, bool)> = sqlx::query_as(
-        "SELECT id, attempts, max_attempts, worker_id, cancel_requested FROM jobs
-         WHERE status = 'running' AND lease_expires_at < now()
-         ORDER BY lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+    let expired: Vec<JobId> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < now()
+         ORDER BY lease_expires_at LIMIT 100",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
     let mut recovered = Vec::with_capacity(expired.len());
-    for (id, attempts, max_attempts, worker_id, cancel_requested) in expired {
-        let requeue = attempts < max_attempts && !cancel_requested;
-        let status = if requeue {
-            JobStatus::Queued
-        } else if cancel_requested {
-            JobStatus::Cancelled
-        } else {
-            JobStatus::Failed
-        };
-        sqlx::query(
-            "UPDATE jobs SET status = $2, error = 'worker_lost', worker_id = NULL, lease_token = NULL,
-                    lease_expires_at = NULL, run_after = now(),
-                    finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(status)
-        .execute(&mut *tx)
-        .await?;
-        let kind = match status {
-            JobStatus::Queued => kinds::JOB_RETRY_SCHEDULED,
-            JobStatus::Cancelled => kinds::JOB_CANCELLED,
-            _ => kinds::JOB_FAILED,
-        };
-        let payload = json!({
-            "attempt": attempts,
-            "error": "worker_lost",
-            "reason": "worker_lost",
-            "worker_id": worker_id,
-            "max_attempts": max_attempts,
-        });
-        events::append(&mut tx, id, &[NewEvent::new(kind, payload)]).await?;
-        recovered.push((id, requeue));
+    // One transaction per job: a transaction writes the events of one job only.
+    for id in expired {
+        if let Some(requeued) = recover_one(pool, id).await? {
+            recovered.push((id, requeued));
+        }
     }
-    tx.commit().await?;
     Ok(recovered)
+}
+
+/// Recovers `id` if its lease is still expired (another reconciler may have been first).
+async fn recover_one(pool: &PgPool, id: JobId) -> Result<Option<bool>, DbError> {
+    let mut tx = pool.begin().await?;
+    events::lock_job(&mut tx, id).await?;
+    let row: Option<(i32, i32, Option<String>, bool)> = sqlx::query_as(
+        "SELECT attempts, max_attempts, worker_id, cancel_requested FROM jobs
+         WHERE id = $1 AND status = 'running' AND lease_expires_at < now() FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((attempts, max_attempts, worker_id, cancel_requested)) = row else {
+        return Ok(None);
+    };
+    let requeue = attempts < max_attempts && !cancel_requested;
+    let status = if requeue {
+        JobStatus::Queued
+    } else if cancel_requested {
+        JobStatus::Cancelled
+    } else {
+        JobStatus::Failed
+    };
+    sqlx::query(
+        "UPDATE jobs SET status = $2, error = 'worker_lost', worker_id = NULL, lease_token = NULL,
+                lease_expires_at = NULL, run_after = now(),
+                finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status)
+    .execute(&mut *tx)
+    .await?;
+    let kind = match status {
+        JobStatus::Queued => kinds::JOB_RETRY_SCHEDULED,
+        JobStatus::Cancelled => kinds::JOB_CANCELLED,
+        _ => kinds::JOB_FAILED,
+    };
+    let payload = json!({
+        "attempt": attempts,
+        "error": "worker_lost",
+        "reason": "worker_lost",
+        "worker_id": worker_id,
+        "max_attempts": max_attempts,
+    });
+    events::append(&mut tx, id, &[NewEvent::new(kind, payload)]).await?;
+    tx.commit().await?;
+    Ok(Some(requeue))
 }
 
 /// The state a queue operation found the job in, for its error message.
@@ -620,11 +636,12 @@ fn state_name(status: JobStatus, paused: bool) -> &'static str {
     }
 }
 
-/// Locks the job's row for a state change and returns `(status, paused)`.
+/// Locks the job (its events, then its row) for a state change and returns `(status, paused)`.
 async fn lock_job(
     tx: &mut Transaction<'_, Postgres>,
     id: JobId,
 ) -> Result<(JobStatus, bool), DbError> {
+    events::lock_job(tx, id).await?;
     sqlx::query_as("SELECT status, paused FROM jobs WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(&mut **tx)

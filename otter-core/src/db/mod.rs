@@ -61,6 +61,7 @@ pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
 /// sqlx's advisory lock).
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     crate::MIGRATOR.run(pool).await?;
+    events::rebase_ids(pool).await?;
     Ok(())
 }
 
