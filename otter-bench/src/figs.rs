@@ -176,6 +176,32 @@ pub(crate) async fn dispatch(opts: &Opts) -> Result<Section> {
 }
 
 /// Figure 2: jobs/s, stand-in printing 20 lines, 1 and 3 workers (concurrency 8 each).
+/// Medians over the jobs of the database: queued → started, started → last output line, last
+/// line → end, from the events' `created_at`.
+async fn job_phases(pool: &sqlx::PgPool) -> Result<String> {
+    let (wait, run, end): (f64, f64, f64) = sqlx::query_as(
+        "WITH t AS (
+            SELECT job_id,
+                   min(created_at) FILTER (WHERE kind = 'job_queued') AS queued,
+                   min(created_at) FILTER (WHERE kind = 'job_started') AS started,
+                   max(created_at) FILTER (WHERE kind = 'output_chunk') AS last_line,
+                   max(created_at) FILTER (WHERE kind = 'job_succeeded') AS ended
+            FROM events GROUP BY job_id)
+         SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started - queued)) * 1000,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM last_line - started)) * 1000,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM ended - last_line)) * 1000
+         FROM t",
+    )
+    .fetch_one(pool)
+    .await?;
+    eprintln!(
+        "[throughput] queued → started {wait:.1} ms, started → last line {run:.1} ms, last line → end {end:.1} ms"
+    );
+    Ok(format!(
+        "queued → started {wait:.1} ms, started → last line {run:.1} ms, last line → end {end:.1} ms"
+    ))
+}
+
 pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
     let lines = 18; // + the user message and the final answer = 20 lines
     let n = opts.throughput_jobs;
@@ -190,6 +216,7 @@ pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
         )
         .raw("spawn+reap, 8 in parallel");
         let mut per_job_events = Vec::new();
+        let mut phases = Vec::new();
         for run in 0..opts.runs {
             let dir = std::env::temp_dir().join(format!("otter-bench-tp-{}", unix_ns()));
             std::fs::create_dir_all(&dir)?;
@@ -235,6 +262,7 @@ pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
                 .fetch_one(&stack.pool)
                 .await?;
             per_job_events.push(events as f64 / n as f64);
+            phases.push(job_phases(&stack.pool).await?);
             drop(stack);
             let (raw, _) = raw_spawns(n, 8, &stand_in, &dir).await?;
             row.otter.push(rate);
@@ -248,6 +276,10 @@ pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
             "{workers} worker(s): {n} jobs per run over 64 workspaces, submitted by 16 concurrent clients; timed from the first submit until all {n} are `succeeded` \
              (every event is stored before a job is marked succeeded); {:.0} events stored per job (the stand-in's 20 stdout lines plus lifecycle events).",
             per_job_events.iter().sum::<f64>() / per_job_events.len().max(1) as f64
+        ));
+        notes.push(format!(
+            "{workers} worker(s), where a job's time goes (medians of the jobs' event times, per run): {}.",
+            phases.join("; ")
         ));
         rows.push(row);
     }

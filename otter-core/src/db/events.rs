@@ -50,11 +50,7 @@ pub async fn append(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
-    let payloads: Vec<sqlx::types::Json<&serde_json::Value>> = events
-        .iter()
-        .map(|e| sqlx::types::Json(&e.payload))
-        .collect();
+    let (kinds, payloads) = columns(events);
     let rows: Vec<(i64, i64)> =
         sqlx::query_as("SELECT id, seq FROM otter_append_events($1, $2, $3)")
             .bind(job_id)
@@ -93,6 +89,19 @@ pub async fn rebase_ids(pool: &PgPool) -> Result<(), DbError> {
         );
     }
     Ok(())
+}
+
+/// `events` as the `kinds` and `payloads` arrays the SQL functions take.
+pub(crate) fn columns(
+    events: &[NewEvent],
+) -> (Vec<&str>, Vec<sqlx::types::Json<&serde_json::Value>>) {
+    (
+        events.iter().map(|e| e.kind).collect(),
+        events
+            .iter()
+            .map(|e| sqlx::types::Json(&e.payload))
+            .collect(),
+    )
 }
 
 /// A job's events after `after` (an event id), oldest first, at most `limit`. No horizon is

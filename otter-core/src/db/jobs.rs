@@ -105,33 +105,21 @@ pub struct NewJob<'a> {
 #[tracing::instrument(skip_all, fields(workspace_id = %new.workspace.id), err)]
 pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
     let id = JobId::new();
-    let mut tx = pool.begin().await?;
-    events::lock_job(&mut tx, id).await?;
-    sqlx::query(
-        "INSERT INTO jobs (id, workspace_id, project_id, prompt, priority, max_attempts)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(id)
-    .bind(new.workspace.id)
-    .bind(new.workspace.project_id)
-    .bind(new.prompt)
-    .bind(new.priority)
-    .bind(new.max_attempts)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| match DbError::from(e) {
-        // The workspace was deleted between the request's lookup and this insert.
-        e if e.is_constraint("jobs_workspace_id_fkey") => DbError::NotFound("workspace"),
-        e => e,
-    })?;
-    let event = NewEvent::new(
-        kinds::JOB_QUEUED,
-        json!({ "priority": new.priority, "max_attempts": new.max_attempts }),
-    );
-    let job = fetch(&mut tx, id).await?;
-    events::append(&mut tx, id, &[event]).await?;
-    tx.commit().await?;
-    Ok(job)
+    sqlx::query("SELECT otter_insert_job($1, $2, $3, $4, $5, $6)")
+        .bind(id)
+        .bind(new.workspace.id)
+        .bind(new.workspace.project_id)
+        .bind(new.prompt)
+        .bind(new.priority)
+        .bind(new.max_attempts)
+        .execute(pool)
+        .await
+        .map_err(|e| match DbError::from(e) {
+            // The workspace was deleted between the request's lookup and this insert.
+            e if e.is_constraint("jobs_workspace_id_fkey") => DbError::NotFound("workspace"),
+            e => e,
+        })?;
+    get(pool, id).await
 }
 
 async fn fetch(tx: &mut Transaction<'_, Postgres>, id: JobId) -> Result<Job, DbError> {
@@ -257,26 +245,18 @@ pub async fn claim(
 ) -> Result<Claim, DbError> {
     let token = Uuid::new_v4();
     let job_token = Uuid::new_v4();
-    let mut tx = pool.begin().await?;
-    events::lock_job(&mut tx, id).await?;
-    let updated: Result<Option<(i32,)>, sqlx::Error> = sqlx::query_as(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker_id = $2, lease_token = $3,
-                lease_expires_at = now() + $4 * interval '1 millisecond', started_at = now(),
-                exit_code = NULL, error = NULL, job_token = $5
-         WHERE id = $1 AND status = 'queued' AND NOT paused AND NOT cancel_requested AND run_after <= now()
-         RETURNING attempts",
-    )
-    .bind(id)
-    .bind(worker_id)
-    .bind(token)
-    .bind(millis(ttl))
-    .bind(job_token)
-    .fetch_optional(&mut *tx)
-    .await;
-    let attempt = match updated.map_err(DbError::from) {
-        Ok(Some((attempt,))) => attempt,
+    let claimed: Result<Option<i32>, sqlx::Error> =
+        sqlx::query_scalar("SELECT otter_claim_job($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(worker_id)
+            .bind(token)
+            .bind(millis(ttl))
+            .bind(job_token)
+            .fetch_one(pool)
+            .await;
+    let attempt = match claimed.map_err(DbError::from) {
+        Ok(Some(attempt)) => attempt,
         Ok(None) => {
-            drop(tx);
             let row: Option<(JobStatus, bool, DateTime<Utc>)> =
                 sqlx::query_as("SELECT status, paused, run_after FROM jobs WHERE id = $1")
                     .bind(id)
@@ -294,13 +274,7 @@ pub async fn claim(
         }
         Err(e) => return Err(e),
     };
-    let event = NewEvent::new(
-        kinds::JOB_STARTED,
-        json!({ "attempt": attempt, "worker_id": worker_id }),
-    );
-    let job = fetch(&mut tx, id).await?;
-    events::append(&mut tx, id, &[event]).await?;
-    tx.commit().await?;
+    let job = get(pool, id).await?;
     Ok(Claim::Claimed {
         job: Box::new(job),
         lease: Lease {
@@ -349,21 +323,19 @@ pub async fn append_run_events(
     lease: &Lease,
     batch: &[NewEvent],
 ) -> Result<bool, DbError> {
-    let mut tx = pool.begin().await?;
-    events::lock_job(&mut tx, lease.job_id).await?;
-    let held: Option<(i32,)> = sqlx::query_as(
-        "SELECT 1 FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR SHARE",
-    )
-    .bind(lease.job_id)
-    .bind(lease.token)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if held.is_none() {
-        return Ok(false);
+    if batch.is_empty() {
+        return Ok(true);
     }
-    events::append(&mut tx, lease.job_id, batch).await?;
-    tx.commit().await?;
-    Ok(true)
+    let (kinds, payloads) = events::columns(batch);
+    Ok(
+        sqlx::query_scalar("SELECT otter_append_run_events($1, $2, $3, $4)")
+            .bind(lease.job_id)
+            .bind(lease.token)
+            .bind(&kinds)
+            .bind(&payloads)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// How a run ended, as the worker decided.
@@ -406,98 +378,37 @@ pub struct Finish {
 /// fenced by the lease. Returns the job as it now is, or `None` if the lease was lost.
 #[tracing::instrument(skip_all, fields(job_id = %lease.job_id), err)]
 pub async fn finish(pool: &PgPool, lease: &Lease, finish: &Finish) -> Result<Option<Job>, DbError> {
-    let mut tx = pool.begin().await?;
-    events::lock_job(&mut tx, lease.job_id).await?;
-    let current: Option<(i32, i32)> = sqlx::query_as(
-        "SELECT attempts, max_attempts FROM jobs WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE",
+    let (end, retryable, error) = match &finish.end {
+        RunEnd::Succeeded => ("succeeded", false, None),
+        RunEnd::Failed { error, retryable } => ("failed", *retryable, Some(error.as_str())),
+        RunEnd::Cancelled => ("cancelled", false, None),
+        RunEnd::Released { reason } => ("released", false, Some(reason.as_str())),
+    };
+    let output = finish.output.as_ref();
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT otter_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(lease.job_id)
     .bind(lease.token)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((attempts, max_attempts)) = current else {
-        return Ok(None);
-    };
-    let (status, error, event) = match &finish.end {
-        RunEnd::Succeeded => (JobStatus::Succeeded, None, kinds::JOB_SUCCEEDED),
-        RunEnd::Failed { error, retryable } if *retryable && attempts < max_attempts => (
-            JobStatus::Queued,
-            Some(error.clone()),
-            kinds::JOB_RETRY_SCHEDULED,
-        ),
-        RunEnd::Failed { error, .. } => (JobStatus::Failed, Some(error.clone()), kinds::JOB_FAILED),
-        RunEnd::Cancelled => (
-            JobStatus::Cancelled,
-            Some("cancelled".to_owned()),
-            kinds::JOB_CANCELLED,
-        ),
-        RunEnd::Released { reason } => (
-            JobStatus::Queued,
-            Some(reason.clone()),
-            kinds::JOB_RETRY_SCHEDULED,
-        ),
-    };
-    let released = matches!(finish.end, RunEnd::Released { .. });
-    let run_after: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE jobs SET status = $2, exit_code = $3, error = $4,
-                attempts = CASE WHEN $6 THEN attempts - 1 ELSE attempts END,
-                worker_id = NULL, lease_token = NULL, lease_expires_at = NULL,
-                run_after = CASE WHEN $2 = 'queued' THEN now() + $5 * interval '1 millisecond' ELSE run_after END,
-                finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END
-         WHERE id = $1 RETURNING run_after",
-    )
-    .bind(lease.job_id)
-    .bind(status)
+    .bind(end)
+    .bind(retryable)
+    .bind(error)
     .bind(finish.exit_code)
-    .bind(&error)
     .bind(millis(finish.retry_delay))
-    .bind(released)
-    .fetch_one(&mut *tx)
+    .bind(&finish.details)
+    .bind(output.is_some())
+    .bind(output.and_then(|o| o.final_text.as_deref()))
+    .bind(output.and_then(|o| o.usage.as_ref()))
+    .bind(output.and_then(|o| o.cost))
+    .bind(output.and_then(|o| o.outcome.as_deref()))
+    .bind(output.and_then(|o| o.stop_reason.as_deref()))
+    .bind(output.and_then(|o| o.export.as_ref()))
+    .fetch_one(pool)
     .await?;
-    if let Some(output) = &finish.output {
-        upsert_output(&mut tx, lease.job_id, output).await?;
+    match status {
+        Some(_) => Ok(Some(get(pool, lease.job_id).await?)),
+        None => Ok(None),
     }
-    let mut payload = json!({
-        "attempt": attempts,
-        "exit_code": finish.exit_code,
-        "error": error,
-    });
-    if status == JobStatus::Queued {
-        payload["next_attempt_at"] = json!(run_after);
-        payload["max_attempts"] = json!(max_attempts);
-        payload["attempt_counted"] = json!(!released);
-    }
-    if let (Some(map), Some(extra)) = (payload.as_object_mut(), finish.details.as_object()) {
-        map.extend(extra.clone());
-    }
-    let job = fetch(&mut tx, lease.job_id).await?;
-    events::append(&mut tx, lease.job_id, &[NewEvent::new(event, payload)]).await?;
-    tx.commit().await?;
-    Ok(Some(job))
-}
-
-async fn upsert_output(
-    tx: &mut Transaction<'_, Postgres>,
-    id: JobId,
-    output: &JobOutput,
-) -> Result<(), DbError> {
-    sqlx::query(
-        "INSERT INTO job_outputs (job_id, final_text, usage, cost, outcome, stop_reason, export)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (job_id) DO UPDATE SET final_text = EXCLUDED.final_text, usage = EXCLUDED.usage,
-            cost = EXCLUDED.cost, outcome = EXCLUDED.outcome, stop_reason = EXCLUDED.stop_reason,
-            export = EXCLUDED.export",
-    )
-    .bind(id)
-    .bind(&output.final_text)
-    .bind(&output.usage)
-    .bind(output.cost)
-    .bind(&output.outcome)
-    .bind(&output.stop_reason)
-    .bind(&output.export)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// A queued job as the Redis queue needs it: its id and its place in claim order.
