@@ -23,8 +23,9 @@ END;
 $$ LANGUAGE plpgsql;
 
 -- Claims a queued, claimable job: `running` with a new lease, and its `job_started` event.
--- Returns the attempt number, or NULL when there was nothing to claim. Another running job of
--- the workspace raises the unique violation of `jobs_one_running_per_workspace`.
+-- Returns the attempt number; NULL when there was nothing to claim; -1 when another job of the
+-- workspace runs (checked first, so that the usual case costs no failed update; two claims
+-- racing for one workspace still meet the unique index `jobs_one_running_per_workspace`).
 CREATE FUNCTION otter_claim_job(
     p_id uuid,
     p_worker_id text,
@@ -34,8 +35,16 @@ CREATE FUNCTION otter_claim_job(
 ) RETURNS integer AS $$
 DECLARE
     v_attempt integer;
+    v_workspace uuid;
 BEGIN
     PERFORM otter_lock_job_events(p_id);
+    SELECT workspace_id INTO v_workspace FROM jobs WHERE id = p_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM jobs WHERE workspace_id = v_workspace AND status = 'running') THEN
+        RETURN -1;
+    END IF;
     UPDATE jobs SET status = 'running', attempts = attempts + 1, worker_id = p_worker_id,
             lease_token = p_lease_token,
             lease_expires_at = now() + p_ttl_ms * interval '1 millisecond', started_at = now(),

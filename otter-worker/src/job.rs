@@ -159,10 +159,12 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     finish
 }
 
-/// Renews the lease every third of its TTL (the first time at once); stops the run when the
-/// lease is gone or a cancel was requested. Never returns.
+/// Renews the lease every third of its TTL, the first time after [`FIRST_HEARTBEAT`] at most;
+/// stops the run when the lease is gone or a cancel was requested. Never returns.
 async fn heartbeat(ctx: &Ctx, lease: &Lease, control: &RunControl) -> std::convert::Infallible {
-    let mut tick = tokio::time::interval(ctx.config.heartbeat_interval());
+    let period = ctx.config.heartbeat_interval();
+    let first = tokio::time::Instant::now() + period.min(FIRST_HEARTBEAT);
+    let mut tick = tokio::time::interval_at(first, period);
     loop {
         tick.tick().await;
         match jobs::heartbeat(&ctx.pool, lease, ctx.config.lease_ttl).await {
@@ -178,6 +180,11 @@ async fn heartbeat(ctx: &Ctx, lease: &Lease, control: &RunControl) -> std::conve
         }
     }
 }
+
+/// When the first renewal comes at the latest. It also catches a cancel requested between the
+/// claim and the run's registration for cancel notifications; a short job ends before it and
+/// costs no renewal.
+const FIRST_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// How Otter's instructions reach vibe (DESIGN.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

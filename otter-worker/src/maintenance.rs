@@ -72,9 +72,11 @@ pub(crate) async fn reconcile_once(ctx: &Ctx) {
     }
 }
 
-/// Pushes the claimable jobs of a workspace (after one of its jobs ended).
+/// Pushes the workspace's next claimable job (after one of its jobs ended). Only one: the
+/// workspace runs one job at a time, and each end pushes the next; pushing them all made every
+/// other one a wasted claim.
 pub(crate) async fn push_workspace(ctx: &Ctx, workspace_id: WorkspaceId) {
-    match jobs::claimable(&ctx.pool, Some(workspace_id), 100).await {
+    match jobs::claimable(&ctx.pool, Some(workspace_id), 1).await {
         Ok(entries) => {
             if let Err(e) = ctx.queue.push(&entries).await {
                 tracing::warn!(error = %e, %workspace_id, "could not push the workspace's next jobs");

@@ -21,6 +21,11 @@ pub(crate) const OUTPUT_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 /// Most events written in one transaction.
 const MAX_BATCH: usize = 1000;
 
+/// How long a batch waits for more lines after its first one. A burst of lines (vibe prints a
+/// tool's result, the stand-in prints 20 lines in a millisecond) then goes in one write instead
+/// of one per line or two; a watcher sees lines at most this much later.
+const LINGER: Duration = Duration::from_millis(3);
+
 /// What a run sends to its sink.
 #[derive(Debug)]
 pub(crate) enum SinkItem {
@@ -62,13 +67,24 @@ pub(crate) async fn run(
     // The lines' shares of the output budget, given back once the batch is stored.
     let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
     while let Some(first) = rx.recv().await {
+        let linger_until = tokio::time::Instant::now() + LINGER;
         let mut next = Some(first);
         while let Some(item) = next.take() {
             let (event, permit) = to_event(item, &mut report);
             batch.push(event);
             permits.extend(permit);
             if batch.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
+                next = match rx.try_recv() {
+                    Ok(item) => Some(item),
+                    // Nothing waiting: linger a little (a closed channel ends it at once).
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        tokio::time::timeout_at(linger_until, rx.recv())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                };
             }
         }
         if !report.lease_lost {

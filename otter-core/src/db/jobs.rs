@@ -255,6 +255,7 @@ pub async fn claim(
             .fetch_one(pool)
             .await;
     let attempt = match claimed.map_err(DbError::from) {
+        Ok(Some(CLAIM_WORKSPACE_BUSY)) => return Ok(Claim::WorkspaceBusy),
         Ok(Some(attempt)) => attempt,
         Ok(None) => {
             let row: Option<(JobStatus, bool, DateTime<Utc>)> =
@@ -453,6 +454,9 @@ pub async fn claimable(
     .fetch_all(pool)
     .await?)
 }
+
+/// What `otter_claim_job` returns when another job of the workspace runs.
+const CLAIM_WORKSPACE_BUSY: i32 = -1;
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
