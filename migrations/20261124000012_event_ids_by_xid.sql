@@ -72,6 +72,7 @@ DECLARE
     v_workspace uuid;
     v_project uuid;
     v_seq bigint;
+    v_base bigint;
     v_first bigint;
     v_next bigint;
 BEGIN
@@ -85,7 +86,8 @@ BEGIN
     END IF;
     SELECT coalesce(max(e.seq), 0) INTO v_seq FROM events e WHERE e.job_id = p_job_id;
     -- Assigns the transaction its id if it has none yet (after the job's lock, see above).
-    v_first := (pg_current_xact_id()::text::bigint - otter_event_xid_base()) << 16;
+    SELECT xid_base INTO v_base FROM event_ids;
+    v_first := (pg_current_xact_id()::text::bigint - v_base) << 16;
     SELECT coalesce(max(e.id) + 1, v_first) INTO v_next
     FROM events e WHERE e.id >= v_first AND e.id < v_first + 65536;
     IF v_next - v_first + v_count > 65536 THEN

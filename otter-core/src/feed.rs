@@ -31,6 +31,8 @@ const FALLBACK_POLL: Duration = Duration::from_secs(1);
 /// transaction was still running, see [`events`]).
 const PENDING_RETRY_MIN: Duration = Duration::from_millis(1);
 const PENDING_RETRY_MAX: Duration = Duration::from_millis(50);
+/// While nobody is watching, the feed moves its cursor to the head at most this often.
+const IDLE_HEAD_EVERY: Duration = Duration::from_millis(250);
 
 /// One event with its JSON form, serialised once for every subscriber.
 #[derive(Debug)]
@@ -95,6 +97,8 @@ impl EventFeed {
         // Set while stored events wait for an older transaction to end (not final yet): read
         // again after this long, doubling up to PENDING_RETRY_MAX.
         let mut retry: Option<Duration> = None;
+        // When the cursor was last moved to the head while nobody was watching.
+        let mut head_read: Option<tokio::time::Instant> = None;
         loop {
             let retry_wait = async {
                 match retry {
@@ -118,13 +122,20 @@ impl EventFeed {
                 _ = poll.tick() => self.forget_unwatched_jobs(),
             }
             if self.subscribers() == 0 {
-                // Nobody is watching: move the cursor without reading the rows. The head is read
-                // *before* the count is checked again: a subscriber that arrives after that check
-                // subscribed after the head was read, so its own replay covers everything up to
-                // the head, and the feed broadcasts what comes after.
+                // Nobody is watching: move the cursor without reading the rows, and not on every
+                // notification: a cursor left behind only makes the feed read (and subscribers
+                // drop) events they already have. The head is read *before* the count is
+                // checked again: a subscriber that arrives after that check subscribed after
+                // the head was read, so its own replay covers everything up to the head, and
+                // the feed broadcasts what comes after.
+                if head_read.is_some_and(|at| at.elapsed() < IDLE_HEAD_EVERY) {
+                    retry = None;
+                    continue;
+                }
                 match events::head(&self.pool).await {
                     Ok(head) if self.subscribers() == 0 => {
                         cursor = cursor.max(head);
+                        head_read = Some(tokio::time::Instant::now());
                         retry = None;
                         continue;
                     }
