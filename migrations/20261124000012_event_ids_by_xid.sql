@@ -60,7 +60,9 @@ $$ LANGUAGE plpgsql;
 
 DROP FUNCTION otter_append_events(uuid, text[], jsonb[]);
 
--- The only way events are written. NOTIFY is delivered at commit, after the rows are visible.
+-- The only way events are written. It no longer NOTIFYs: a notifying transaction holds a
+-- database-wide lock across its commit's WAL flush, which serialised every event commit again.
+-- Readers poll while anyone watches (otter_core::feed).
 CREATE FUNCTION otter_append_events(
     p_job_id uuid,
     p_kinds text[],
@@ -100,6 +102,5 @@ BEGIN
     FROM unnest(p_kinds, p_payloads) WITH ORDINALITY AS t (kind, payload, ord)
     ORDER BY t.ord
     RETURNING e.id, e.seq, e.created_at;
-    PERFORM pg_notify('otter_events', p_job_id::text);
 END;
 $$ LANGUAGE plpgsql;

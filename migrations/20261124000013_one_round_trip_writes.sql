@@ -4,7 +4,8 @@
 -- those round trips (docs/benchmarks.md, figure 2). The rules are the ones of the Rust code they
 -- replace (otter_core::db::jobs), and each takes the job's event lock before its first write.
 
--- Submits a job: the row and its `job_queued` event.
+-- Submits a job: the row and its `job_queued` event. Returns its `created_at` (which is also
+-- its `run_after`): the caller knows every other column.
 CREATE FUNCTION otter_insert_job(
     p_id uuid,
     p_workspace_id uuid,
@@ -12,13 +13,17 @@ CREATE FUNCTION otter_insert_job(
     p_prompt text,
     p_priority integer,
     p_max_attempts integer
-) RETURNS void AS $$
+) RETURNS timestamptz AS $$
+DECLARE
+    v_created timestamptz;
 BEGIN
     PERFORM otter_lock_job_events(p_id);
     INSERT INTO jobs (id, workspace_id, project_id, prompt, priority, max_attempts)
-    VALUES (p_id, p_workspace_id, p_project_id, p_prompt, p_priority, p_max_attempts);
+    VALUES (p_id, p_workspace_id, p_project_id, p_prompt, p_priority, p_max_attempts)
+    RETURNING created_at INTO v_created;
     PERFORM otter_append_events(p_id, ARRAY['job_queued'],
         ARRAY[jsonb_build_object('priority', p_priority, 'max_attempts', p_max_attempts)]);
+    RETURN v_created;
 END;
 $$ LANGUAGE plpgsql;
 

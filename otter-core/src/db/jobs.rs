@@ -105,21 +105,44 @@ pub struct NewJob<'a> {
 #[tracing::instrument(skip_all, fields(workspace_id = %new.workspace.id), err)]
 pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
     let id = JobId::new();
-    sqlx::query("SELECT otter_insert_job($1, $2, $3, $4, $5, $6)")
-        .bind(id)
-        .bind(new.workspace.id)
-        .bind(new.workspace.project_id)
-        .bind(new.prompt)
-        .bind(new.priority)
-        .bind(new.max_attempts)
-        .execute(pool)
-        .await
-        .map_err(|e| match DbError::from(e) {
-            // The workspace was deleted between the request's lookup and this insert.
-            e if e.is_constraint("jobs_workspace_id_fkey") => DbError::NotFound("workspace"),
-            e => e,
-        })?;
-    get(pool, id).await
+    let created_at: DateTime<Utc> =
+        sqlx::query_scalar("SELECT otter_insert_job($1, $2, $3, $4, $5, $6)")
+            .bind(id)
+            .bind(new.workspace.id)
+            .bind(new.workspace.project_id)
+            .bind(new.prompt)
+            .bind(new.priority)
+            .bind(new.max_attempts)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| match DbError::from(e) {
+                // The workspace was deleted between the request's lookup and this insert.
+                e if e.is_constraint("jobs_workspace_id_fkey") => DbError::NotFound("workspace"),
+                e => e,
+            })?;
+    // The row as the insert left it (the columns' defaults), without reading it back.
+    Ok(Job {
+        id,
+        workspace_id: new.workspace.id,
+        project_id: new.workspace.project_id,
+        prompt: new.prompt.to_owned(),
+        status: JobStatus::Queued,
+        paused: false,
+        priority: new.priority,
+        attempts: 0,
+        max_attempts: new.max_attempts,
+        exit_code: None,
+        error: None,
+        preview_url: None,
+        run_after: created_at,
+        cancel_requested: false,
+        worker_id: None,
+        lease_expires_at: None,
+        created_at,
+        started_at: None,
+        finished_at: None,
+        output: None,
+    })
 }
 
 async fn fetch(tx: &mut Transaction<'_, Postgres>, id: JobId) -> Result<Job, DbError> {
