@@ -433,7 +433,7 @@ pub(crate) async fn ingest(opts: &Opts) -> Result<Section> {
         let mut conn = stack.pool.acquire().await?;
         let mut out = conn
             .copy_out_raw(&format!(
-                "COPY (SELECT job_id, workspace_id, project_id, seq, kind, payload FROM events WHERE job_id = '{id}') TO STDOUT"
+                "COPY (SELECT id, job_id, workspace_id, project_id, seq, kind, payload FROM events WHERE job_id = '{id}') TO STDOUT"
             ))
             .await?;
         let mut data = Vec::new();
@@ -447,7 +447,7 @@ pub(crate) async fn ingest(opts: &Opts) -> Result<Section> {
         let began = Instant::now();
         let mut copy = conn
             .copy_in_raw(
-                "COPY bench_copy (job_id, workspace_id, project_id, seq, kind, payload) FROM STDIN",
+                "COPY bench_copy (id, job_id, workspace_id, project_id, seq, kind, payload) FROM STDIN",
             )
             .await?;
         for chunk in data.chunks(1 << 20) {
@@ -476,7 +476,7 @@ pub(crate) async fn ingest(opts: &Opts) -> Result<Section> {
         notes: vec![format!(
             "One job per run whose stand-in (`flood`, `FAKE_VIBE_LINES={lines}`) prints {lines} effect lines as fast as it can (flushed every 64 lines). \
              Otter: events stored for the job / (finished_at − started_at) of the job, i.e. including spawn and finish. \
-             Raw: the same rows (job_id, workspace_id, project_id, seq, kind, payload) copied out and `COPY`'d back into a table `LIKE events INCLUDING ALL` (same indexes), one connection, in the same run. \
+             Raw: the same rows (id, job_id, workspace_id, project_id, seq, kind, payload) copied out and `COPY`'d back into a table `LIKE events INCLUDING ALL` (same indexes), one connection, in the same run. \
              Stall: the stand-in measures every `write`+`flush` of its stdout (`FAKE_VIBE_STALL_FILE`); a reader that stops reading shows up as a long blocked write."
         )],
     })
