@@ -31,6 +31,8 @@ started=$(date +%s)
 elapsed=$(($(date +%s) - started))
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+# Before the output file is opened (and truncated): that alone is not an uncommitted change.
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet -- . ":(exclude)$OUT" 2>/dev/null || echo ' (with uncommitted changes)')"
 {
   echo "# Benchmarks"
   echo
@@ -40,7 +42,7 @@ cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
   echo "machine is shared and noisy, and lone absolute times are not comparable between runs."
   echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "- Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "- Commit: $commit"
   echo "- Machine: $(nproc) CPUs, ${cpu}; memory: $(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')"
   echo "- Kernel: $(uname -r); PostgreSQL $(psql --version 2>/dev/null | awk '{print $3}'), $(redis-server --version 2>/dev/null | awk '{print $3}' | tr -d 'v=' | sed 's/^/Redis /')"
   echo "- Load generators run on the same 2 cores as the server, the workers, PostgreSQL and Redis."
