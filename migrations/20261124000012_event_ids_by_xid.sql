@@ -60,19 +60,21 @@ $$ LANGUAGE plpgsql;
 
 DROP FUNCTION otter_append_events(uuid, text[], jsonb[]);
 
--- The only way events are written. It no longer NOTIFYs: a notifying transaction holds a
--- database-wide lock across its commit's WAL flush, which serialised every event commit again.
--- Readers poll while anyone watches (otter_core::feed).
-CREATE FUNCTION otter_append_events(
+-- Where every event row is written: `p_job_id`'s events, for a caller that has already read the
+-- job's workspace and project (the state changes of migration 13 read the job row anyway). It
+-- takes the job's event lock itself (free when the caller holds it). It no longer NOTIFYs: a
+-- notifying transaction holds a database-wide lock across its commit's WAL flush, which
+-- serialised every event commit again. Readers poll while anyone watches (otter_core::feed).
+CREATE FUNCTION otter_insert_events(
     p_job_id uuid,
+    p_workspace_id uuid,
+    p_project_id uuid,
     p_kinds text[],
     p_payloads jsonb[]
 ) RETURNS TABLE (id bigint, seq bigint, created_at timestamptz) AS $$
 #variable_conflict use_column
 DECLARE
     v_count int := coalesce(array_length(p_kinds, 1), 0);
-    v_workspace uuid;
-    v_project uuid;
     v_seq bigint;
     v_base bigint;
     v_first bigint;
@@ -82,10 +84,6 @@ BEGIN
         RETURN;
     END IF;
     PERFORM otter_lock_job_events(p_job_id);
-    SELECT j.workspace_id, j.project_id INTO v_workspace, v_project FROM jobs j WHERE j.id = p_job_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'otter_append_events: no job %', p_job_id USING ERRCODE = 'foreign_key_violation';
-    END IF;
     SELECT coalesce(max(e.seq), 0) INTO v_seq FROM events e WHERE e.job_id = p_job_id;
     -- Assigns the transaction its id if it has none yet (after the job's lock, see above).
     SELECT xid_base INTO v_base FROM event_ids;
@@ -93,14 +91,36 @@ BEGIN
     SELECT coalesce(max(e.id) + 1, v_first) INTO v_next
     FROM events e WHERE e.id >= v_first AND e.id < v_first + 65536;
     IF v_next - v_first + v_count > 65536 THEN
-        RAISE EXCEPTION 'otter_append_events: more than 65536 events in one transaction'
+        RAISE EXCEPTION 'otter_insert_events: more than 65536 events in one transaction'
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
     RETURN QUERY
     INSERT INTO events AS e (id, job_id, workspace_id, project_id, seq, kind, payload)
-    SELECT v_next + t.ord - 1, p_job_id, v_workspace, v_project, v_seq + t.ord, t.kind, t.payload
+    SELECT v_next + t.ord - 1, p_job_id, p_workspace_id, p_project_id, v_seq + t.ord, t.kind, t.payload
     FROM unnest(p_kinds, p_payloads) WITH ORDINALITY AS t (kind, payload, ord)
     ORDER BY t.ord
     RETURNING e.id, e.seq, e.created_at;
+END;
+$$ LANGUAGE plpgsql;
+
+-- Appends events to a job by its id alone (otter_core::db::events::append).
+CREATE FUNCTION otter_append_events(
+    p_job_id uuid,
+    p_kinds text[],
+    p_payloads jsonb[]
+) RETURNS TABLE (id bigint, seq bigint, created_at timestamptz) AS $$
+DECLARE
+    v_workspace uuid;
+    v_project uuid;
+BEGIN
+    IF coalesce(array_length(p_kinds, 1), 0) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM otter_lock_job_events(p_job_id);
+    SELECT j.workspace_id, j.project_id INTO v_workspace, v_project FROM jobs j WHERE j.id = p_job_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'otter_append_events: no job %', p_job_id USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN QUERY SELECT * FROM otter_insert_events(p_job_id, v_workspace, v_project, p_kinds, p_payloads);
 END;
 $$ LANGUAGE plpgsql;

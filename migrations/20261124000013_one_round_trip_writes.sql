@@ -2,7 +2,8 @@
 -- round trip and one commit instead of BEGIN, four or five statements and COMMIT. Measured on
 -- the 2-core box, the worker spent most of its CPU time in the kernel sending and receiving
 -- those round trips (docs/benchmarks.md, figure 2). The rules are the ones of the Rust code they
--- replace (otter_core::db::jobs), and each takes the job's event lock before its first write.
+-- replace (otter_core::db::jobs), and each takes the job's event lock before its first write. Each
+-- reads the job row once and hands its workspace and project to otter_insert_events.
 
 -- Submits a job: the row and its `job_queued` event. Returns its `created_at` (which is also
 -- its `run_after`): the caller knows every other column.
@@ -21,7 +22,7 @@ BEGIN
     INSERT INTO jobs (id, workspace_id, project_id, prompt, priority, max_attempts)
     VALUES (p_id, p_workspace_id, p_project_id, p_prompt, p_priority, p_max_attempts)
     RETURNING created_at INTO v_created;
-    PERFORM otter_append_events(p_id, ARRAY['job_queued'],
+    PERFORM otter_insert_events(p_id, p_workspace_id, p_project_id, ARRAY['job_queued'],
         ARRAY[jsonb_build_object('priority', p_priority, 'max_attempts', p_max_attempts)]);
     RETURN v_created;
 END;
@@ -41,9 +42,10 @@ CREATE FUNCTION otter_claim_job(
 DECLARE
     v_attempt integer;
     v_workspace uuid;
+    v_project uuid;
 BEGIN
     PERFORM otter_lock_job_events(p_id);
-    SELECT workspace_id INTO v_workspace FROM jobs WHERE id = p_id;
+    SELECT workspace_id, project_id INTO v_workspace, v_project FROM jobs WHERE id = p_id;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
@@ -59,28 +61,33 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    PERFORM otter_append_events(p_id, ARRAY['job_started'],
+    PERFORM otter_insert_events(p_id, v_workspace, v_project, ARRAY['job_started'],
         ARRAY[jsonb_build_object('attempt', v_attempt, 'worker_id', p_worker_id)]);
     RETURN v_attempt;
 END;
 $$ LANGUAGE plpgsql;
 
 -- Appends a run's events while `p_lease_token` still holds the job; false (nothing written)
--- when the lease is gone. No row lock is needed: every change of a job's status or lease takes
--- the job's event lock first, so none can slip between the check and the commit.
+-- when the lease is gone. The lease check also reads what the events need of the job row. No
+-- row lock is needed: every change of a job's status or lease takes the job's event lock first,
+-- so none can slip between the check and the commit.
 CREATE FUNCTION otter_append_run_events(
     p_id uuid,
     p_lease_token uuid,
     p_kinds text[],
     p_payloads jsonb[]
 ) RETURNS boolean AS $$
+DECLARE
+    v_workspace uuid;
+    v_project uuid;
 BEGIN
     PERFORM otter_lock_job_events(p_id);
-    PERFORM 1 FROM jobs WHERE id = p_id AND lease_token = p_lease_token AND status = 'running';
+    SELECT workspace_id, project_id INTO v_workspace, v_project FROM jobs
+    WHERE id = p_id AND lease_token = p_lease_token AND status = 'running';
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    PERFORM otter_append_events(p_id, p_kinds, p_payloads);
+    PERFORM otter_insert_events(p_id, v_workspace, v_project, p_kinds, p_payloads);
     RETURN true;
 END;
 $$ LANGUAGE plpgsql;
@@ -114,9 +121,12 @@ DECLARE
     v_error text;
     v_run_after timestamptz;
     v_payload jsonb;
+    v_workspace uuid;
+    v_project uuid;
 BEGIN
     PERFORM otter_lock_job_events(p_id);
-    SELECT attempts, max_attempts INTO v_attempts, v_max FROM jobs
+    SELECT attempts, max_attempts, workspace_id, project_id
+    INTO v_attempts, v_max, v_workspace, v_project FROM jobs
     WHERE id = p_id AND lease_token = p_lease_token AND status = 'running' FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
@@ -162,7 +172,7 @@ BEGIN
     IF jsonb_typeof(p_details) = 'object' THEN
         v_payload := v_payload || p_details;
     END IF;
-    PERFORM otter_append_events(p_id, ARRAY[v_kind], ARRAY[v_payload]);
+    PERFORM otter_insert_events(p_id, v_workspace, v_project, ARRAY[v_kind], ARRAY[v_payload]);
     RETURN v_status;
 END;
 $$ LANGUAGE plpgsql;

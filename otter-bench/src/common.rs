@@ -156,16 +156,7 @@ impl Stack {
     pub(crate) async fn workspace(&self, name: &str) -> Result<String> {
         let path = self.env.dir.join("ws").join(name);
         let body = serde_json::json!({"name": name, "path": path, "create": true});
-        let r: serde_json::Value = self
-            .http
-            .post(format!("{}/v1/workspaces", self.base))
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(r["id"].as_str().context("workspace id")?.to_owned())
+        post_for_id(&self.http, &format!("{}/v1/workspaces", self.base), &body).await
     }
 
     /// Submits a prompt; returns the job id.
@@ -196,15 +187,27 @@ impl Stack {
 /// `POST /v1/prompts`; returns the job id.
 pub(crate) async fn submit(http: &reqwest::Client, base: &str, workspace: &str) -> Result<String> {
     let body = serde_json::json!({"prompt": "benchmark", "workspace_id": workspace});
+    post_for_id(http, &format!("{base}/v1/prompts"), &body).await
+}
+
+/// POSTs `body` and returns the `id` of what it created.
+async fn post_for_id(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<String> {
     let r: serde_json::Value = http
-        .post(format!("{base}/v1/prompts"))
-        .json(&body)
+        .post(url)
+        .json(body)
         .send()
         .await?
         .error_for_status()?
         .json()
         .await?;
-    Ok(r["id"].as_str().context("job id")?.to_owned())
+    Ok(r["id"]
+        .as_str()
+        .with_context(|| format!("no id from {url}"))?
+        .to_owned())
 }
 
 fn spawn(env: &TestEnv, name: &str, vars: &[(&str, &str)], extra: &[(&str, &str)]) -> Result<Proc> {

@@ -264,12 +264,11 @@ async fn job_phases(pool: &sqlx::PgPool) -> Result<String> {
     )
     .fetch_one(pool)
     .await?;
-    eprintln!(
-        "[throughput] queued → started {wait:.1} ms, started → last line {run:.1} ms, last line → end {end:.1} ms"
-    );
-    Ok(format!(
+    let phases = format!(
         "queued → started {wait:.1} ms, started → last line {run:.1} ms, last line → end {end:.1} ms"
-    ))
+    );
+    eprintln!("[throughput] {phases}");
+    Ok(phases)
 }
 
 pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {

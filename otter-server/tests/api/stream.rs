@@ -254,7 +254,7 @@ async fn an_older_transaction_committing_last_is_neither_skipped_nor_reordered()
     assert!(older_ids[0].0 < newer_id, "ids follow transaction ids");
 
     // While the older transaction runs, the newer event is stored but not final.
-    let all = otter_core::db::events::EventFilter::default();
+    let all = events::EventFilter::default();
     let page = events::list_after(&app.state.db, &all, head, 100)
         .await
         .unwrap();
@@ -263,7 +263,7 @@ async fn an_older_transaction_committing_last_is_neither_skipped_nor_reordered()
         page.pending,
         "the newer event waits for the older transaction"
     );
-    let own = otter_core::db::events::EventFilter {
+    let own = events::EventFilter {
         job_id: Some(newer_job),
         ..Default::default()
     };
