@@ -169,6 +169,19 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
     }
+
+    /// Submits `prompt` to `workspace` (a JSON from [`TestApp::workspace`]) and returns the job's
+    /// JSON.
+    pub async fn submit(&self, workspace: &Value, prompt: &str) -> Value {
+        let (status, job) = self
+            .post(
+                "/v1/prompts",
+                json!({ "prompt": prompt, "workspace_id": workspace["id"] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+        job
+    }
 }
 
 /// Asserts the error shape of DESIGN.md §2.7 and returns the message.

@@ -6,19 +6,15 @@ use std::time::Duration;
 use otter_core::db::jobs::{self, Claim, Finish, Lease, RunEnd};
 use otter_core::model::{JobId, NewEvent, OutputStream};
 use otter_testkit::TestApp;
-use reqwest::StatusCode;
 use serde_json::json;
 
 async fn queued_job(app: &TestApp) -> JobId {
     let ws = app.workspace("ws").await;
-    let (status, job) = app
-        .post(
-            "/v1/prompts",
-            json!({ "prompt": "p", "workspace_id": ws["id"] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    job["id"].as_str().unwrap().parse().unwrap()
+    app.submit(&ws, "p").await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Claims `id` with a lease that has already expired when the claim commits.

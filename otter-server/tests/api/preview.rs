@@ -8,14 +8,7 @@ use otter_testkit::{TestApp, assert_error};
 
 async fn queued_job(app: &TestApp) -> Value {
     let ws = app.workspace("ws").await;
-    let (status, job) = app
-        .post(
-            "/v1/prompts",
-            json!({ "prompt": "build it", "workspace_id": ws["id"] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{job}");
-    job
+    app.submit(&ws, "build it").await
 }
 
 async fn events(app: &TestApp, id: &str) -> Vec<Value> {

@@ -13,14 +13,11 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn queued_job(app: &TestApp, ws: &Value) -> JobId {
-    let (status, job) = app
-        .post(
-            "/v1/prompts",
-            json!({ "prompt": "p", "workspace_id": ws["id"] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    job["id"].as_str().unwrap().parse().unwrap()
+    app.submit(ws, "p").await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 async fn write_lines(app: &TestApp, job: JobId, lines: std::ops::Range<usize>) {
