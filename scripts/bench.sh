@@ -18,6 +18,9 @@ source scripts/env.sh
 OUT="${OTTER_BENCH_OUT:-$ROOT/docs/benchmarks.md}"
 
 scripts/services.sh start >/dev/null
+# Databases of earlier runs (a benchmark's hold millions of rows) would slow this one down:
+# autovacuum keeps visiting them. This run's own are dropped again at its end.
+scripts/services.sh drop-test-dbs
 cargo build --release -p otter-server -p otter-worker -p otter-bench
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "[bench] open-file limit: $(ulimit -n)" >&2
@@ -25,7 +28,7 @@ echo "[bench] open-file limit: $(ulimit -n)" >&2
 args=("$@")
 [[ ${#args[@]} -eq 0 ]] && args=(all)
 TABLES="$(mktemp)"
-trap 'rm -f "$TABLES"' EXIT
+trap 'rm -f "$TABLES"; scripts/services.sh drop-test-dbs >/dev/null 2>&1 || true' EXIT
 started=$(date +%s)
 "$CARGO_TARGET_DIR/release/otter-bench" "${args[@]}" --out "$TABLES"
 elapsed=$(($(date +%s) - started))

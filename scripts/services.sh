@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/services.sh [start|stop|status|env|ensure-tool CMD:PKG...]
+# Usage: scripts/services.sh [start|stop|status|env|drop-test-dbs|ensure-tool CMD:PKG...]
 #
 # Runs Otter's project-private PostgreSQL and Redis on 127.0.0.1 only.
 #   start   (default) install what is missing, start both (or reuse an instance
@@ -7,6 +7,8 @@
 #   stop    stop both instances started from this state dir
 #   status  report both; exit 0 only when both answer
 #   env     print `export` lines (eval "$(scripts/services.sh env)")
+#   drop-test-dbs  drop the databases earlier test and benchmark runs left
+#           (otter_test_<uuid>, one per test); one still in use is kept
 #   ensure-tool CMD:PKG...  install Debian package PKG when command CMD is
 #           missing (helper used by the other scripts, e.g. curl:curl)
 #
@@ -425,6 +427,21 @@ redis_stop() {
 
 # --------------------------------------------------------------- commands --
 
+# Each test and benchmark creates its own database (otter_test_<uuid>); a run that is killed
+# leaves its own behind, and a benchmark's hold millions of rows. Left alone they fill the disk
+# and keep autovacuum busy visiting them. Only this project's private instance is touched.
+cmd_drop_test_dbs() {
+  local stale db dropped=0
+  stale=$(psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'otter\_test\_%'")
+  for db in $stale; do
+    # Without FORCE: a database still in use (another run on this machine) is left alone.
+    if psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1; then
+      dropped=$((dropped + 1))
+    fi
+  done
+  log "dropped $dropped stale test database(s)"
+}
+
 print_env() {
   local v
   for v in OTTER_STATE_DIR OTTER_PG_PORT OTTER_REDIS_PORT DATABASE_URL OTTER_DATABASE_URL \
@@ -488,12 +505,13 @@ main() {
   stop) cmd_stop ;;
   status) cmd_status ;;
   env) print_env ;;
+  drop-test-dbs) cmd_drop_test_dbs ;;
   ensure-tool)
     shift
     ensure_tool "$@"
     ;;
   -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
-  *) die "unknown command '$cmd' (use start|stop|status|env|ensure-tool)" ;;
+  *) die "unknown command '$cmd' (use start|stop|status|env|drop-test-dbs|ensure-tool)" ;;
   esac
 }
 

@@ -128,17 +128,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 done_step
 
 step "drop databases left by earlier test runs"
-# Each test creates its own database (otter_test_<uuid>); remove those of earlier runs so a
-# developer's private instance does not fill up. Only this project's private instance is touched.
-stale=$(psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'otter\_test\_%'")
-dropped=0
-for db in $stale; do
-  # Without FORCE: a database still in use (another test run on this machine) is left alone.
-  if psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1; then
-    dropped=$((dropped + 1))
-  fi
-done
-echo "dropped $dropped stale test database(s)"
+scripts/services.sh drop-test-dbs
 done_step
 
 step "cargo test --workspace${*:+ $*}"

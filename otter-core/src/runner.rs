@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 use crate::model::OutputStream;
 use crate::vibe::stream::LineSplitter;
 
+mod spill;
+
+pub use spill::SpillSpec;
+
 /// Longest line kept whole; longer ones are cut into pieces of this size.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
@@ -58,9 +62,13 @@ pub struct RunSpec {
     pub kill_grace: Duration,
     /// Bytes of output that may wait in the channel at once (one permit a byte). The pipes are
     /// read as fast as the child writes while the consumer keeps up; if it cannot (the database
-    /// is down), reading pauses once the budget is spent, so the child blocks instead of output
-    /// being dropped or memory growing without bound. `None`: unbounded.
+    /// is behind or down), the lines past the budget go to the spill file ([`RunSpec::spill`]),
+    /// or, without one, reading pauses until the budget has room, so the child blocks instead of
+    /// output being dropped or memory growing without bound. `None`: unbounded.
     pub output_budget: Option<Arc<Semaphore>>,
+    /// Where lines past the output budget wait on disk, so that the child is not held up
+    /// while the consumer catches up (see `runner/spill.rs`). `None`: the reader waits instead.
+    pub spill: Option<SpillSpec>,
     /// Whether processes the child left in its group are killed when it exits (vibe: yes;
     /// setup.sh: no, starting the app in the background is its purpose).
     pub reap_group_on_exit: bool,
@@ -111,7 +119,8 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// Runs `spec`, sending each output line to `lines`, until it exits, `cancel` fires or the
 /// timeout passes. On cancel or timeout the whole process group gets SIGTERM, then SIGKILL after
-/// `kill_grace`. Returns once the child is reaped and the pipes are done.
+/// `kill_grace`. Returns once the child is reaped, the pipes are done (read to their end, or cut
+/// off [`DRAIN_AFTER_EXIT`] after the child exited) and every line read has been sent.
 pub async fn run<T>(
     spec: &RunSpec,
     lines: mpsc::UnboundedSender<T>,
@@ -141,24 +150,17 @@ where
     })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
 
-    let stdout = child.stdout.take().map(|out| {
-        pump(
-            out,
-            spec.stdout_as,
-            lines.clone(),
-            spec.output_budget.clone(),
-        )
-    });
-    let stderr = child
-        .stderr
-        .take()
-        .map(|err| pump(err, spec.stderr_as, lines, spec.output_budget.clone()));
+    let stop_reading = CancellationToken::new();
+    let pumps = [
+        (child.stdout.take()).map(|out| pump(out, spec.stdout_as, &lines, spec, &stop_reading)),
+        (child.stderr.take()).map(|err| pump(err, spec.stderr_as, &lines, spec, &stop_reading)),
+    ];
+    let (readers, forwarders): (Vec<_>, Vec<_>) = pumps.into_iter().flatten().unzip();
+    let forwarders: Vec<_> = forwarders.into_iter().flatten().collect();
+    drop(lines);
     let readers = async {
-        if let Some(h) = stdout {
-            let _ = h.await;
-        }
-        if let Some(h) = stderr {
-            let _ = h.await;
+        for reader in readers {
+            let _ = reader.await;
         }
     };
     tokio::pin!(readers);
@@ -198,7 +200,16 @@ where
         .await
         .is_err()
     {
+        // A process that escaped the group (or setup.sh's app) holds them: stop reading, so
+        // that the consumer sees the end of the run's output. What was read is still handed on.
         tracing::debug!("pipes still open after the child exited; stopped reading them");
+        stop_reading.cancel();
+        readers.await;
+    }
+    // Lines that went to the spill file are handed on before the run counts as over (what the
+    // caller sends next must come after them). Only the consumer sets the pace here.
+    for forwarder in forwarders {
+        let _ = forwarder.await;
     }
     Ok(outcome)
 }
@@ -226,39 +237,44 @@ fn signal_group(pgid: Option<Pid>, signal: Signal) {
     }
 }
 
-/// Reads `reader` to its end, splitting it into lines sent to `lines`.
+/// Reads `reader` to its end (or until `stop`), splitting it into lines handed on to `lines`
+/// (see `spill`). Returns the reader task and the forwarder of its spilled lines, if it may
+/// spill.
 fn pump<R, T>(
     mut reader: R,
     stream: OutputStream,
-    lines: mpsc::UnboundedSender<T>,
-    budget: Option<Arc<Semaphore>>,
-) -> tokio::task::JoinHandle<()>
+    lines: &mpsc::UnboundedSender<T>,
+    spec: &RunSpec,
+    stop: &CancellationToken,
+) -> (
+    tokio::task::JoinHandle<()>,
+    Option<tokio::task::JoinHandle<()>>,
+)
 where
     R: AsyncRead + Unpin + Send + 'static,
     T: From<Line> + Send + 'static,
 {
-    tokio::spawn(async move {
+    let (mut outlet, forwarder) = spill::outlet(
+        stream,
+        lines.clone(),
+        spec.output_budget.clone(),
+        spec.spill.clone(),
+    );
+    let stop = stop.clone();
+    let reader = tokio::spawn(async move {
         let mut splitter = LineSplitter::new(MAX_LINE_BYTES);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match reader.read(&mut buf).await {
+            // Only the wait for the pipe is cut short, never the handing on of what was read.
+            let read = tokio::select! {
+                read = reader.read(&mut buf) => read,
+                () = stop.cancelled() => break,
+            };
+            match read {
                 Ok(0) => break,
                 Ok(n) => {
-                    for text in splitter.push(&buf[..n]) {
-                        let permit = take_budget(budget.as_ref(), text.len()).await;
-                        if lines
-                            .send(
-                                Line {
-                                    stream,
-                                    text,
-                                    permit,
-                                }
-                                .into(),
-                            )
-                            .is_err()
-                        {
-                            return;
-                        }
+                    if !outlet.offer(splitter.push(&buf[..n])).await {
+                        return;
                     }
                 }
                 Err(e) => {
@@ -268,22 +284,8 @@ where
             }
         }
         if let Some(text) = splitter.finish() {
-            let permit = take_budget(budget.as_ref(), text.len()).await;
-            let _ = lines.send(
-                Line {
-                    stream,
-                    text,
-                    permit,
-                }
-                .into(),
-            );
+            outlet.offer(vec![text]).await;
         }
-    })
-}
-
-/// Waits for `len` bytes of the budget (at least one permit, at most the whole budget).
-async fn take_budget(budget: Option<&Arc<Semaphore>>, len: usize) -> Option<OwnedSemaphorePermit> {
-    let budget = budget?;
-    let want = len.clamp(1, MAX_LINE_BYTES) as u32;
-    budget.clone().acquire_many_owned(want).await.ok()
+    });
+    (reader, forwarder)
 }

@@ -254,6 +254,8 @@ impl Execution {
             timeout: Some(self.timeout),
             kill_grace: KILL_GRACE,
             output_budget: Some(Arc::new(Semaphore::new(OUTPUT_IN_FLIGHT_BYTES))),
+            // The caller reads the output as it comes; a command that outruns it may wait.
+            spill: None,
             // Nothing a command starts outlives it.
             reap_group_on_exit: true,
         };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use otter_core::db::jobs::{self, Finish, Heartbeat, Lease, RunEnd};
 use otter_core::db::workspaces;
 use otter_core::model::{Job, JobOutput, NewEvent, OutputStream, Workspace, kinds};
-use otter_core::runner::{self, RunOutcome, RunSpec, RunnerError, secret_env_names};
+use otter_core::runner::{self, RunOutcome, RunSpec, RunnerError, SpillSpec, secret_env_names};
 use otter_core::vibe::{RunExport, read_export};
 use otter_core::{Config, instructions};
 use serde_json::json;
@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{RunControl, StopCause};
-use crate::sink::{self, OUTPUT_BUDGET_BYTES, SinkItem};
+use crate::sink::{self, OUTPUT_BUDGET_BYTES, SPILL_MAX_BYTES, SinkItem};
 use crate::{Ctx, maintenance};
 
 /// Runs `job` under `lease` to its end, or until `control` stops it: a user's cancel ends it
@@ -42,10 +42,10 @@ pub(crate) async fn run(ctx: &Ctx, job: Job, lease: Lease, control: &RunControl)
     let mut delay = Duration::from_millis(200);
     loop {
         match jobs::finish(&ctx.pool, &lease, &finish).await {
-            Ok(Some(job)) => {
+            Ok(Some(status)) => {
                 tracing::info!(
                     job_id = %job_id,
-                    status = job.status.as_str(),
+                    status = status.as_str(),
                     exit_code = ?finish.exit_code,
                     attempt = lease.attempt,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -116,7 +116,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     };
 
     if matches!(finish.end, RunEnd::Succeeded) && !cancel.is_cancelled() {
-        let setup = run_setup(config, &workspace, &tx, cancel);
+        let setup = run_setup(config, &workspace, &run_dir, &tx, cancel);
         finish.details = tokio::select! {
             details = setup => details,
             never = &mut heartbeat => match never {},
@@ -156,6 +156,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
         finish.retry_delay = config.retry_delay(lease.attempt);
     }
     finish.output = Some(output(export.as_ref(), report.transcript.final_text()));
+    finish.events = report.tail;
     finish
 }
 
@@ -244,6 +245,14 @@ fn run_dir(workspace: &Workspace, lease: &Lease) -> PathBuf {
         .join(format!("{}-{}", lease.job_id, lease.attempt))
 }
 
+/// Where the output of a run's processes overflows to when the database is behind.
+fn spill_spec(run_dir: &Path) -> SpillSpec {
+    SpillSpec {
+        dir: run_dir.to_path_buf(),
+        max_bytes: SPILL_MAX_BYTES,
+    }
+}
+
 /// Writes the instructions and builds vibe's command line.
 async fn prepare(
     config: &Config,
@@ -319,6 +328,7 @@ async fn prepare(
         timeout,
         kill_grace: config.cancel_grace,
         output_budget: Some(Arc::new(Semaphore::new(OUTPUT_BUDGET_BYTES))),
+        spill: Some(spill_spec(run_dir)),
         reap_group_on_exit: true,
     })
 }
@@ -340,6 +350,7 @@ fn decide(
             output: None,
             retry_delay: Duration::ZERO,
             details: json!({}),
+            events: Vec::new(),
         },
         RunOutcome::Exited(1) => failed(
             "vibe configuration error (exit 1)".to_owned(),
@@ -378,6 +389,7 @@ fn decide(
             output: None,
             retry_delay: Duration::ZERO,
             details: json!({ "reason": "worker_shutdown" }),
+            events: Vec::new(),
         },
         RunOutcome::Cancelled => Finish {
             end: RunEnd::Cancelled,
@@ -385,6 +397,7 @@ fn decide(
             output: None,
             retry_delay: Duration::ZERO,
             details: json!({}),
+            events: Vec::new(),
         },
     }
 }
@@ -396,6 +409,7 @@ fn failed(error: String, retryable: bool, exit_code: Option<i32>) -> Finish {
         output: None,
         retry_delay: Duration::ZERO,
         details: json!({}),
+        events: Vec::new(),
     }
 }
 
@@ -415,6 +429,7 @@ fn output(export: Option<&RunExport>, final_text: Option<&str>) -> JobOutput {
 async fn run_setup(
     config: &Config,
     workspace: &Workspace,
+    run_dir: &Path,
     tx: &mpsc::UnboundedSender<SinkItem>,
     cancel: &CancellationToken,
 ) -> serde_json::Value {
@@ -449,6 +464,7 @@ async fn run_setup(
         timeout: Some(config.setup_timeout),
         kill_grace: config.cancel_grace,
         output_budget: Some(Arc::new(Semaphore::new(OUTPUT_BUDGET_BYTES))),
+        spill: Some(spill_spec(run_dir)),
         reap_group_on_exit: false,
     };
     let result = match runner::run(&spec, tx.clone(), cancel).await {

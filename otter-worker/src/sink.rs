@@ -2,7 +2,8 @@
 //! them to PostgreSQL in batches (whatever arrived while the previous write was in flight goes
 //! in the next one), fenced by the run's lease. The process's pipes never wait on it: the
 //! runner reads them into the channel as fast as the child writes, within an output budget
-//! (see [`OUTPUT_BUDGET_BYTES`]) that only a stalled database can use up.
+//! (see [`OUTPUT_BUDGET_BYTES`]); past it, lines wait in a spill file on disk (see
+//! [`SPILL_MAX_BYTES`]) until the sink catches up.
 
 use std::time::Duration;
 
@@ -17,6 +18,11 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 /// database ever lets pile up, small enough that an outage cannot exhaust memory. Past it the
 /// child blocks on its own writes until the database is back; nothing is dropped.
 pub(crate) const OUTPUT_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bytes of a run's output that may wait on disk, in the run's directory, past
+/// [`OUTPUT_BUDGET_BYTES`] (see `otter_core::runner::SpillSpec`): the child keeps writing at full
+/// speed while the database catches up; past this much it blocks, as above.
+pub(crate) const SPILL_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Most events written in one transaction.
 const MAX_BATCH: usize = 1000;
@@ -50,6 +56,9 @@ pub(crate) struct SinkReport {
     pub(crate) stderr_tail: Vec<String>,
     /// Events written.
     pub(crate) written: usize,
+    /// The last batch, not written: it goes into the run's finish, in the same transaction as
+    /// the closing event (one commit fewer per job; a watcher sees these lines with the end).
+    pub(crate) tail: Vec<NewEvent>,
     /// The lease was lost: the job is no longer ours, nothing more was written.
     pub(crate) lease_lost: bool,
 }
@@ -69,6 +78,7 @@ pub(crate) async fn run(
     while let Some(first) = rx.recv().await {
         let linger_until = tokio::time::Instant::now() + LINGER;
         let mut next = Some(first);
+        let mut closed = false;
         while let Some(item) = next.take() {
             let (event, permit) = to_event(item, &mut report);
             batch.push(event);
@@ -78,14 +88,28 @@ pub(crate) async fn run(
                     Ok(item) => Some(item),
                     // Nothing waiting: linger a little (a closed channel ends it at once).
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        tokio::time::timeout_at(linger_until, rx.recv())
-                            .await
-                            .ok()
-                            .flatten()
+                        match tokio::time::timeout_at(linger_until, rx.recv()).await {
+                            Ok(Some(item)) => Some(item),
+                            Ok(None) => {
+                                closed = true;
+                                None
+                            }
+                            Err(_) => None,
+                        }
                     }
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        None
+                    }
                 };
             }
+        }
+        if closed {
+            // The run is over: its finish writes these (nothing, if the lease is gone).
+            if !report.lease_lost {
+                report.tail = batch;
+            }
+            return report;
         }
         if !report.lease_lost {
             if write(&pool, &lease, &batch).await {

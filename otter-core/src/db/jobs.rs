@@ -396,12 +396,20 @@ pub struct Finish {
     pub retry_delay: Duration,
     /// Extra fields for the final event's payload.
     pub details: serde_json::Value,
+    /// The run's last events not yet written (its last batch of lines), stored just before
+    /// the closing event.
+    pub events: Vec<NewEvent>,
 }
 
-/// Ends a run: the job's new state, its output and the closing event in one transaction,
-/// fenced by the lease. Returns the job as it now is, or `None` if the lease was lost.
+/// Ends a run: its last events, the job's new state, its output and the closing event in one
+/// transaction, fenced by the lease. Returns the job's new status, or `None` if the lease was
+/// lost (then nothing was written).
 #[tracing::instrument(skip_all, fields(job_id = %lease.job_id), err)]
-pub async fn finish(pool: &PgPool, lease: &Lease, finish: &Finish) -> Result<Option<Job>, DbError> {
+pub async fn finish(
+    pool: &PgPool,
+    lease: &Lease,
+    finish: &Finish,
+) -> Result<Option<JobStatus>, DbError> {
     let (end, retryable, error) = match &finish.end {
         RunEnd::Succeeded => ("succeeded", false, None),
         RunEnd::Failed { error, retryable } => ("failed", *retryable, Some(error.as_str())),
@@ -409,8 +417,9 @@ pub async fn finish(pool: &PgPool, lease: &Lease, finish: &Finish) -> Result<Opt
         RunEnd::Released { reason } => ("released", false, Some(reason.as_str())),
     };
     let output = finish.output.as_ref();
-    let status: Option<String> = sqlx::query_scalar(
-        "SELECT otter_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    let (kinds, payloads) = events::columns(&finish.events);
+    Ok(sqlx::query_scalar(
+        "SELECT otter_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(lease.job_id)
     .bind(lease.token)
@@ -427,12 +436,10 @@ pub async fn finish(pool: &PgPool, lease: &Lease, finish: &Finish) -> Result<Opt
     .bind(output.and_then(|o| o.outcome.as_deref()))
     .bind(output.and_then(|o| o.stop_reason.as_deref()))
     .bind(output.and_then(|o| o.export.as_ref()))
+    .bind(&kinds)
+    .bind(&payloads)
     .fetch_one(pool)
-    .await?;
-    match status {
-        Some(_) => Ok(Some(get(pool, lease.job_id).await?)),
-        None => Ok(None),
-    }
+    .await?)
 }
 
 /// A queued job as the Redis queue needs it: its id and its place in claim order.

@@ -66,6 +66,8 @@ async fn a_worker_whose_lease_was_recovered_writes_nothing_more() {
         output: None,
         retry_delay: Duration::ZERO,
         details: json!({}),
+        // The run's last lines go with its end, or not at all.
+        events: vec![NewEvent::output(OutputStream::Stdout, "last".into(), None)],
     };
     assert!(
         jobs::finish(&app.state.db, &stale, &finish)
@@ -92,7 +94,21 @@ async fn a_worker_whose_lease_was_recovered_writes_nothing_more() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(done.status.as_str(), "succeeded");
+    assert_eq!(done.as_str(), "succeeded");
+    let after = kinds(&app, id).await;
+    assert_eq!(
+        after[before.len()..],
+        ["output_chunk", "output_chunk", "job_succeeded"],
+        "the batch, then the finish's last line before its closing event"
+    );
+    let texts: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'text' FROM events WHERE job_id = $1 AND kind = 'output_chunk' ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!(texts, ["late", "last"]);
 }
 
 #[tokio::test]

@@ -318,6 +318,35 @@ async fn setup_sh_runs_after_success_and_streams_its_lines() {
 }
 
 #[tokio::test]
+async fn an_app_setup_sh_leaves_running_with_the_pipes_open_does_not_hold_the_job() {
+    // The common mistake: `setup.sh` starts the app in the background without redirecting its
+    // output, so the app holds the pipes Otter reads. The job must still end, with setup's
+    // lines, and the app must keep running.
+    let (app, ws, _worker) = app_with_worker("tools", &[]).await;
+    let root = std::path::PathBuf::from(ws["path"].as_str().unwrap());
+    std::fs::write(
+        root.join("setup.sh"),
+        "#!/bin/sh\nsleep 300 &\necho \"app pid $!\"\n",
+    )
+    .unwrap();
+    let job = finished(&app, &submit(&app, &ws, "start the app", json!({})).await).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let events = events(&app, &job).await;
+    let setup = lines(&events, "setup");
+    let pid: u32 = setup
+        .iter()
+        .find_map(|l| l.strip_prefix("app pid "))
+        .expect("setup's line")
+        .parse()
+        .unwrap();
+    assert!(!process_gone(pid), "the app was stopped with its script");
+    let _ = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status();
+}
+
+#[tokio::test]
 async fn a_flood_of_lines_is_stored_whole_and_in_order() {
     const LINES: usize = 20_000;
     let (app, ws, _worker) = app_with_worker("flood", &[&format!("FAKE_VIBE_LINES={LINES}")]).await;
