@@ -120,7 +120,7 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// Runs `spec`, sending each output line to `lines`, until it exits, `cancel` fires or the
 /// timeout passes. On cancel or timeout the whole process group gets SIGTERM, then SIGKILL after
 /// `kill_grace`. Returns once the child is reaped, the pipes are done (read to their end, or cut
-/// off [`DRAIN_AFTER_EXIT`] after the child exited) and every line read has been sent.
+/// off 2 s after the child exited) and every line read has been sent.
 pub async fn run<T>(
     spec: &RunSpec,
     lines: mpsc::UnboundedSender<T>,
