@@ -19,6 +19,17 @@
 //! `scripts/env.sh` does) and runs the release `otter-server`, `otter-worker` and
 //! `otter-fake-vibe` found next to this binary.
 
+/// `--help`: the flags and their defaults, as in the crate documentation above.
+const USAGE: &str = "
+otter-bench <dispatch|throughput|ingest|sse|api|big|idle|all> [--runs N] [--out FILE] [flags]
+
+Flags and defaults: --runs 3, --jobs 1000 (dispatch), --throughput-jobs 300, --lines 1000000,
+--ingest-runs 1, --api-secs 4, --api-rate 1000, --idle-secs 10, --queued 100000,
+--events 10000000, --clients 10000, --sse-jobs 100, --sse-rate 200, --sse-secs 20.
+--out FILE writes the Markdown tables there (else stdout). DATABASE_URL and REDIS_URL must be
+set (source scripts/env.sh); scripts/bench.sh runs the whole suite and writes docs/benchmarks.md.
+";
+
 mod big;
 mod common;
 mod figs;
@@ -141,6 +152,11 @@ fn parse(args: &[String]) -> Result<(Vec<String>, Opts)> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        // The crate documentation is the usage text.
+        println!("{}", USAGE.trim());
+        return Ok(());
+    }
     let (figures, opts) = parse(&args)?;
     let mut sections: Vec<Section> = Vec::new();
     for figure in &figures {
