@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otter_core::db::jobs::{self, Finish, Heartbeat, Lease, RunEnd};
-use otter_core::db::workspaces;
+use otter_core::db::{retry_read, workspaces};
 use otter_core::model::{Job, JobOutput, NewEvent, OutputStream, Workspace, kinds};
 use otter_core::runner::{self, RunOutcome, RunSpec, RunnerError, SpillSpec, secret_env_names};
 use otter_core::vibe::{RunExport, read_export};
@@ -71,7 +71,11 @@ pub(crate) async fn run(ctx: &Ctx, job: Job, lease: Lease, control: &RunControl)
 /// How a run ended, before it is recorded.
 async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> Finish {
     let config = &ctx.config;
-    let workspace = match workspaces::get(&ctx.pool, job.workspace_id).await {
+    // A blip of the database here must not cost the job an attempt: wait it out within the
+    // lease (the heartbeat is not running yet).
+    let within = ctx.config.lease_ttl / 2;
+    let workspace = match retry_read(within, || workspaces::get(&ctx.pool, job.workspace_id)).await
+    {
         Ok(ws) => ws,
         Err(e) => return failed(format!("workspace unavailable: {e}"), true, None),
     };

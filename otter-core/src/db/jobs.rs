@@ -298,7 +298,10 @@ pub async fn claim(
         }
         Err(e) => return Err(e),
     };
-    let job = get(pool, id).await?;
+    // The claim is committed: from here a failed read would leave the job `running` under a
+    // lease nobody renews until it expires. A blip (the database restarting) is waited out
+    // within the lease.
+    let job = super::retry_read(ttl / 2, || get(pool, id)).await?;
     Ok(Claim::Claimed {
         job: Box::new(job),
         lease: Lease {

@@ -45,6 +45,31 @@ impl DbError {
     }
 }
 
+/// Runs the read `op` until it succeeds, for at most `within`, waiting 100 ms, 200 ms, … (at
+/// most 2 s) between tries. For reads that must not fail on a blip (a connection cut, a database
+/// restarting) because their caller already holds something: the read-back of a committed claim,
+/// the workspace of a run. `NotFound` and `Conflict` are answers, not blips: returned at once.
+pub async fn retry_read<T, F, Fut>(within: Duration, mut op: F) -> Result<T, DbError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbError>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Err(e @ (DbError::Sqlx(_) | DbError::Migrate(_)))
+                if tokio::time::Instant::now() + delay < deadline =>
+            {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database read failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens a pool on `OTTER_DATABASE_URL`; fails fast (within `acquire_timeout`) when the database
 /// cannot be reached, with an error that says so.
 pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
@@ -104,5 +129,47 @@ impl PageRequest {
             return Err("offset must not be negative".to_owned());
         }
         Ok(Self { limit, offset })
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_read_is_retried_through_a_blip_but_not_past_an_answer_or_its_time() {
+        let tries = AtomicU32::new(0);
+        let got = retry_read(Duration::from_secs(10), || async {
+            match tries.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(DbError::Sqlx(sqlx::Error::PoolTimedOut)),
+                _ => Ok(7),
+            }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 7);
+        assert_eq!(tries.load(Ordering::SeqCst), 3);
+
+        let tries = AtomicU32::new(0);
+        let got: Result<(), _> = retry_read(Duration::from_secs(10), || async {
+            tries.fetch_add(1, Ordering::SeqCst);
+            Err(DbError::NotFound("workspace"))
+        })
+        .await;
+        assert!(matches!(got, Err(DbError::NotFound(_))));
+        assert_eq!(tries.load(Ordering::SeqCst), 1, "an answer is not retried");
+
+        let tries = AtomicU32::new(0);
+        let got: Result<(), _> = retry_read(Duration::from_millis(250), || async {
+            tries.fetch_add(1, Ordering::SeqCst);
+            Err(DbError::Sqlx(sqlx::Error::PoolTimedOut))
+        })
+        .await;
+        assert!(matches!(got, Err(DbError::Sqlx(_))));
+        assert_eq!(
+            tries.load(Ordering::SeqCst),
+            2,
+            "tries at 0 and 100 ms; the next (300 ms) is past 250 ms"
+        );
     }
 }

@@ -410,7 +410,15 @@ async fn output_written_while_postgres_is_unreachable_is_not_lost() {
     );
     let seqs: HashSet<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs.len(), events.len());
-    assert_eq!(starts(&app, &job).await, 1);
+    assert_eq!(
+        starts(&app, &job).await,
+        1,
+        "{:#?}",
+        events
+            .iter()
+            .map(|e| (&e["kind"], &e["payload"]))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
