@@ -75,6 +75,8 @@ pub(crate) async fn run(
     let mut batch: Vec<NewEvent> = Vec::new();
     // The lines' shares of the output budget, given back once the batch is stored.
     let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
+    // Numbers the batches, so that a retried one is stored once (see `jobs::append_run_events`).
+    let mut batch_no: i64 = 0;
     while let Some(first) = rx.recv().await {
         let linger_until = tokio::time::Instant::now() + LINGER;
         let mut next = Some(first);
@@ -112,7 +114,8 @@ pub(crate) async fn run(
             return report;
         }
         if !report.lease_lost {
-            if write(&pool, &lease, &batch).await {
+            batch_no += 1;
+            if write(&pool, &lease, batch_no, &batch).await {
                 report.written += batch.len();
             } else {
                 tracing::warn!(job_id = %lease.job_id, "lease lost; the run's output is no longer recorded");
@@ -126,10 +129,10 @@ pub(crate) async fn run(
 }
 
 /// Writes one batch, retrying while PostgreSQL is unreachable. Returns false if the lease is gone.
-async fn write(pool: &PgPool, lease: &Lease, batch: &[NewEvent]) -> bool {
+async fn write(pool: &PgPool, lease: &Lease, batch_no: i64, batch: &[NewEvent]) -> bool {
     let mut delay = Duration::from_millis(100);
     loop {
-        match jobs::append_run_events(pool, lease, batch).await {
+        match jobs::append_run_events(pool, lease, batch_no, batch).await {
             Ok(held) => return held,
             Err(e) => {
                 tracing::warn!(job_id = %lease.job_id, error = %e, lines = batch.len(), "writing output failed; retrying");

@@ -344,10 +344,13 @@ pub enum Heartbeat {
 }
 
 /// Appends a run's events, only while `lease` still holds the job. `Ok(false)` means the lease
-/// is gone and nothing was written.
+/// is gone and nothing was written. `batch_no` numbers the run's batches from 1: a retry of a
+/// batch that was stored after all (the answer was lost with the connection) stores nothing
+/// and returns `Ok(true)`, so a line is never stored twice.
 pub async fn append_run_events(
     pool: &PgPool,
     lease: &Lease,
+    batch_no: i64,
     batch: &[NewEvent],
 ) -> Result<bool, DbError> {
     if batch.is_empty() {
@@ -355,11 +358,12 @@ pub async fn append_run_events(
     }
     let (kinds, payloads) = events::columns(batch);
     Ok(
-        sqlx::query_scalar("SELECT otter_append_run_events($1, $2, $3, $4)")
+        sqlx::query_scalar("SELECT otter_append_run_events($1, $2, $3, $4, $5)")
             .bind(lease.job_id)
             .bind(lease.token)
             .bind(&kinds)
             .bind(&payloads)
+            .bind(batch_no)
             .fetch_one(pool)
             .await?,
     )

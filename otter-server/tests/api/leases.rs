@@ -1,5 +1,6 @@
-//! The lease fences of the job's SQL functions (migration 13): a worker whose lease was
-//! recovered writes nothing more, and two reconcilers recover an expired lease once.
+//! The lease fences of the job's SQL functions (migrations 13–15): a worker whose lease was
+//! recovered writes nothing more, a retried batch is stored once, the finish writes the last
+//! lines before its closing event, and two reconcilers recover an expired lease once.
 
 use std::time::Duration;
 
@@ -56,7 +57,7 @@ async fn a_worker_whose_lease_was_recovered_writes_nothing_more() {
 
     let line = [NewEvent::output(OutputStream::Stdout, "late".into(), None)];
     assert!(
-        !jobs::append_run_events(&app.state.db, &stale, &line)
+        !jobs::append_run_events(&app.state.db, &stale, 1, &line)
             .await
             .unwrap()
     );
@@ -86,7 +87,13 @@ async fn a_worker_whose_lease_was_recovered_writes_nothing_more() {
 
     // The current holder still writes.
     assert!(
-        jobs::append_run_events(&app.state.db, &current, &line)
+        jobs::append_run_events(&app.state.db, &current, 1, &line)
+            .await
+            .unwrap()
+    );
+    // The same batch again (its answer lost, the worker retries): acknowledged, not stored twice.
+    assert!(
+        jobs::append_run_events(&app.state.db, &current, 1, &line)
             .await
             .unwrap()
     );
