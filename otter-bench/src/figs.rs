@@ -179,7 +179,6 @@ pub(crate) async fn dispatch(opts: &Opts) -> Result<Section> {
     })
 }
 
-/// Figure 2: jobs/s, stand-in printing 20 lines, 1 and 3 workers (concurrency 8 each).
 /// The stand-in's stdout lines for `env` (run once), as the sink stores them.
 fn stand_in_events(env: &[(String, String)], dir: &std::path::Path) -> Result<Vec<NewEvent>> {
     let out = dir.join("floor-lines");
@@ -272,6 +271,7 @@ async fn job_phases(pool: &sqlx::PgPool) -> Result<String> {
     Ok(phases)
 }
 
+/// Figure 2: jobs/s, stand-in printing 20 lines, 1 and 3 workers (concurrency 8 each).
 pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
     let lines = 18; // + the user message and the final answer = 20 lines
     let n = opts.throughput_jobs;

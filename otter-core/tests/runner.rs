@@ -198,153 +198,129 @@ async fn the_output_budget_holds_the_reader_back_without_losing_lines() {
     assert_eq!(texts, expected);
 }
 
-/// A fresh directory for a spill file.
-fn spill_dir(name: &str) -> std::path::PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir =
-        std::env::temp_dir().join(format!("otter-spill-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A child printing `lines` numbered lines to stdout and to stderr, then creating a marker
+/// file, run in the background with a 100-byte output budget and a spill file of at most
+/// `max_bytes` in the directory `spill_in` gives for this run's own fresh directory.
+struct Flood {
+    dir: std::path::PathBuf,
+    marker: std::path::PathBuf,
+    lines: usize,
+    rx: mpsc::UnboundedReceiver<Line>,
+    task: tokio::task::JoinHandle<Result<RunOutcome, RunnerError>>,
 }
 
-/// A child that prints `lines` numbered lines to stdout and to stderr, then creates `marker`.
-fn flood(lines: usize, marker: &std::path::Path) -> RunSpec {
-    sh(&format!(
-        "i=0; while [ $i -lt {lines} ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done; touch '{}'",
-        marker.display()
-    ))
-}
-
-/// Waits for `done` with a deadline.
-async fn wait_for(what: &str, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+impl Flood {
+    fn start(
+        name: &str,
+        lines: usize,
+        max_bytes: u64,
+        spill_in: impl FnOnce(&std::path::Path) -> std::path::PathBuf,
+    ) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("otter-spill-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("child-finished");
+        let mut spec = sh(&format!(
+            "i=0; while [ $i -lt {lines} ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done; touch '{}'",
+            marker.display()
+        ));
+        spec.output_budget = Some(Arc::new(Semaphore::new(100)));
+        spec.spill = Some(runner::SpillSpec {
+            dir: spill_in(&dir),
+            max_bytes,
+        });
+        let (tx, rx) = mpsc::unbounded_channel::<Line>();
+        let task =
+            tokio::spawn(async move { runner::run(&spec, tx, &CancellationToken::new()).await });
+        Self {
+            dir,
+            marker,
+            lines,
+            rx,
+            task,
+        }
     }
-}
 
-/// Takes the rest of the output, giving back each line's share of the budget as a consumer
-/// does once it has stored the line.
-async fn drain(
-    held: Vec<Line>,
-    rx: &mut mpsc::UnboundedReceiver<Line>,
-) -> Vec<(OutputStream, String)> {
-    let mut lines: Vec<_> = held.into_iter().map(|l| (l.stream, l.text)).collect();
-    while let Some(line) = rx.recv().await {
-        lines.push((line.stream, line.text));
-    }
-    lines
-}
-
-/// Every line of [`flood`], each stream in its order.
-fn assert_flood(lines: &[(OutputStream, String)], n: usize) {
-    for (stream, prefix) in [(OutputStream::Stdout, "out"), (OutputStream::Stderr, "err")] {
-        let got: Vec<&str> = lines
-            .iter()
-            .filter(|l| l.0 == stream)
-            .map(|l| l.1.as_str())
-            .collect();
-        let want: Vec<String> = (0..n).map(|i| format!("{prefix} {i}")).collect();
-        assert_eq!(got, want, "{prefix}");
+    /// Takes the rest of the output, giving back each line's share of the budget as a consumer
+    /// does once it has stored the line; then the run must have ended well, the child finished,
+    /// and every line of each stream arrived, in order.
+    async fn finish(mut self, held: Vec<Line>) {
+        let mut lines: Vec<_> = held.into_iter().map(|l| (l.stream, l.text)).collect();
+        while let Some(line) = self.rx.recv().await {
+            lines.push((line.stream, line.text));
+        }
+        assert_eq!(self.task.await.unwrap().unwrap(), RunOutcome::Exited(0));
+        assert!(self.marker.exists());
+        for (stream, prefix) in [(OutputStream::Stdout, "out"), (OutputStream::Stderr, "err")] {
+            let got: Vec<&str> = lines
+                .iter()
+                .filter(|l| l.0 == stream)
+                .map(|l| l.1.as_str())
+                .collect();
+            let want: Vec<String> = (0..self.lines).map(|i| format!("{prefix} {i}")).collect();
+            assert_eq!(got, want, "{prefix}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 #[tokio::test]
 async fn past_the_budget_lines_wait_on_disk_and_the_child_is_not_held_up() {
-    const LINES: usize = 2000;
-    let dir = spill_dir("runs");
-    let marker = dir.join("child-finished");
-    let budget = Arc::new(Semaphore::new(100));
-    let mut spec = flood(LINES, &marker);
-    spec.output_budget = Some(budget.clone());
-    spec.spill = Some(runner::SpillSpec {
-        dir: dir.clone(),
-        max_bytes: 1024 * 1024,
-    });
-    let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
-    let task = tokio::spawn(async move { runner::run(&spec, tx, &CancellationToken::new()).await });
+    let mut run = Flood::start("runs", 2000, 1024 * 1024, |d| d.to_path_buf());
 
     // Hold on to what arrives, so the budget (100 bytes) stays spent: the child still gets
     // to write everything and finish.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !run.marker.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the child finished while its lines were held"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut held = Vec::new();
-    wait_for("the child finished while its lines were held", || {
-        marker.exists()
-    })
-    .await;
-    while let Ok(line) = rx.try_recv() {
+    while let Ok(line) = run.rx.try_recv() {
         held.push(line);
     }
     assert!(held.len() < 30, "past the budget: {}", held.len());
     assert!(
-        !task.is_finished(),
+        !run.task.is_finished(),
         "the run ended before its lines were handed on"
     );
     // The spill file was unlinked when created: only the marker is there.
-    let names: Vec<_> = std::fs::read_dir(&dir)
+    let names: Vec<_> = std::fs::read_dir(&run.dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["child-finished"]);
 
     // Let go: everything arrives, each stream in order, and only then does the run end.
-    let lines = drain(held, &mut rx).await;
-    assert_eq!(task.await.unwrap().unwrap(), RunOutcome::Exited(0));
-    assert_flood(&lines, LINES);
-    let _ = std::fs::remove_dir_all(&dir);
+    run.finish(held).await;
 }
 
 #[tokio::test]
 async fn a_full_spill_file_holds_the_child_back_without_losing_lines() {
     // About 360 KB: more than the budget, the file and the two pipes' 64 KiB together.
-    const LINES: usize = 20_000;
-    let dir = spill_dir("full");
-    let marker = dir.join("child-finished");
-    let budget = Arc::new(Semaphore::new(100));
-    let mut spec = flood(LINES, &marker);
-    spec.output_budget = Some(budget.clone());
-    spec.spill = Some(runner::SpillSpec {
-        dir: dir.clone(),
-        max_bytes: 512,
-    });
-    let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
-    let task = tokio::spawn(async move { runner::run(&spec, tx, &CancellationToken::new()).await });
-    let mut held = vec![rx.recv().await.expect("a line")];
+    let mut run = Flood::start("full", 20_000, 512, |d| d.to_path_buf());
+    let mut held = vec![run.rx.recv().await.expect("a line")];
     // An absence can only be observed over a window: give the child 300 ms to get past the
     // budget and the file.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!marker.exists(), "the child was not held back");
-    while let Ok(line) = rx.try_recv() {
+    assert!(!run.marker.exists(), "the child was not held back");
+    while let Ok(line) = run.rx.try_recv() {
         held.push(line);
     }
-    let lines = drain(held, &mut rx).await;
-    assert_eq!(task.await.unwrap().unwrap(), RunOutcome::Exited(0));
-    assert!(marker.exists());
-    assert_flood(&lines, LINES);
-    let _ = std::fs::remove_dir_all(&dir);
+    run.finish(held).await;
 }
 
 #[tokio::test]
 async fn a_spill_directory_that_fails_falls_back_to_waiting() {
-    const LINES: usize = 20_000;
-    let dir = spill_dir("fails");
-    let marker = dir.join("child-finished");
-    let budget = Arc::new(Semaphore::new(100));
-    let mut spec = flood(LINES, &marker);
-    spec.output_budget = Some(budget);
-    spec.spill = Some(runner::SpillSpec {
-        dir: dir.join("does-not-exist"),
-        max_bytes: 1024 * 1024,
-    });
-    let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
-    let task = tokio::spawn(async move { runner::run(&spec, tx, &CancellationToken::new()).await });
-    let lines = drain(Vec::new(), &mut rx).await;
-    assert_eq!(task.await.unwrap().unwrap(), RunOutcome::Exited(0));
-    assert_flood(&lines, LINES);
-    let _ = std::fs::remove_dir_all(&dir);
+    let run = Flood::start("fails", 20_000, 1024 * 1024, |d| d.join("does-not-exist"));
+    run.finish(Vec::new()).await;
 }
 
 #[tokio::test]
