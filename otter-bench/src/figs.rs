@@ -18,6 +18,7 @@ use crate::Opts;
 use crate::common::{
     Row, Section, Stack, Target, WorkerSpec, cpu_ticks, pct, rss_bytes, unix_ns, vibe_args,
 };
+use crate::cpu::{Meter, Part, PerUnit, Pids};
 
 fn kv(k: &str, v: impl ToString) -> (String, String) {
     (k.to_owned(), v.to_string())
@@ -271,6 +272,33 @@ async fn job_phases(pool: &sqlx::PgPool) -> Result<String> {
     Ok(phases)
 }
 
+/// CPU per job of one throughput configuration, one entry per run.
+#[derive(Default)]
+struct CpuRuns {
+    otter: Vec<PerUnit>,
+    raw: Vec<PerUnit>,
+    floor: Vec<PerUnit>,
+}
+
+/// The median of each part (and of the total and busy fraction) over runs.
+fn median_cpu(runs: &[PerUnit]) -> PerUnit {
+    let med = |f: &dyn Fn(&PerUnit) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        pct(&mut v, 50.0)
+    };
+    let parts = runs.first().map_or_else(Vec::new, |r| {
+        r.parts
+            .iter()
+            .map(|(p, _)| (*p, med(&|u: &PerUnit| u.part(*p))))
+            .collect()
+    });
+    PerUnit {
+        parts,
+        total: med(&|u: &PerUnit| u.total),
+        busy: med(&|u: &PerUnit| u.busy),
+    }
+}
+
 /// Figure 2: jobs/s, stand-in printing 20 lines, 1 and 3 workers (concurrency 8 each).
 pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
     let lines = 18; // + the user message and the final answer = 20 lines
@@ -285,6 +313,21 @@ pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
             "≥ 0.5 × raw",
         )
         .raw("spawn+reap, 8 in parallel");
+        let mut cpu_row = Row::new(
+            &format!("CPU time per job, all processes, {workers} worker(s)"),
+            "ms",
+            Target::Info,
+            "≤ 2 × raw for 0.5 ×",
+        )
+        .raw("per spawn+reap");
+        let mut ceiling = Row::new(
+            &format!("Ceiling from the stand-ins' and PostgreSQL's CPU alone, {workers} worker(s)"),
+            "jobs/s",
+            Target::Info,
+            "reported",
+        )
+        .raw("spawn+reap, 8 in parallel");
+        let mut cpu = CpuRuns::default();
         let mut per_job_events = Vec::new();
         let mut phases = Vec::new();
         let mut floor = Row::new(
@@ -310,6 +353,10 @@ pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
             for i in 0..64 {
                 wss.push(stack.workspace(&format!("tp{i}")).await?);
             }
+            let meter = Meter::start(Pids {
+                server: Some(stack.server.pid()),
+                workers: stack.workers.iter().map(|w| w.pid()).collect(),
+            })?;
             let began = Instant::now();
             let next = Arc::new(AtomicU64::new(0));
             let mut tasks = Vec::new();
@@ -335,17 +382,22 @@ pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
                 .wait_status("succeeded", n as i64, Duration::from_secs(600))
                 .await?;
             let rate = n as f64 / began.elapsed().as_secs_f64();
+            let otter_cpu = meter.per_unit(n)?;
             let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
                 .fetch_one(&stack.pool)
                 .await?;
             per_job_events.push(events as f64 / n as f64);
             phases.push(job_phases(&stack.pool).await?);
             drop(stack);
+            let meter = Meter::start(Pids::default())?;
             let (raw, _) = raw_spawns(n, 8, &stand_in, &dir).await?;
+            let raw_cpu = meter.per_unit(n)?;
             if workers == 1 {
                 let floor_stack = Stack::start(&[]).await?;
                 let lines = stand_in_events(&stand_in, &dir)?;
+                let meter = Meter::start(Pids::default())?;
                 let floor_rate = pg_floor(&floor_stack, n, 8, lines).await?;
+                cpu.floor.push(meter.per_unit(n)?);
                 drop(floor_stack);
                 floor.otter.push(floor_rate);
                 floor.raw.push(raw);
@@ -353,9 +405,23 @@ pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
             }
             row.otter.push(rate);
             row.raw.push(raw);
+            cpu_row.otter.push(otter_cpu.total);
+            cpu_row.raw.push(raw_cpu.total);
+            // The most Otter could do if its stand-ins and PostgreSQL had the cores to
+            // themselves: a job costs at least their CPU time.
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+            let needed = otter_cpu.part(Part::StandIns) + otter_cpu.part(Part::PostgreSql);
+            ceiling
+                .otter
+                .push(cores * 1000.0 / needed.max(f64::EPSILON));
+            ceiling.raw.push(raw);
             eprintln!(
-                "[throughput] {workers} worker(s) run {run}: {rate:.0} jobs/s, raw {raw:.0}/s"
+                "[throughput] {workers} worker(s) run {run}: {rate:.0} jobs/s, raw {raw:.0}/s; CPU per job {}; raw per spawn {}",
+                otter_cpu.describe(),
+                raw_cpu.describe()
             );
+            cpu.otter.push(otter_cpu);
+            cpu.raw.push(raw_cpu);
             let _ = std::fs::remove_dir_all(&dir);
         }
         notes.push(format!(
@@ -367,10 +433,22 @@ pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
             "{workers} worker(s), where a job's time goes (medians of the jobs' event times, per run): {}.",
             phases.join("; ")
         ));
+        notes.push(format!(
+            "{workers} worker(s), CPU time per job (medians over runs; all cores): Otter {}; raw, per spawn+reap {}{}.",
+            median_cpu(&cpu.otter).describe(),
+            median_cpu(&cpu.raw).describe(),
+            if cpu.floor.is_empty() {
+                String::new()
+            } else {
+                format!("; database work alone {}", median_cpu(&cpu.floor).describe())
+            }
+        ));
         rows.push(row);
         if workers == 1 {
             rows.push(floor);
         }
+        rows.push(cpu_row);
+        rows.push(ceiling);
     }
     notes.push(
         "Database work alone: the same number of jobs, 8 at a time, each making only Otter's three database statements (`jobs::insert`, `jobs::claim`, \
@@ -380,6 +458,14 @@ pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
     );
     notes.push(
         "Raw: the same stand-in (`flood`, 18 effects = 20 stdout lines, same arguments) spawned, its stdout and stderr read to the end and reaped by the bench, 8 at a time, same count, right after Otter's part of the run.".into(),
+    );
+    notes.push(
+        "CPU time per job: user + system time from /proc over the stretch being timed, divided by the jobs (or spawns) done, summed over both cores. \
+         Stand-ins: the processes the worker (or, raw, the bench) reaped; PostgreSQL: every `postgres` process plus the backends that exited; \
+         kernel and other: the machine's busy time (/proc/stat, steal excluded) not in any of these. Background work of PostgreSQL (autovacuum, checkpoints) counts in whichever stretch it falls in. \
+         Reaching 0.5 × the raw rate on saturated cores needs at most 2 × the raw CPU time per job. \
+         Ceiling: the rate the cores would allow if a job cost only its stand-in's and PostgreSQL's CPU time in Otter's run (cores / (stand-ins + PostgreSQL)), \
+         with no worker, server, Redis or load generator at all.".into(),
     );
     Ok(Section {
         title: "2. Job throughput".into(),

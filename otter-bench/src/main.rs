@@ -32,6 +32,7 @@ set (source scripts/env.sh); scripts/bench.sh runs the whole suite and writes do
 
 mod big;
 mod common;
+mod cpu;
 mod figs;
 mod sse;
 
