@@ -243,10 +243,64 @@ impl From<QueryRejection> for AppError {
     }
 }
 
-/// `Json` whose rejections use our error shape.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(AppError))]
+/// `Json` whose rejections use our error shape. A string holding a NUL character (`\u0000`)
+/// is refused here, for every body: PostgreSQL can store it neither in `text` nor in `jsonb`.
 pub(crate) struct AppJson<T>(pub(crate) T);
+
+impl<T, S> FromRequest<S> for AppJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self> {
+        if !json_content_type(req.headers()) {
+            return Err(AppError::UnsupportedMediaType(
+                "expected a JSON body with Content-Type: application/json".to_owned(),
+            ));
+        }
+        let bytes = bytes::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(rejection.body_text()),
+                _ => AppError::Validation(rejection.body_text()),
+            })?;
+        if has_nul_escape(&bytes) {
+            return Err(AppError::Validation(
+                "strings must not contain the NUL character (\\u0000)".to_owned(),
+            ));
+        }
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
+        Ok(Self(value))
+    }
+}
+
+/// `application/json` or `application/<anything>+json`, as `axum::Json` accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json")
+            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+/// Whether JSON text holds the escape `\u0000`: a backslash that is not itself escaped (an
+/// even number of backslashes before it), then `u0000`. A raw NUL byte is not valid JSON and
+/// fails parsing anyway.
+fn has_nul_escape(json: &[u8]) -> bool {
+    json.windows(6).enumerate().any(|(i, w)| {
+        w == b"\\u0000" && json[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    })
+}
 
 /// `Path` whose rejections use our error shape (a bad UUID is a 400 naming the problem).
 #[derive(axum::extract::FromRequestParts)]

@@ -209,6 +209,19 @@ async fn bad_input_gets_a_clear_4xx() {
     let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
     assert!(message.contains("prompt"), "{message}");
 
+    // A NUL character, which PostgreSQL cannot store, in any string of any body: a 400 saying
+    // so, not a failed insert.
+    let (status, body) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "a\u{0}b", "workspace_id": ws["id"] }),
+        )
+        .await;
+    let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+    assert!(message.contains("NUL"), "{message}");
+    let (status, body) = app.post("/v1/projects", json!({ "name": "p\u{0}" })).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+
     // A missing field and an unknown one.
     let (status, body) = app
         .post("/v1/prompts", json!({ "workspace_id": ws["id"] }))
@@ -285,6 +298,16 @@ async fn bad_input_gets_a_clear_4xx() {
     // Nothing was half-written by any of the above.
     let (_, queue) = app.get("/v1/queue").await;
     assert_eq!(queue["total"], 0);
+
+    // An escaped backslash before `u0000` is text, not a NUL.
+    let (status, body) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "a \\u0000 b", "workspace_id": ws["id"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["prompt"], "a \\u0000 b");
 }
 
 #[tokio::test]
