@@ -207,7 +207,8 @@ async fn pg_floor(stack: &Stack, n: usize, parallel: usize, lines: Vec<NewEvent>
             stack.workspace(&format!("floor{i}")).await?.parse()?;
         wss.push(otter_core::db::workspaces::get(&stack.pool, id).await?);
     }
-    let lines = Arc::new(lines);
+    // Encoded once, as the sink encodes each line before its batch is written.
+    let lines = Arc::new(otter_core::db::events::encode(&lines));
     let next = Arc::new(AtomicU64::new(0));
     let began = Instant::now();
     let mut tasks = Vec::new();

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use otter_core::db::events::EncodedEvent;
 use otter_core::db::jobs::{self, Lease};
 use otter_core::model::{NewEvent, OutputStream};
 use otter_core::runner::Line;
@@ -54,11 +55,9 @@ pub(crate) struct SinkReport {
     pub(crate) transcript: Transcript,
     /// The last stderr lines of vibe, to explain a failure.
     pub(crate) stderr_tail: Vec<String>,
-    /// Events written.
-    pub(crate) written: usize,
     /// The last batch, not written: it goes into the run's finish, in the same transaction as
     /// the closing event (one commit fewer per job; a watcher sees these lines with the end).
-    pub(crate) tail: Vec<NewEvent>,
+    pub(crate) tail: Vec<EncodedEvent>,
     /// The lease was lost: the job is no longer ours, nothing more was written.
     pub(crate) lease_lost: bool,
 }
@@ -66,26 +65,41 @@ pub(crate) struct SinkReport {
 /// Lines of stderr kept for the error message.
 const STDERR_TAIL: usize = 5;
 
+/// A batch handed to the writer: its number, its events and the lines' shares of the budget
+/// (given back once it is stored).
+#[derive(Default)]
+struct Batch {
+    no: i64,
+    events: Vec<EncodedEvent>,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+/// Receives a run's output and writes it in two stages. Here, lines are parsed, observed for the
+/// transcript, encoded and gathered into batches; a writer task stores the batches in order.
+/// While the writer waits for PostgreSQL the next batch is prepared (and keeps growing until the
+/// writer is free), so a flood costs PostgreSQL's time, not PostgreSQL's plus the encoding's.
 pub(crate) async fn run(
     pool: PgPool,
     lease: Lease,
     mut rx: mpsc::UnboundedReceiver<SinkItem>,
 ) -> SinkReport {
     let mut report = SinkReport::default();
-    let mut batch: Vec<NewEvent> = Vec::new();
-    // The lines' shares of the output budget, given back once the batch is stored.
-    let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
+    // One batch waits for the writer at most; the rest waits in `rx`, within the budget.
+    let (to_writer, pending) = mpsc::channel::<Batch>(1);
+    let writer = tokio::spawn(write_batches(pool, lease, pending));
+    let mut batch = Batch::default();
     // Numbers the batches, so that a retried one is stored once (see `jobs::append_run_events`).
     let mut batch_no: i64 = 0;
-    while let Some(first) = rx.recv().await {
+    let mut closed = false;
+    while !closed {
+        let Some(first) = rx.recv().await else {
+            break;
+        };
         let linger_until = tokio::time::Instant::now() + LINGER;
         let mut next = Some(first);
-        let mut closed = false;
         while let Some(item) = next.take() {
-            let (event, permit) = to_event(item, &mut report);
-            batch.push(event);
-            permits.extend(permit);
-            if batch.len() < MAX_BATCH {
+            add(&mut batch, item, &mut report);
+            if batch.events.len() < MAX_BATCH {
                 next = match rx.try_recv() {
                     Ok(item) => Some(item),
                     // Nothing waiting: linger a little (a closed channel ends it at once).
@@ -107,29 +121,71 @@ pub(crate) async fn run(
             }
         }
         if closed {
-            // The run is over: its finish writes these (nothing, if the lease is gone).
-            if !report.lease_lost {
-                report.tail = batch;
-            }
-            return report;
+            break;
         }
-        if !report.lease_lost {
-            batch_no += 1;
-            if write(&pool, &lease, batch_no, &batch).await {
-                report.written += batch.len();
-            } else {
-                tracing::warn!(job_id = %lease.job_id, "lease lost; the run's output is no longer recorded");
-                report.lease_lost = true;
+        if report.lease_lost {
+            // Nothing more is written: drop the lines, give their budget back.
+            batch.events.clear();
+            batch.permits.clear();
+            continue;
+        }
+        // Hand the batch over; while the writer is busy, what arrives joins it.
+        while !closed {
+            tokio::select! {
+                biased;
+                slot = to_writer.reserve() => {
+                    match slot {
+                        Ok(slot) => {
+                            batch_no += 1;
+                            batch.no = batch_no;
+                            slot.send(std::mem::take(&mut batch));
+                        }
+                        // The writer stopped: the lease is gone.
+                        Err(_) => {
+                            report.lease_lost = true;
+                            batch = Batch::default();
+                        }
+                    }
+                    break;
+                }
+                item = rx.recv(), if batch.events.len() < MAX_BATCH => match item {
+                    Some(item) => add(&mut batch, item, &mut report),
+                    None => closed = true,
+                },
             }
         }
-        batch.clear();
-        permits.clear();
+    }
+    // Every batch handed over is stored (or the lease is gone) before the finish writes the
+    // tail after them.
+    drop(to_writer);
+    match writer.await {
+        Ok(true) => {}
+        Ok(false) => report.lease_lost = true,
+        Err(e) => {
+            tracing::error!(job_id = %lease.job_id, error = %e, "the output writer failed");
+            report.lease_lost = true;
+        }
+    }
+    if !report.lease_lost {
+        report.tail = batch.events;
     }
     report
 }
 
+/// Stores the batches in order. Returns false, at once, when the lease is gone.
+async fn write_batches(pool: PgPool, lease: Lease, mut pending: mpsc::Receiver<Batch>) -> bool {
+    while let Some(batch) = pending.recv().await {
+        if !write(&pool, &lease, batch.no, &batch.events).await {
+            tracing::warn!(job_id = %lease.job_id, "lease lost; the run's output is no longer recorded");
+            return false;
+        }
+        drop(batch.permits);
+    }
+    true
+}
+
 /// Writes one batch, retrying while PostgreSQL is unreachable. Returns false if the lease is gone.
-async fn write(pool: &PgPool, lease: &Lease, batch_no: i64, batch: &[NewEvent]) -> bool {
+async fn write(pool: &PgPool, lease: &Lease, batch_no: i64, batch: &[EncodedEvent]) -> bool {
     let mut delay = Duration::from_millis(100);
     loop {
         match jobs::append_run_events(pool, lease, batch_no, batch).await {
@@ -141,6 +197,13 @@ async fn write(pool: &PgPool, lease: &Lease, batch_no: i64, batch: &[NewEvent]) 
             }
         }
     }
+}
+
+/// Adds `item` to `batch`, encoded, with its share of the budget.
+fn add(batch: &mut Batch, item: SinkItem, report: &mut SinkReport) {
+    let (event, permit) = to_event(item, report);
+    batch.events.push(EncodedEvent::new(&event));
+    batch.permits.extend(permit);
 }
 
 fn to_event(item: SinkItem, report: &mut SinkReport) -> (NewEvent, Option<OwnedSemaphorePermit>) {

@@ -12,6 +12,7 @@
 //! A transaction that writes a job's events must not write anything before it has taken the
 //! job's lock: [`lock_job`] (or `otter_append_events` itself, when it is the first write).
 
+use serde_json::value::RawValue;
 use sqlx::{PgConnection, PgPool};
 
 use super::DbError;
@@ -51,7 +52,8 @@ pub async fn append(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let (kinds, payloads) = columns(events);
+    let events = encode(events);
+    let (kinds, payloads) = columns(&events);
     let rows: Vec<(i64, i64)> =
         sqlx::query_as("SELECT id, seq FROM otter_append_events($1, $2, $3)")
             .bind(job_id)
@@ -92,15 +94,66 @@ pub async fn rebase_ids(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
+/// An event ready to be written: its payload already serialized to JSON text (NUL characters
+/// replaced, see [`super::storable`]). A run's sink encodes its lines as they arrive, so that
+/// writing a batch costs the writer only a copy, and the next batch is prepared while one is
+/// written.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    /// What happened (see [`crate::model::kinds`]).
+    pub kind: &'static str,
+    /// Details, as JSON text.
+    pub payload: Box<RawValue>,
+}
+
+impl EncodedEvent {
+    /// Serializes `event`'s payload.
+    pub fn new(event: &NewEvent) -> Self {
+        let encode = |value: &serde_json::Value| {
+            serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+        };
+        let mut payload = encode(&event.payload);
+        // serde_json writes a NUL as `\u0000`; the text can also appear as an escaped
+        // backslash and `u0000`, which only costs this rare path a needless check.
+        if payload.get().contains("\\u0000") {
+            payload = encode(&super::storable_json(&event.payload));
+        }
+        Self {
+            kind: event.kind,
+            payload,
+        }
+    }
+
+    /// The payload, parsed back (tests, and readers of a finish's events).
+    pub fn payload_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.payload.get()).unwrap_or_default()
+    }
+}
+
+impl From<&NewEvent> for EncodedEvent {
+    fn from(event: &NewEvent) -> Self {
+        Self::new(event)
+    }
+}
+
+impl From<NewEvent> for EncodedEvent {
+    fn from(event: NewEvent) -> Self {
+        Self::new(&event)
+    }
+}
+
+/// Encodes `events` (see [`EncodedEvent`]).
+pub fn encode(events: &[NewEvent]) -> Vec<EncodedEvent> {
+    events.iter().map(EncodedEvent::new).collect()
+}
+
 /// `events` as the `kinds` and `payloads` arrays the SQL functions take.
-pub(crate) fn columns(
-    events: &[NewEvent],
-) -> (Vec<&str>, Vec<sqlx::types::Json<&serde_json::Value>>) {
+pub(crate) fn columns(events: &[EncodedEvent]) -> (Vec<&str>, Vec<sqlx::types::Json<&RawValue>>) {
     (
         events.iter().map(|e| e.kind).collect(),
         events
             .iter()
-            .map(|e| sqlx::types::Json(&e.payload))
+            .map(|e| sqlx::types::Json(&*e.payload))
             .collect(),
     )
 }

@@ -11,7 +11,8 @@ use serde_json::json;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{DbError, Page, PageRequest, events};
+use super::events::{self, EncodedEvent};
+use super::{DbError, Page, PageRequest};
 use crate::model::{
     Job, JobId, JobOutput, JobStatus, NewEvent, ProjectId, Workspace, WorkspaceId, kinds,
 };
@@ -351,7 +352,7 @@ pub async fn append_run_events(
     pool: &PgPool,
     lease: &Lease,
     batch_no: i64,
-    batch: &[NewEvent],
+    batch: &[EncodedEvent],
 ) -> Result<bool, DbError> {
     if batch.is_empty() {
         return Ok(true);
@@ -405,17 +406,17 @@ pub struct Finish {
     pub details: serde_json::Value,
     /// The run's last events not yet written (its last batch of lines), stored just before
     /// the closing event.
-    pub events: Vec<NewEvent>,
+    pub events: Vec<EncodedEvent>,
 }
 
 /// Ends a run: its last events, the job's new state, its output and the closing event in one
 /// transaction, fenced by the lease. Returns the job's new status, or `None` if the lease was
 /// lost (then nothing was written).
 #[tracing::instrument(skip_all, fields(job_id = %lease.job_id), err)]
-pub async fn finish(
+pub async fn finish<'a>(
     pool: &PgPool,
     lease: &Lease,
-    finish: &Finish,
+    finish: &'a Finish,
 ) -> Result<Option<JobStatus>, DbError> {
     let (end, retryable, error) = match &finish.end {
         RunEnd::Succeeded => ("succeeded", false, None),
@@ -425,6 +426,19 @@ pub async fn finish(
     };
     let output = finish.output.as_ref();
     let (kinds, payloads) = events::columns(&finish.events);
+    // What vibe left (its stderr in the error, its answer, its export) may hold a NUL.
+    let text = |t: Option<&'a str>| t.map(super::storable);
+    let error = text(error);
+    let final_text = text(output.and_then(|o| o.final_text.as_deref()));
+    let outcome = text(output.and_then(|o| o.outcome.as_deref()));
+    let stop_reason = text(output.and_then(|o| o.stop_reason.as_deref()));
+    let details = super::storable_json(&finish.details);
+    let usage = output
+        .and_then(|o| o.usage.as_ref())
+        .map(super::storable_json);
+    let export = output
+        .and_then(|o| o.export.as_ref())
+        .map(super::storable_json);
     Ok(sqlx::query_scalar(
         "SELECT otter_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
@@ -432,17 +446,17 @@ pub async fn finish(
     .bind(lease.token)
     .bind(end)
     .bind(retryable)
-    .bind(error)
+    .bind(error.as_deref())
     .bind(finish.exit_code)
     .bind(millis(finish.retry_delay))
-    .bind(&finish.details)
+    .bind(&*details)
     .bind(output.is_some())
-    .bind(output.and_then(|o| o.final_text.as_deref()))
-    .bind(output.and_then(|o| o.usage.as_ref()))
+    .bind(final_text.as_deref())
+    .bind(usage.as_deref())
     .bind(output.and_then(|o| o.cost))
-    .bind(output.and_then(|o| o.outcome.as_deref()))
-    .bind(output.and_then(|o| o.stop_reason.as_deref()))
-    .bind(output.and_then(|o| o.export.as_ref()))
+    .bind(outcome.as_deref())
+    .bind(stop_reason.as_deref())
+    .bind(export.as_deref())
     .bind(&kinds)
     .bind(&payloads)
     .fetch_one(pool)

@@ -11,8 +11,10 @@ pub mod shell_sessions;
 pub mod workers;
 pub mod workspaces;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
+use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -42,6 +44,47 @@ impl DbError {
             DbError::Sqlx(sqlx::Error::Database(e)) => e.constraint() == Some(name),
             _ => false,
         }
+    }
+}
+
+/// `text` as PostgreSQL can store it. The one character it cannot hold, NUL, neither in
+/// `text` nor in `jsonb` (as `\u0000`), becomes U+FFFD, as an invalid byte does when output is
+/// decoded: a vibe line, an error or an export holding one is stored, where the write would
+/// otherwise fail on every retry and hold the run. The API refuses NUL in what clients send.
+pub fn storable(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// `value` as PostgreSQL can store it: [`storable`] applied to every string and key.
+pub fn storable_json(value: &Value) -> Cow<'_, Value> {
+    fn has_nul(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    fn scrub(value: Value) -> Value {
+        match value {
+            Value::String(s) => Value::String(storable(&s).into_owned()),
+            Value::Array(items) => Value::Array(items.into_iter().map(scrub).collect()),
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (storable(&k).into_owned(), scrub(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+    if has_nul(value) {
+        Cow::Owned(scrub(value.clone()))
+    } else {
+        Cow::Borrowed(value)
     }
 }
 

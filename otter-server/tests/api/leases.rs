@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use otter_core::db::events;
 use otter_core::db::jobs::{self, Claim, Finish, Lease, RunEnd};
 use otter_core::model::{JobId, NewEvent, OutputStream};
 use otter_testkit::TestApp;
@@ -55,7 +56,7 @@ async fn a_worker_whose_lease_was_recovered_writes_nothing_more() {
     };
     let before = kinds(&app, id).await;
 
-    let line = [NewEvent::output(OutputStream::Stdout, "late".into(), None)];
+    let line = events::encode(&[NewEvent::output(OutputStream::Stdout, "late".into(), None)]);
     assert!(
         !jobs::append_run_events(&app.state.db, &stale, 1, &line)
             .await
@@ -68,7 +69,7 @@ async fn a_worker_whose_lease_was_recovered_writes_nothing_more() {
         retry_delay: Duration::ZERO,
         details: json!({}),
         // The run's last lines go with its end, or not at all.
-        events: vec![NewEvent::output(OutputStream::Stdout, "last".into(), None)],
+        events: events::encode(&[NewEvent::output(OutputStream::Stdout, "last".into(), None)]),
     };
     assert!(
         jobs::finish(&app.state.db, &stale, &finish)
@@ -135,4 +136,92 @@ async fn two_reconcilers_recover_an_expired_lease_once() {
         .filter(|k| *k == "job_retry_scheduled")
         .count();
     assert_eq!(retries, 1);
+}
+
+#[tokio::test]
+async fn a_run_whose_output_holds_a_nul_is_stored_with_u_fffd_in_its_place() {
+    // PostgreSQL stores NUL neither in `text` nor in `jsonb`. Whatever vibe prints or leaves
+    // (a raw NUL byte, `\u0000` in a JSON line, an error, an answer, an export) is stored with
+    // U+FFFD instead, and the run ends, rather than its writes failing on every retry.
+    let app = TestApp::spawn().await;
+    let id = queued_job(&app).await;
+    let lease = match jobs::claim(&app.state.db, id, "w", Duration::from_secs(30))
+        .await
+        .unwrap()
+    {
+        Claim::Claimed { lease, .. } => lease,
+        other => panic!("not claimed: {other:?}"),
+    };
+    let json_line = r#"{"type":"message","role":"assistant","content":"x\u0000y"}"#;
+    let batch = events::encode(&[
+        NewEvent::output(OutputStream::Stdout, "raw\0byte".into(), None),
+        NewEvent::output(
+            OutputStream::Stdout,
+            json_line.into(),
+            otter_core::vibe::parse_line(json_line),
+        ),
+    ]);
+    assert!(
+        jobs::append_run_events(&app.state.db, &lease, 1, &batch)
+            .await
+            .unwrap()
+    );
+    let finish = Finish {
+        end: RunEnd::Failed {
+            error: "vibe failed: Error: bad\0thing".into(),
+            retryable: false,
+        },
+        exit_code: Some(1),
+        output: Some(otter_core::model::JobOutput {
+            final_text: Some("fin\0al".into()),
+            usage: Some(json!({"note": "u\0"})),
+            cost: None,
+            outcome: Some("error".into()),
+            stop_reason: None,
+            export: Some(json!({"k\0": ["v\0"]})),
+        }),
+        retry_delay: Duration::ZERO,
+        details: json!({"setup": {"error": "s\0"}}),
+        events: events::encode(&[NewEvent::output(
+            OutputStream::Stderr,
+            "last\0line".into(),
+            None,
+        )]),
+    };
+    let status = jobs::finish(&app.state.db, &lease, &finish).await.unwrap();
+    assert_eq!(
+        status.map(|s| s.as_str().to_owned()).as_deref(),
+        Some("failed")
+    );
+
+    let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(
+        job["error"], "vibe failed: Error: bad\u{FFFD}thing",
+        "{job}"
+    );
+    assert_eq!(job["output"]["final_text"], "fin\u{FFFD}al", "{job}");
+    assert_eq!(job["output"]["export"], json!({"k\u{FFFD}": ["v\u{FFFD}"]}));
+    let (_, page) = app.get(&format!("/v1/jobs/{id}/events")).await;
+    let items = page["items"].as_array().unwrap();
+    let texts: Vec<&str> = items
+        .iter()
+        .filter(|e| e["kind"] == "output_chunk")
+        .map(|e| e["payload"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "raw\u{FFFD}byte",
+            r#"{"type":"message","role":"assistant","content":"x\u0000y"}"#,
+            "last\u{FFFD}line"
+        ]
+    );
+    let entry = items
+        .iter()
+        .find_map(|e| e["payload"].get("entry"))
+        .expect("the JSON line's entry");
+    assert_eq!(entry["content"], "x\u{FFFD}y");
+    let end = items.last().unwrap();
+    assert_eq!(end["kind"], "job_failed");
+    assert_eq!(end["payload"]["setup"]["error"], "s\u{FFFD}");
 }

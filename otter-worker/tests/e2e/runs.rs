@@ -347,6 +347,25 @@ async fn an_app_setup_sh_leaves_running_with_the_pipes_open_does_not_hold_the_jo
 }
 
 #[tokio::test]
+async fn output_holding_nul_bytes_is_stored_and_the_job_ends() {
+    // PostgreSQL cannot store a NUL: the lines are stored with U+FFFD in its place, where their
+    // write used to fail on every retry and hold the job `running`.
+    let (app, ws, _worker) = app_with_worker("tools", &[]).await;
+    let root = std::path::PathBuf::from(ws["path"].as_str().unwrap());
+    std::fs::write(
+        root.join("setup.sh"),
+        "#!/bin/sh\nprintf 'nul\\000byte\\n'\nprintf 'err\\000or\\n' >&2\n",
+    )
+    .unwrap();
+    let job = finished(&app, &submit(&app, &ws, "print a NUL", json!({})).await).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let events = events(&app, &job).await;
+    let mut setup = lines(&events, "setup");
+    setup.sort_unstable();
+    assert_eq!(setup, ["err\u{FFFD}or", "nul\u{FFFD}byte"]);
+}
+
+#[tokio::test]
 async fn a_flood_of_lines_is_stored_whole_and_in_order() {
     const LINES: usize = 20_000;
     let (app, ws, _worker) = app_with_worker("flood", &[&format!("FAKE_VIBE_LINES={LINES}")]).await;
