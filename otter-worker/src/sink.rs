@@ -228,3 +228,139 @@ fn to_event(item: SinkItem, report: &mut SinkReport) -> (NewEvent, Option<OwnedS
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The sink against a real PostgreSQL: every line stored once and in order, the last batch
+    //! left for the finish, the budget given back, and nothing more written once the lease is
+    //! gone.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use otter_core::db::jobs::{self, Claim, Lease, NewJob};
+    use otter_core::model::{JobId, OutputStream, WorkspaceId};
+    use otter_core::runner::Line;
+    use otter_core::testing::TestEnv;
+    use sqlx::PgPool;
+    use tokio::sync::{Semaphore, mpsc};
+
+    use super::{SinkItem, SinkReport};
+
+    const BUDGET: usize = 1 << 20;
+
+    async fn running_job() -> (PgPool, JobId, Lease) {
+        let env = TestEnv::new().await;
+        let pool = PgPool::connect(&env.database_url).await.unwrap();
+        otter_core::db::migrate(&pool).await.unwrap();
+        let path = env.dir.join("ws").display().to_string();
+        let ws = otter_core::db::workspaces::insert(
+            &pool,
+            WorkspaceId::new(),
+            None,
+            "ws",
+            &path,
+            &format!("{path}/.vibe"),
+        )
+        .await
+        .unwrap();
+        let new = NewJob {
+            workspace: &ws,
+            prompt: "p",
+            priority: 0,
+            max_attempts: 1,
+        };
+        let job = jobs::insert(&pool, &new).await.unwrap();
+        let Claim::Claimed { lease, .. } = jobs::claim(&pool, job.id, "w", Duration::from_secs(60))
+            .await
+            .unwrap()
+        else {
+            panic!("not claimed");
+        };
+        (pool, job.id, lease)
+    }
+
+    /// Sends lines `from..to`, each holding 10 bytes of `budget`.
+    async fn send(
+        tx: &mpsc::UnboundedSender<SinkItem>,
+        budget: &Arc<Semaphore>,
+        from: usize,
+        to: usize,
+    ) {
+        for i in from..to {
+            let permit = budget.clone().acquire_many_owned(10).await.unwrap();
+            let line = Line {
+                stream: OutputStream::Stdout,
+                text: format!("line {i}"),
+                permit: Some(permit),
+            };
+            tx.send(line.into()).unwrap();
+        }
+    }
+
+    async fn stored(pool: &PgPool, id: JobId) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT payload->>'text' FROM events WHERE job_id = $1 AND kind = 'output_chunk' ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+
+    async fn ended(sink: tokio::task::JoinHandle<SinkReport>) -> SinkReport {
+        tokio::time::timeout(Duration::from_secs(60), sink)
+            .await
+            .expect("the sink ended")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_flood_is_stored_once_in_order_with_the_last_batch_left_for_the_finish() {
+        let (pool, id, lease) = running_job().await;
+        let budget = Arc::new(Semaphore::new(BUDGET));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink = tokio::spawn(super::run(pool.clone(), lease, rx));
+        send(&tx, &budget, 0, 5_000).await;
+        drop(tx);
+        let report = ended(sink).await;
+        assert!(!report.lease_lost);
+        let mut all = stored(&pool, id).await;
+        all.extend(report.tail.iter().map(|e| {
+            e.payload_value()["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }));
+        let want: Vec<String> = (0..5_000).map(|i| format!("line {i}")).collect();
+        assert_eq!(all, want, "every line once, in order");
+        assert_eq!(budget.available_permits(), BUDGET, "the budget given back");
+    }
+
+    #[tokio::test]
+    async fn once_the_lease_is_gone_nothing_more_is_written_and_the_sink_ends() {
+        let (pool, id, lease) = running_job().await;
+        let budget = Arc::new(Semaphore::new(BUDGET));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink = tokio::spawn(super::run(pool.clone(), lease, rx));
+        send(&tx, &budget, 0, 100).await;
+        otter_testkit::eventually(Duration::from_secs(30), "the first lines stored", || {
+            let pool = pool.clone();
+            async move { (stored(&pool, id).await.len() == 100).then_some(()) }
+        })
+        .await;
+        // Another worker takes the job over.
+        sqlx::query("UPDATE jobs SET lease_token = gen_random_uuid() WHERE id = $1")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        send(&tx, &budget, 100, 3_000).await;
+        drop(tx);
+        let report = ended(sink).await;
+        assert!(report.lease_lost);
+        assert!(report.tail.is_empty(), "nothing left for the finish");
+        assert_eq!(stored(&pool, id).await.len(), 100, "nothing written after");
+        assert_eq!(budget.available_permits(), BUDGET, "the budget given back");
+    }
+}
