@@ -6,9 +6,10 @@
 //! otter-bench <dispatch|throughput|ingest|sse|api|big|idle|all> [--runs N] [--out FILE] [flags]
 //! ```
 //!
-//! Flags (defaults keep `scripts/bench.sh` within about 15 minutes on a 2-core machine):
-//! `--runs 3`, `--jobs 1000` (dispatch), `--throughput-jobs 300`, `--lines 1000000` and `--ingest-runs 1` (ingest: one flood of a million lines
-//! takes minutes here),
+//! Flags (defaults keep `scripts/bench.sh` within about 10 minutes on the faster 2-core VM, 25
+//! on the slower one):
+//! `--runs 3`, `--jobs 1000` (dispatch), `--throughput-jobs 300`, `--lines 1000000` and `--ingest-runs 3` (ingest: one flood of a million lines
+//! takes one to four minutes here),
 //! `--api-secs 4`, `--api-rate 1000`, `--idle-secs 10`, `--queued 100000`,
 //! `--events 10000000` (big: the issue's size; filling takes about 3 minutes here),
 //! `--clients 10000`, `--sse-jobs 100`, `--sse-rate 200`,
@@ -24,7 +25,7 @@ const USAGE: &str = "
 otter-bench <dispatch|throughput|ingest|sse|api|big|idle|all> [--runs N] [--out FILE] [flags]
 
 Flags and defaults: --runs 3, --jobs 1000 (dispatch), --throughput-jobs 300, --lines 1000000,
---ingest-runs 1, --api-secs 4, --api-rate 1000, --idle-secs 10, --queued 100000,
+--ingest-runs 3, --api-secs 4, --api-rate 1000, --idle-secs 10, --queued 100000,
 --events 10000000, --clients 10000, --sse-jobs 100, --sse-rate 200, --sse-secs 20.
 --out FILE writes the Markdown tables there (else stdout). DATABASE_URL and REDIS_URL must be
 set (source scripts/env.sh); scripts/bench.sh runs the whole suite and writes docs/benchmarks.md.
@@ -67,7 +68,7 @@ impl Default for Opts {
             jobs: 1000,
             throughput_jobs: 300,
             lines: 1_000_000,
-            ingest_runs: 1,
+            ingest_runs: 3,
             api_secs: 4,
             api_rate: 1000.0,
             idle_secs: 10,
