@@ -11,7 +11,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use otter_core::testing::TestEnv;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 
 /// Unix time in nanoseconds (comparable across processes of this machine).
 pub(crate) fn unix_ns() -> u128 {
@@ -78,8 +77,8 @@ impl Stack {
     /// workers.
     pub(crate) async fn start(workers: &[WorkerSpec]) -> Result<Self> {
         let env = TestEnv::new().await;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
+        // Otter's own pool settings, so that the database-alone row makes the same round trips.
+        let pool = otter_core::db::pool_options(16)
             .connect(&env.database_url)
             .await?;
         otter_core::db::migrate(&pool).await?;

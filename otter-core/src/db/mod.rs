@@ -113,13 +113,35 @@ where
     }
 }
 
+/// How long a pooled connection may sit unused before it is checked (one round trip) when it is
+/// taken again. sqlx checks every connection on every acquire by default: one more round trip
+/// per statement, which PostgreSQL's backend and the caller both pay. A connection in steady use
+/// has just answered; one idle for longer may have been cut (PostgreSQL restarted) and is
+/// checked, and a broken one is replaced before the caller sees it.
+pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// The pool settings of every Otter process: at most `max_connections`, waiting at most 10 s for
+/// one, connections checked when idle for [`CHECK_IDLE_AFTER`].
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= CHECK_IDLE_AFTER {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 /// Opens a pool on `OTTER_DATABASE_URL`; fails fast (within `acquire_timeout`) when the database
 /// cannot be reached, with an error that says so.
 pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
     let options: PgConnectOptions = config.database_url.expose().parse()?;
-    let pool = PgPoolOptions::new()
-        .max_connections(config.db_max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+    let pool = pool_options(config.db_max_connections)
         .connect_with(options)
         .await?;
     Ok(pool)
