@@ -121,9 +121,9 @@ impl From<DbError> for AppError {
         match e {
             DbError::NotFound(what) => AppError::NotFound(format!("{what} not found")),
             DbError::Conflict(msg) => AppError::Conflict(msg),
-            DbError::Sqlx(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => AppError::Unavailable("the database is unavailable; retry shortly".to_owned()),
+            e if e.is_unavailable() => {
+                AppError::Unavailable("the database is unavailable; retry shortly".to_owned())
+            }
             other => AppError::Internal(other.to_string()),
         }
     }

@@ -38,6 +38,21 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// Whether the database could not be reached or went away: no connection to be had, a
+    /// broken socket, or PostgreSQL closing the connection (shutting down, restarting, a backend
+    /// terminated: SQLSTATE classes 08 and 57P). The same request can succeed a moment later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Sqlx(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => true,
+            DbError::Sqlx(sqlx::Error::Database(e)) => e
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+            _ => false,
+        }
+    }
+
     /// Whether the error is a violation of the named constraint.
     pub fn is_constraint(&self, name: &str) -> bool {
         match self {

@@ -2,6 +2,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use sqlx::Connection as _;
 
 use otter_testkit::{TestApp, assert_error};
 
@@ -482,4 +483,44 @@ async fn wrong_methods_and_unknown_routes_get_the_json_error_shape() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn connections_the_database_closed_give_503_then_are_replaced() {
+    // PostgreSQL restarted (or an operator killed the backends): the pooled connections are
+    // dead. A request that meets one gets a 503 asking to retry, never a 500, and the pool
+    // replaces it, so the API answers again at once.
+    let app = TestApp::spawn().await;
+    let (status, _) = app.get("/v1/queue").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut admin = sqlx::PgConnection::connect(&app.env.database_url)
+        .await
+        .unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty(), "the server's connections were killed");
+    let mut answers = Vec::new();
+    loop {
+        let (status, body) = app.get("/v1/queue").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_error(
+            status,
+            &body,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+        );
+        answers.push(status);
+        assert!(
+            answers.len() <= 20,
+            "still failing after {} requests",
+            answers.len()
+        );
+    }
 }
