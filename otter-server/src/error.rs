@@ -290,7 +290,7 @@ fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
     };
     kind.eq_ignore_ascii_case("application")
         && (sub.eq_ignore_ascii_case("json")
-            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+            || sub.len() > 5 && sub.as_bytes()[sub.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
 /// Whether JSON text holds the escape `\u0000`: a backslash that is not itself escaped (an
@@ -315,5 +315,41 @@ pub(crate) struct AppQuery<T>(pub(crate) T);
 impl<T: serde::Serialize> IntoResponse for AppJson<T> {
     fn into_response(self) -> Response {
         Json(self.0).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{has_nul_escape, json_content_type};
+
+    #[test]
+    fn a_nul_escape_is_told_from_an_escaped_backslash() {
+        assert!(has_nul_escape(br#"{"a":"x\u0000"}"#));
+        assert!(has_nul_escape(br#"\u0000"#));
+        assert!(
+            !has_nul_escape(br#"{"a":"x\\u0000"}"#),
+            "a backslash, then text"
+        );
+        assert!(
+            has_nul_escape(br#"{"a":"x\\\u0000"}"#),
+            "a backslash, then NUL"
+        );
+        assert!(!has_nul_escape(br#"{"a":"\u0001"}"#));
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let with = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(axum::http::header::CONTENT_TYPE, v.parse().unwrap());
+            json_content_type(&h)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/problem+json"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/+json"));
+        assert!(!with("application/jsonx"));
+        assert!(!json_content_type(&axum::http::HeaderMap::new()));
     }
 }

@@ -130,18 +130,6 @@ impl EncodedEvent {
     }
 }
 
-impl From<&NewEvent> for EncodedEvent {
-    fn from(event: &NewEvent) -> Self {
-        Self::new(event)
-    }
-}
-
-impl From<NewEvent> for EncodedEvent {
-    fn from(event: NewEvent) -> Self {
-        Self::new(&event)
-    }
-}
-
 /// Encodes `events` (see [`EncodedEvent`]).
 pub fn encode(events: &[NewEvent]) -> Vec<EncodedEvent> {
     events.iter().map(EncodedEvent::new).collect()
