@@ -10,6 +10,11 @@ use anyhow::{Context, Result};
 /// Clock ticks per second of `/proc` times (`USER_HZ`, 100 on Linux).
 const TICKS_PER_SEC: f64 = 100.0;
 
+/// The machine's cores, the CPU time a second of wall time holds at most.
+pub(crate) fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
 /// The processes a stretch is split into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Part {
@@ -202,11 +207,10 @@ impl Meter {
             parts.push((part, ms(delta)));
         }
         parts.push((Part::Other, ms((machine - known).max(0.0))));
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         Ok(PerUnit {
             parts,
             total: ms(machine),
-            busy: machine / TICKS_PER_SEC / (wall * cores).max(f64::EPSILON),
+            busy: machine / TICKS_PER_SEC / (wall * cores()).max(f64::EPSILON),
         })
     }
 }

@@ -229,13 +229,9 @@ async fn pg_floor(stack: &Stack, n: usize, parallel: usize, lines: Vec<NewEvent>
                     bail!("floor job {} not claimed", job.id);
                 };
                 let finish = jobs::Finish {
-                    end: jobs::RunEnd::Succeeded,
-                    exit_code: Some(0),
-                    output: None,
-                    retry_delay: Duration::ZERO,
-                    details: serde_json::json!({}),
                     // A job this short has all its lines in its last batch.
                     events: lines.to_vec(),
+                    ..jobs::Finish::new(jobs::RunEnd::Succeeded, Some(0))
                 };
                 jobs::finish(&pool, &lease, &finish).await?;
             }
@@ -410,11 +406,10 @@ pub(crate) async fn throughput(opts: &Opts) -> Result<Section> {
             cpu_row.raw.push(raw_cpu.total);
             // The most Otter could do if its stand-ins and PostgreSQL had the cores to
             // themselves: a job costs at least their CPU time.
-            let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
             let needed = otter_cpu.part(Part::StandIns) + otter_cpu.part(Part::PostgreSql);
             ceiling
                 .otter
-                .push(cores * 1000.0 / needed.max(f64::EPSILON));
+                .push(crate::cpu::cores() * 1000.0 / needed.max(f64::EPSILON));
             ceiling.raw.push(raw);
             eprintln!(
                 "[throughput] {workers} worker(s) run {run}: {rate:.0} jobs/s, raw {raw:.0}/s; CPU per job {}; raw per spawn {}",

@@ -348,14 +348,7 @@ fn decide(
         .and_then(|e| e.outcome.clone())
         .unwrap_or_else(|| "unknown".to_owned());
     match outcome {
-        RunOutcome::Exited(0) => Finish {
-            end: RunEnd::Succeeded,
-            exit_code: Some(0),
-            output: None,
-            retry_delay: Duration::ZERO,
-            details: json!({}),
-            events: Vec::new(),
-        },
+        RunOutcome::Exited(0) => Finish::new(RunEnd::Succeeded, Some(0)),
         RunOutcome::Exited(1) => failed(
             "vibe configuration error (exit 1)".to_owned(),
             false,
@@ -386,35 +379,20 @@ fn decide(
         }
         RunOutcome::Cancelled if stopped == Some(StopCause::Shutdown) => Finish {
             // Given back on shutdown: not the job's fault, so the attempt is not counted.
-            end: RunEnd::Released {
-                reason: "worker_shutdown".to_owned(),
-            },
-            exit_code: None,
-            output: None,
-            retry_delay: Duration::ZERO,
             details: json!({ "reason": "worker_shutdown" }),
-            events: Vec::new(),
+            ..Finish::new(
+                RunEnd::Released {
+                    reason: "worker_shutdown".to_owned(),
+                },
+                None,
+            )
         },
-        RunOutcome::Cancelled => Finish {
-            end: RunEnd::Cancelled,
-            exit_code: None,
-            output: None,
-            retry_delay: Duration::ZERO,
-            details: json!({}),
-            events: Vec::new(),
-        },
+        RunOutcome::Cancelled => Finish::new(RunEnd::Cancelled, None),
     }
 }
 
 fn failed(error: String, retryable: bool, exit_code: Option<i32>) -> Finish {
-    Finish {
-        end: RunEnd::Failed { error, retryable },
-        exit_code,
-        output: None,
-        retry_delay: Duration::ZERO,
-        details: json!({}),
-        events: Vec::new(),
-    }
+    Finish::new(RunEnd::Failed { error, retryable }, exit_code)
 }
 
 /// The job's output row from export.json and the transcript.

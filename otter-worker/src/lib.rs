@@ -132,8 +132,14 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
             }
             Ok(Claim::NotClaimable) => tracing::debug!(job_id = %id, "dropped a stale delivery"),
             Err(e) => {
-                // The job stays queued in PostgreSQL; the reconciler puts it back.
+                // The job stays queued in PostgreSQL, and the reconciler puts it back. A dead
+                // connection (PostgreSQL restarted) is dropped by the pool, so such a job is put
+                // back at once; if the database is really down that fails too. Any other error
+                // waits for the reconciler, rather than looping on the same job.
                 tracing::warn!(job_id = %id, error = %e, "claim failed");
+                if e.is_unavailable() {
+                    maintenance::push_job(&ctx, id).await;
+                }
             }
         }
     }

@@ -238,7 +238,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use otter_core::db::jobs::{self, Claim, Lease, NewJob};
+    use otter_core::db::jobs::{self, Claim, NewJob};
     use otter_core::model::{JobId, OutputStream, WorkspaceId};
     use otter_core::runner::Line;
     use otter_core::testing::TestEnv;
@@ -249,55 +249,80 @@ mod tests {
 
     const BUDGET: usize = 1 << 20;
 
-    async fn running_job() -> (PgPool, JobId, Lease) {
-        let env = TestEnv::new().await;
-        let pool = PgPool::connect(&env.database_url).await.unwrap();
-        otter_core::db::migrate(&pool).await.unwrap();
-        let path = env.dir.join("ws").display().to_string();
-        let ws = otter_core::db::workspaces::insert(
-            &pool,
-            WorkspaceId::new(),
-            None,
-            "ws",
-            &path,
-            &format!("{path}/.vibe"),
-        )
-        .await
-        .unwrap();
-        let new = NewJob {
-            workspace: &ws,
-            prompt: "p",
-            priority: 0,
-            max_attempts: 1,
-        };
-        let job = jobs::insert(&pool, &new).await.unwrap();
-        let Claim::Claimed { lease, .. } = jobs::claim(&pool, job.id, "w", Duration::from_secs(60))
-            .await
-            .unwrap()
-        else {
-            panic!("not claimed");
-        };
-        (pool, job.id, lease)
+    /// A claimed job and its running sink, fed as the runner feeds it.
+    struct Run {
+        pool: PgPool,
+        id: JobId,
+        budget: Arc<Semaphore>,
+        tx: mpsc::UnboundedSender<SinkItem>,
+        sink: tokio::task::JoinHandle<SinkReport>,
     }
 
-    /// Sends lines `from..to`, each holding 10 bytes of `budget`.
-    async fn send(
-        tx: &mpsc::UnboundedSender<SinkItem>,
-        budget: &Arc<Semaphore>,
-        from: usize,
-        to: usize,
-    ) {
-        for i in from..to {
-            let permit = budget.clone().acquire_many_owned(10).await.unwrap();
-            let line = Line {
-                stream: OutputStream::Stdout,
-                text: format!("line {i}"),
-                permit: Some(permit),
+    impl Run {
+        async fn start() -> Self {
+            let env = TestEnv::new().await;
+            let pool = PgPool::connect(&env.database_url).await.unwrap();
+            otter_core::db::migrate(&pool).await.unwrap();
+            let path = env.dir.join("ws").display().to_string();
+            let ws = otter_core::db::workspaces::insert(
+                &pool,
+                WorkspaceId::new(),
+                None,
+                "ws",
+                &path,
+                &format!("{path}/.vibe"),
+            )
+            .await
+            .unwrap();
+            let new = NewJob {
+                workspace: &ws,
+                prompt: "p",
+                priority: 0,
+                max_attempts: 1,
             };
-            tx.send(line.into()).unwrap();
+            let job = jobs::insert(&pool, &new).await.unwrap();
+            let Claim::Claimed { lease, .. } =
+                jobs::claim(&pool, job.id, "w", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            else {
+                panic!("not claimed");
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            let sink = tokio::spawn(super::run(pool.clone(), lease, rx));
+            Self {
+                pool,
+                id: job.id,
+                budget: Arc::new(Semaphore::new(BUDGET)),
+                tx,
+                sink,
+            }
+        }
+
+        /// Sends lines `from..to`, each holding 10 bytes of the budget.
+        async fn send(&self, from: usize, to: usize) {
+            for i in from..to {
+                let permit = self.budget.clone().acquire_many_owned(10).await.unwrap();
+                let line = Line {
+                    stream: OutputStream::Stdout,
+                    text: format!("line {i}"),
+                    permit: Some(permit),
+                };
+                self.tx.send(line.into()).unwrap();
+            }
+        }
+
+        /// Closes the run's output and waits for the sink's report.
+        async fn end(self) -> SinkReport {
+            drop(self.tx);
+            tokio::time::timeout(Duration::from_secs(60), self.sink)
+                .await
+                .expect("the sink ended")
+                .unwrap()
         }
     }
 
+    /// The texts of the job's stored lines, in order.
     async fn stored(pool: &PgPool, id: JobId) -> Vec<String> {
         sqlx::query_scalar(
             "SELECT payload->>'text' FROM events WHERE job_id = $1 AND kind = 'output_chunk' ORDER BY seq",
@@ -308,22 +333,12 @@ mod tests {
         .unwrap()
     }
 
-    async fn ended(sink: tokio::task::JoinHandle<SinkReport>) -> SinkReport {
-        tokio::time::timeout(Duration::from_secs(60), sink)
-            .await
-            .expect("the sink ended")
-            .unwrap()
-    }
-
     #[tokio::test]
     async fn a_flood_is_stored_once_in_order_with_the_last_batch_left_for_the_finish() {
-        let (pool, id, lease) = running_job().await;
-        let budget = Arc::new(Semaphore::new(BUDGET));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let sink = tokio::spawn(super::run(pool.clone(), lease, rx));
-        send(&tx, &budget, 0, 5_000).await;
-        drop(tx);
-        let report = ended(sink).await;
+        let run = Run::start().await;
+        run.send(0, 5_000).await;
+        let (pool, id, budget) = (run.pool.clone(), run.id, run.budget.clone());
+        let report = run.end().await;
         assert!(!report.lease_lost);
         let mut all = stored(&pool, id).await;
         all.extend(report.tail.iter().map(|e| {
@@ -339,11 +354,9 @@ mod tests {
 
     #[tokio::test]
     async fn once_the_lease_is_gone_nothing_more_is_written_and_the_sink_ends() {
-        let (pool, id, lease) = running_job().await;
-        let budget = Arc::new(Semaphore::new(BUDGET));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let sink = tokio::spawn(super::run(pool.clone(), lease, rx));
-        send(&tx, &budget, 0, 100).await;
+        let run = Run::start().await;
+        let (pool, id, budget) = (run.pool.clone(), run.id, run.budget.clone());
+        run.send(0, 100).await;
         otter_testkit::eventually(Duration::from_secs(30), "the first lines stored", || {
             let pool = pool.clone();
             async move { (stored(&pool, id).await.len() == 100).then_some(()) }
@@ -355,9 +368,8 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        send(&tx, &budget, 100, 3_000).await;
-        drop(tx);
-        let report = ended(sink).await;
+        run.send(100, 3_000).await;
+        let report = run.end().await;
         assert!(report.lease_lost);
         assert!(report.tail.is_empty(), "nothing left for the finish");
         assert_eq!(stored(&pool, id).await.len(), 100, "nothing written after");

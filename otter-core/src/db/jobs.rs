@@ -409,6 +409,21 @@ pub struct Finish {
     pub events: Vec<EncodedEvent>,
 }
 
+impl Finish {
+    /// A run ended `end` (with `exit_code`), nothing more known yet: no output, no retry delay,
+    /// no details, no last lines.
+    pub fn new(end: RunEnd, exit_code: Option<i32>) -> Self {
+        Self {
+            end,
+            exit_code,
+            output: None,
+            retry_delay: Duration::ZERO,
+            details: json!({}),
+            events: Vec::new(),
+        }
+    }
+}
+
 /// Ends a run: its last events, the job's new state, its output and the closing event in one
 /// transaction, fenced by the lease. Returns the job's new status, or `None` if the lease was
 /// lost (then nothing was written).

@@ -332,10 +332,7 @@ fn want(len: usize) -> u32 {
 }
 
 /// Waits for `len` bytes of the budget.
-pub(super) async fn take_budget(
-    budget: Option<&Arc<Semaphore>>,
-    len: usize,
-) -> Option<OwnedSemaphorePermit> {
+async fn take_budget(budget: Option<&Arc<Semaphore>>, len: usize) -> Option<OwnedSemaphorePermit> {
     let budget = budget?;
     budget.clone().acquire_many_owned(want(len)).await.ok()
 }

@@ -317,22 +317,29 @@ async fn setup_sh_runs_after_success_and_streams_its_lines() {
     assert_eq!(kinds.last(), Some(&"job_succeeded"));
 }
 
+/// Runs a `tools` job in a workspace whose root holds `setup.sh` = `script`; it must succeed.
+/// Returns the lines setup printed, and the app and worker, still running.
+async fn job_with_setup_sh(script: &str) -> (Vec<String>, (TestApp, Worker)) {
+    let (app, ws, worker) = app_with_worker("tools", &[]).await;
+    let root = std::path::PathBuf::from(ws["path"].as_str().unwrap());
+    std::fs::write(root.join("setup.sh"), script).unwrap();
+    let job = finished(&app, &submit(&app, &ws, "run setup", json!({})).await).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let events = events(&app, &job).await;
+    let setup = lines(&events, "setup")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    (setup, (app, worker))
+}
+
 #[tokio::test]
 async fn an_app_setup_sh_leaves_running_with_the_pipes_open_does_not_hold_the_job() {
     // The common mistake: `setup.sh` starts the app in the background without redirecting its
     // output, so the app holds the pipes Otter reads. The job must still end, with setup's
     // lines, and the app must keep running.
-    let (app, ws, _worker) = app_with_worker("tools", &[]).await;
-    let root = std::path::PathBuf::from(ws["path"].as_str().unwrap());
-    std::fs::write(
-        root.join("setup.sh"),
-        "#!/bin/sh\nsleep 300 &\necho \"app pid $!\"\n",
-    )
-    .unwrap();
-    let job = finished(&app, &submit(&app, &ws, "start the app", json!({})).await).await;
-    assert_eq!(job["status"], "succeeded", "{job}");
-    let events = events(&app, &job).await;
-    let setup = lines(&events, "setup");
+    let (setup, _running) =
+        job_with_setup_sh("#!/bin/sh\nsleep 300 &\necho \"app pid $!\"\n").await;
     let pid: u32 = setup
         .iter()
         .find_map(|l| l.strip_prefix("app pid "))
@@ -350,17 +357,9 @@ async fn an_app_setup_sh_leaves_running_with_the_pipes_open_does_not_hold_the_jo
 async fn output_holding_nul_bytes_is_stored_and_the_job_ends() {
     // PostgreSQL cannot store a NUL: the lines are stored with U+FFFD in its place, where their
     // write used to fail on every retry and hold the job `running`.
-    let (app, ws, _worker) = app_with_worker("tools", &[]).await;
-    let root = std::path::PathBuf::from(ws["path"].as_str().unwrap());
-    std::fs::write(
-        root.join("setup.sh"),
-        "#!/bin/sh\nprintf 'nul\\000byte\\n'\nprintf 'err\\000or\\n' >&2\n",
-    )
-    .unwrap();
-    let job = finished(&app, &submit(&app, &ws, "print a NUL", json!({})).await).await;
-    assert_eq!(job["status"], "succeeded", "{job}");
-    let events = events(&app, &job).await;
-    let mut setup = lines(&events, "setup");
+    let (mut setup, _running) =
+        job_with_setup_sh("#!/bin/sh\nprintf 'nul\\000byte\\n'\nprintf 'err\\000or\\n' >&2\n")
+            .await;
     setup.sort_unstable();
     assert_eq!(setup, ["err\u{FFFD}or", "nul\u{FFFD}byte"]);
 }
