@@ -1,30 +1,66 @@
-# syntax=docker/dockerfile:1
 # Otter's images, from one multi-stage build:
-#   docker build --target server -t otter-server .
-#   docker build --target worker -t otter-worker .
-# docker-compose.yml builds both. The worker image carries CPython 3.12 and the real vibe
-# (installed by scripts/install_mistral_vibe.sh); the server image needs neither.
+#   docker build --target server -t otter/server .
+#   docker build --target worker -t otter/worker .
+#   docker build --target demo-model -t otter/demo-model .
+# docker-compose.yml builds them. The worker image carries CPython, the real vibe (installed by
+# scripts/install_mistral_vibe.sh) and the docker CLI; the server image needs neither.
+#
+# It builds with the classic builder and with BuildKit alike: no syntax directive, no RUN --mount.
+# The dependency cache is a layer: the workspace's manifests and Cargo.lock are built first with
+# stub sources, so a change to Otter's code rebuilds only Otter's crates.
+#
+# Build arguments (docker-compose.yml passes the OTTER_* variables of the same names):
+#   OTTER_RUST_IMAGE, OTTER_DEBIAN_IMAGE, OTTER_PYTHON_IMAGE   the base images (official ones by
+#       default; scripts/local-base-images.sh builds stand-ins where nothing can be pulled)
+#   OTTER_EXTRA_CA_CERT   PEM text of one more CA certificate to trust in every step that
+#       downloads (a TLS-intercepting proxy), and in the images; empty: nothing changes
 
-ARG RUST_IMAGE=rust:1-bookworm
-ARG RUNTIME_IMAGE=debian:bookworm-slim
-ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+ARG OTTER_RUST_IMAGE=rust:1-trixie
+ARG OTTER_DEBIAN_IMAGE=debian:trixie-slim
+ARG OTTER_PYTHON_IMAGE=python:3.12-slim-trixie
 
-# ---- build: both binaries, with the dependency cache kept between builds ----------------------
-FROM ${RUST_IMAGE} AS build
+# ---- build: the binaries, dependencies first ----------------------------------------------------
+FROM ${OTTER_RUST_IMAGE} AS build
+ARG OTTER_EXTRA_CA_CERT=
+COPY scripts/docker/trust-extra-ca.sh /usr/local/lib/otter/trust-extra-ca.sh
+RUN OTTER_EXTRA_CA_CERT="$OTTER_EXTRA_CA_CERT" sh /usr/local/lib/otter/trust-extra-ca.sh
 WORKDIR /src
+# Every member's manifest (a new crate must be added here), then stub sources for each target.
+COPY Cargo.toml Cargo.lock ./
+COPY otter-core/Cargo.toml otter-core/Cargo.toml
+COPY otter-server/Cargo.toml otter-server/Cargo.toml
+COPY otter-worker/Cargo.toml otter-worker/Cargo.toml
+COPY otter-testkit/Cargo.toml otter-testkit/Cargo.toml
+COPY otter-bench/Cargo.toml otter-bench/Cargo.toml
+COPY otter-demo-model/Cargo.toml otter-demo-model/Cargo.toml
+COPY scripts/docker/stub-sources.sh /usr/local/lib/otter/stub-sources.sh
+RUN sh /usr/local/lib/otter/stub-sources.sh \
+ && cargo build --release --locked -p otter-server -p otter-worker -p otter-demo-model
+# The real sources. Their files are touched so that cargo never takes a stub's build for theirs.
 COPY . .
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p otter-server -p otter-worker \
+RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
+ && cargo build --release --locked -p otter-server -p otter-worker -p otter-demo-model \
  && mkdir -p /out \
- && cp target/release/otter-server target/release/otter-worker /out/
+ && cp target/release/otter-server target/release/otter-worker target/release/otter-demo-model /out/
+
+# ---- demo-model: the scripted model of `OTTER_DEMO=true` (compose profile "demo") ---------------
+FROM ${OTTER_DEBIAN_IMAGE} AS demo-model
+RUN useradd --system --uid 10001 --home-dir /nonexistent --no-create-home otter
+COPY --from=build /out/otter-demo-model /usr/local/bin/otter-demo-model
+USER otter
+ENV OTTER_DEMO_MODEL_LISTEN=0.0.0.0:8090
+EXPOSE 8090
+ENTRYPOINT ["/usr/local/bin/otter-demo-model"]
 
 # ---- server: small runtime, non-root ------------------------------------------------------------
-FROM ${RUNTIME_IMAGE} AS server
+FROM ${OTTER_DEBIAN_IMAGE} AS server
+ARG OTTER_EXTRA_CA_CERT=
+COPY scripts/docker/trust-extra-ca.sh /usr/local/lib/otter/trust-extra-ca.sh
 # The server registers workspaces, so it writes VIBE_HOMEs too (same uid as the worker).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
+ && OTTER_EXTRA_CA_CERT="$OTTER_EXTRA_CA_CERT" sh /usr/local/lib/otter/trust-extra-ca.sh \
  && useradd --system --uid 10001 --home-dir /var/lib/otter --create-home otter \
  && mkdir -p /var/lib/otter/vibe /workspaces \
  && chown -R otter:otter /var/lib/otter /workspaces
@@ -32,20 +68,30 @@ COPY --from=build /out/otter-server /usr/local/bin/otter-server
 USER otter
 ENV OTTER_LISTEN_ADDR=0.0.0.0:8080
 EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=6 \
   CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
 ENTRYPOINT ["/usr/local/bin/otter-server"]
 
-# ---- worker: CPython 3.12 + the real vibe, non-root -------------------------------------------------
-FROM ${PYTHON_IMAGE} AS worker
+# ---- worker: CPython + the real vibe + the docker CLI, non-root -----------------------------------
+FROM ${OTTER_PYTHON_IMAGE} AS worker
+ARG OTTER_EXTRA_CA_CERT=
+COPY scripts/docker/trust-extra-ca.sh /usr/local/lib/otter/trust-extra-ca.sh
+# docker-cli: Otter's instructions tell vibe to build and run the app in Docker (through the
+# mounted socket). Every Python client trusts the system bundle (an extra CA included), not
+# certifi's copy.
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl git \
+ && apt-get install -y --no-install-recommends ca-certificates curl git docker-cli \
  && rm -rf /var/lib/apt/lists/* \
+ && OTTER_EXTRA_CA_CERT="$OTTER_EXTRA_CA_CERT" sh /usr/local/lib/otter/trust-extra-ca.sh \
  && useradd --system --uid 10001 --home-dir /var/lib/otter --create-home otter \
  && mkdir -p /var/lib/otter/vibe /workspaces \
  && chown -R otter:otter /var/lib/otter /workspaces
 COPY scripts/install_mistral_vibe.sh /usr/local/lib/otter/install_mistral_vibe.sh
-RUN OTTER_PYTHON=/usr/local/bin/python3 OTTER_VIBE_VENV=/opt/vibe OTTER_BIN_DIR=/usr/local/bin \
+RUN OTTER_PYTHON="$(command -v python3)" OTTER_VIBE_VENV=/opt/vibe OTTER_BIN_DIR=/usr/local/bin \
     bash /usr/local/lib/otter/install_mistral_vibe.sh
 COPY --from=build /out/otter-worker /usr/local/bin/otter-worker
 USER otter

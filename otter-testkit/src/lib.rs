@@ -317,3 +317,20 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Says loudly that a test cannot run because `what` is missing, and returns so that the caller
+/// can skip it; with `OTTER_REQUIRE_DOCKER=1` (set by CI, `.ci/run`) the test fails instead, so
+/// that nothing passes silently where the prerequisite is expected.
+pub fn missing_prerequisite(test: &str, what: &str) {
+    let required = std::env::var("OTTER_REQUIRE_DOCKER").is_ok_and(|v| v == "1" || v == "true");
+    assert!(
+        !required,
+        "{test}: {what}, and OTTER_REQUIRE_DOCKER=1 says it must be there"
+    );
+    eprintln!(
+        "\n********************************************************************\n\
+         SKIPPED {test}: {what}.\n\
+         Set OTTER_REQUIRE_DOCKER=1 to make this a failure (CI does).\n\
+         ********************************************************************\n"
+    );
+}

@@ -1,65 +1,182 @@
-//! The shipped compose file is valid, and `.env.example` is enough to configure it.
+//! The shipped compose file and Dockerfile: valid for Compose v1 and v2 with and without `.env`,
+//! every base image and the published port set by a variable, the demo model behind its profile,
+//! the Docker socket reachable from both the server and the worker, and a Dockerfile that the
+//! classic builder accepts. The stack itself is built and brought up by
+//! `scripts/compose-smoke.sh` (a step of `scripts/test.sh`).
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[test]
-fn docker_compose_config_passes() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Compose v2 (`docker compose`) where the docker CLI has it, else v1 (`docker-compose`); `None`
+/// after saying so (or failing, with `OTTER_REQUIRE_DOCKER=1`) when neither is installed.
+fn compose(test: &str) -> Option<(&'static str, Vec<&'static str>)> {
+    let works = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works("docker", &["compose", "version"]) {
+        Some(("docker", vec!["compose"]))
+    } else if works("docker-compose", &["version"]) {
+        Some(("docker-compose", vec![]))
+    } else {
+        otter_testkit::missing_prerequisite(
+            test,
+            "neither `docker compose` nor `docker-compose` is installed",
+        );
+        None
+    }
+}
+
+/// A scratch directory holding the compose file, and `.env.example` as `.env` when `with_env`.
+fn project(with_env: bool) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("otter-compose-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(
-        root.join("docker-compose.yml"),
+        root().join("docker-compose.yml"),
         dir.join("docker-compose.yml"),
     )
     .unwrap();
-    std::fs::copy(root.join(".env.example"), dir.join(".env")).unwrap();
-    // Compose v2 (`docker compose`) where the docker CLI has it, else v1 (`docker-compose`).
-    let v2 = Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let v1 = Command::new("docker-compose")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let compose: Option<(&str, Vec<&str>)> = if v2 {
-        Some(("docker", vec!["compose"]))
-    } else if v1 {
-        Some(("docker-compose", vec![]))
-    } else {
-        None
+    if with_env {
+        std::fs::copy(root().join(".env.example"), dir.join(".env")).unwrap();
+    }
+    dir
+}
+
+/// `compose [args] config` in `dir` with `vars` set (and every OTTER_ variable of the test's own
+/// environment removed): the resolved file, or a panic with compose's error.
+fn resolved(
+    (program, prefix): &(&str, Vec<&str>),
+    dir: &Path,
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> String {
+    let mut cmd = Command::new(program);
+    cmd.args(prefix).args(args).arg("config").current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OTTER_") || key == "COMPOSE_PROJECT_NAME" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(vars.iter().copied());
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {prefix:?} {args:?} config failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_compose_file_resolves_with_and_without_a_dot_env() {
+    let Some(compose) = compose("the_compose_file_resolves_with_and_without_a_dot_env") else {
+        return;
     };
-    let ran = compose.is_some();
-    if let Some((program, prefix)) = compose {
-        let check = Command::new(program)
-            .args(&prefix)
-            .args(["config", "-q"])
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&check.stderr);
-        assert!(
-            check.status.success(),
-            "{program} {prefix:?} config -q failed: {stderr}"
-        );
-        let full = Command::new(program)
-            .args(&prefix)
-            .arg("config")
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&full.stdout);
+    for with_env in [true, false] {
+        let dir = project(with_env);
+        let text = resolved(&compose, &dir, &[], &[]);
         for service in ["postgres:", "redis:", "otter-server:", "otter-worker:"] {
             assert!(
                 text.contains(service),
-                "{service} missing from the resolved config"
+                "{service} missing from the resolved config (.env: {with_env})"
             );
         }
+        // The demo model is off unless asked for.
+        assert!(
+            !text.contains("otter-demo-model:"),
+            "the demo model runs without --profile demo (.env: {with_env}):\n{text}"
+        );
+        let demo = resolved(&compose, &dir, &["--profile", "demo"], &[]);
+        assert!(demo.contains("otter-demo-model:"), "{demo}");
+        // The official images by default, the port on the host's loopback only.
+        for image in [
+            "rust:1-trixie",
+            "debian:trixie-slim",
+            "python:3.12-slim-trixie",
+            "postgres:16-bookworm",
+            "redis:7-bookworm",
+        ] {
+            assert!(text.contains(image), "{image} is not the default:\n{text}");
+        }
+        assert!(text.contains("127.0.0.1"), "{text}");
+        std::fs::remove_dir_all(&dir).ok();
     }
+}
+
+#[test]
+fn every_base_image_the_port_and_the_docker_group_are_variables() {
+    let Some(compose) = compose("every_base_image_the_port_and_the_docker_group_are_variables")
+    else {
+        return;
+    };
+    let dir = project(false);
+    let vars = [
+        ("OTTER_RUST_IMAGE", "example.test/rust-standin:1"),
+        ("OTTER_DEBIAN_IMAGE", "example.test/debian-standin:1"),
+        ("OTTER_PYTHON_IMAGE", "example.test/python-standin:1"),
+        ("OTTER_POSTGRES_IMAGE", "example.test/postgres-standin:1"),
+        ("OTTER_REDIS_IMAGE", "example.test/redis-standin:1"),
+        ("OTTER_HTTP_PORT", "18123"),
+        ("OTTER_DOCKER_GID", "4242"),
+    ];
+    let text = resolved(&compose, &dir, &["--profile", "demo"], &vars);
+    for (name, value) in vars {
+        assert!(text.contains(value), "{name}={value} is not used:\n{text}");
+    }
+    // The server (runtime API) and the worker (vibe's docker CLI) both reach the socket, each
+    // with the socket's group.
+    assert_eq!(
+        text.matches("/var/run/docker.sock:/var/run/docker.sock")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(text.matches("4242").count(), 2, "{text}");
     std::fs::remove_dir_all(&dir).ok();
-    if !ran {
-        eprintln!(
-            "\n*** SKIPPED docker_compose_config_passes: neither `docker compose` nor `docker-compose` is installed ***\n"
+}
+
+#[test]
+fn the_dockerfile_builds_with_the_classic_builder_and_caches_dependencies() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    // BuildKit-only syntax makes the classic builder (engine 20.10 without buildx) refuse it, and
+    // a syntax directive makes BuildKit pull a frontend image.
+    assert!(
+        !dockerfile.lines().any(|l| l.starts_with("# syntax")),
+        "a syntax directive"
+    );
+    assert!(
+        !dockerfile.contains("--mount"),
+        "RUN --mount needs BuildKit"
+    );
+    for arg in [
+        "OTTER_RUST_IMAGE",
+        "OTTER_DEBIAN_IMAGE",
+        "OTTER_PYTHON_IMAGE",
+    ] {
+        assert!(
+            dockerfile.contains(&format!("ARG {arg}=")),
+            "{arg} is not a build argument with a default"
+        );
+    }
+    assert!(dockerfile.contains("ARG OTTER_EXTRA_CA_CERT"));
+    // The dependency layer is built from every member's manifest: a crate left out would fail
+    // the build (or silently miss the cache).
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let members = manifest
+        .lines()
+        .find(|l| l.starts_with("members"))
+        .expect("workspace members");
+    for member in members.split('"').skip(1).step_by(2) {
+        let copy = format!("COPY {member}/Cargo.toml {member}/Cargo.toml");
+        assert!(
+            dockerfile.contains(&copy),
+            "the Dockerfile's dependency layer lacks `{copy}`"
         );
     }
 }

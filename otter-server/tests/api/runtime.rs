@@ -6,7 +6,7 @@
 //! linked busybox of Debian's `busybox-static` (scripts/test.sh installs it) and serves HTTP with
 //! `busybox httpd`. Every container, image and network gets a name unique to its test and is
 //! removed by [`DockerCleanup`] even when the test fails. Where no Docker engine answers at all,
-//! the Docker tests say so loudly and skip.
+//! the Docker tests say so loudly and skip, or fail with `OTTER_REQUIRE_DOCKER=1` (CI).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -107,11 +107,9 @@ async fn docker_app(cleanup: &DockerCleanup) -> Option<TestApp> {
     match runtime.ping().await {
         Ok(()) => Some(app),
         Err(e) => {
-            eprintln!(
-                "\n********************************************************************\n\
-                 SKIPPED: no Docker engine answers ({e}).\n\
-                 The runtime container tests need one (DESIGN.md §9).\n\
-                 ********************************************************************\n"
+            otter_testkit::missing_prerequisite(
+                "the runtime container tests",
+                &format!("no Docker engine answers ({e}); they need one (DESIGN.md §9)"),
             );
             None
         }
