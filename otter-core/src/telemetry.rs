@@ -20,19 +20,26 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// Cancels `token` on SIGINT or SIGTERM (the binaries' graceful shutdown).
-pub async fn cancel_on_signal(token: tokio_util::sync::CancellationToken) {
+/// Cancels `token` on SIGINT or SIGTERM (the binaries' graceful shutdown). The handlers are
+/// installed by this call, not when the returned future is first polled: a signal that comes
+/// before a spawned task first runs is caught rather than killing the process.
+pub fn cancel_on_signal(
+    token: tokio_util::sync::CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("could not install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("could not install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        token.cancel();
     }
-    token.cancel();
 }
