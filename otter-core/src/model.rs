@@ -151,6 +151,10 @@ pub struct JobOutput {
     pub stop_reason: Option<String>,
     /// The kept part of export.json (its `config` is dropped).
     pub export: Option<serde_json::Value>,
+    /// The model vibe ran: the alias export.json's `config.active_model` names (`otter-demo` for
+    /// the demo model). Not a column of its own: it is `export`'s `model`, which is what is
+    /// stored and what a job read back carries here.
+    pub model: Option<String>,
 }
 
 /// A prompt to run, and everything known about its runs.

@@ -711,6 +711,8 @@ fn export_v3_finished() {
     assert_eq!(e.steps, Some(3));
     assert_eq!(e.exit_code, Some(0));
     assert_eq!(e.vibe_version.as_deref(), Some("3.0.3"));
+    // The model: the alias config.toml made active (`config.active_model`).
+    assert_eq!(e.model.as_deref(), Some("mock"));
     assert_eq!(
         e.session_id.as_deref(),
         Some("fcf6b7f9-cc77-b5bc-7764-7108e36a41c5")
@@ -806,8 +808,8 @@ fn export_v3_errors() {
         let e = export(&format!("vibe-3.0.3/cases/{case}/export.json"));
         assert_eq!(e.outcome.as_deref(), Some("config_error"), "{case}");
         assert_eq!(
-            (e.usage, e.cost_usd, e.steps, e.session_id),
-            (None, None, None, None)
+            (e.usage, e.cost_usd, e.steps, e.session_id, e.model),
+            (None, None, None, None, None)
         );
         let error = e.error.unwrap_or_default();
         assert_eq!(error.code, None, "{case}");
@@ -845,6 +847,7 @@ fn export_v2() {
         (Some(0.015016), Some(14892), Some(3))
     );
     assert_eq!(e.vibe_version.as_deref(), Some("2.26.1"));
+    assert_eq!(e.model.as_deref(), Some("mock"));
 
     let e = export("vibe-2.26.1/cases/turn-limit/export.json");
     assert_eq!(

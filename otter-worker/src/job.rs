@@ -404,6 +404,7 @@ fn output(export: Option<&RunExport>, final_text: Option<&str>) -> JobOutput {
         outcome: export.and_then(|e| e.outcome.clone()),
         stop_reason: export.and_then(|e| e.stop_reason.clone()),
         export: export.and_then(|e| serde_json::to_value(e).ok()),
+        model: export.and_then(|e| e.model.clone()),
     }
 }
 

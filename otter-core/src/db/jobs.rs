@@ -56,6 +56,12 @@ struct JobRow {
 
 impl From<JobRow> for Job {
     fn from(r: JobRow) -> Self {
+        let model = r
+            .export
+            .as_ref()
+            .and_then(|e| e.get("model"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
         let output = r.has_output.then_some(JobOutput {
             final_text: r.final_text,
             usage: r.usage,
@@ -63,6 +69,7 @@ impl From<JobRow> for Job {
             outcome: r.outcome,
             stop_reason: r.stop_reason,
             export: r.export,
+            model,
         });
         Job {
             id: r.id,

@@ -3,8 +3,9 @@
 //! vibe 3.x and 2.26 write it on every exit, including errors, limits and SIGTERM (even config
 //! errors before any request, then with `usage`, `cost_usd`, `steps` and `session_id` null);
 //! vibe 1.x never writes one. Besides the fields kept in [`RunExport`] it holds `config` (the
-//! whole effective configuration, several KB), `limits`, `started_at`, `ended_at`,
-//! `schema_version`, `journal_dir` and sometimes `warnings`.
+//! whole effective configuration, several KB, of which only `active_model` is kept, as
+//! [`RunExport::model`]), `limits`, `started_at`, `ended_at`, `schema_version`, `journal_dir`
+//! and sometimes `warnings`.
 //!
 //! Values seen in the captures: `outcome` is one of `finished`, `turn_limit`, `price_limit`,
 //! `token_limit`, `deadline` (`--time-limit`), `terminated` (SIGTERM), `config_error`,
@@ -48,6 +49,11 @@ pub struct RunExport {
     /// vibe's session id (what `--resume` takes).
     #[serde(default)]
     pub session_id: Option<String>,
+    /// The model vibe ran: the alias its effective configuration names (`config.active_model`,
+    /// e.g. `mistral-medium-3.5`, or `otter-demo` for the demo model); absent when vibe stopped
+    /// before it had a configuration, or left the model unpinned.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// The `error` object of export.json.
@@ -96,7 +102,8 @@ impl RunExport {
 /// Parse export.json bytes.
 ///
 /// The document must be a JSON object, else [`ExportReadError::Invalid`]. Only the kept fields
-/// are built: `config` and every other field are skipped without being deserialized. A kept
+/// are built: every other field, and `config` but for its `active_model`, is skipped without
+/// being deserialized. A kept
 /// field with an unexpected type (say, a string `steps`) is dropped to `None` with a warning
 /// rather than failing the whole export.
 pub fn parse_export(bytes: &[u8]) -> Result<RunExport, ExportReadError> {
@@ -127,6 +134,8 @@ struct RawExport {
     exit_code: Option<Value>,
     vibe_version: Option<Value>,
     session_id: Option<Value>,
+    /// `config.active_model`.
+    active_model: Option<Value>,
 }
 
 impl<'de> serde::Deserialize<'de> for RawExport {
@@ -157,6 +166,10 @@ impl<'de> Visitor<'de> for RawExportVisitor {
                 "exit_code" => &mut raw.exit_code,
                 "vibe_version" => &mut raw.vibe_version,
                 "session_id" => &mut raw.session_id,
+                "config" => {
+                    raw.active_model = map.next_value::<ActiveModel>()?.0;
+                    continue;
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -169,6 +182,67 @@ impl<'de> Visitor<'de> for RawExportVisitor {
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, _seq: A) -> Result<RawExport, A::Error> {
         Err(de::Error::invalid_type(de::Unexpected::Seq, &self))
+    }
+}
+
+/// `config.active_model`, read without building the rest of `config`; `None` when `config` is
+/// not an object.
+struct ActiveModel(Option<Value>);
+
+impl<'de> serde::Deserialize<'de> for ActiveModel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ActiveModelVisitor)
+    }
+}
+
+struct ActiveModelVisitor;
+
+impl<'de> Visitor<'de> for ActiveModelVisitor {
+    type Value = ActiveModel;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("vibe's configuration")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ActiveModel, A::Error> {
+        let mut active = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "active_model" {
+                active = Some(map.next_value::<Value>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(ActiveModel(active))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<ActiveModel, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(ActiveModel(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<ActiveModel, E> {
+        Ok(ActiveModel(None))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<ActiveModel, E> {
+        Ok(ActiveModel(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<ActiveModel, E> {
+        Ok(ActiveModel(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<ActiveModel, E> {
+        Ok(ActiveModel(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<ActiveModel, E> {
+        Ok(ActiveModel(None))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<ActiveModel, E> {
+        Ok(ActiveModel(None))
     }
 }
 
@@ -193,6 +267,8 @@ impl RawExport {
                 .and_then(|code| i32::try_from(code).ok()),
             vibe_version: string("vibe_version", self.vibe_version),
             session_id: string("session_id", self.session_id),
+            // An empty `active_model` is vibe's "not pinned".
+            model: string("config.active_model", self.active_model).filter(|m| !m.is_empty()),
         }
     }
 }
@@ -258,6 +334,29 @@ mod tests {
                 ..RunExport::default()
             })
         );
+    }
+
+    #[test]
+    fn the_model_is_the_configurations_active_model() {
+        let model = |json: &str| parse_export(json.as_bytes()).ok().map(|e| e.model);
+        assert_eq!(
+            model(
+                r#"{"config": {"providers": [{"name": "x"}], "active_model": "otter-demo", "models": {}}}"#
+            ),
+            Some(Some("otter-demo".to_owned()))
+        );
+        for json in [
+            r#"{"config": {"active_model": ""}}"#,
+            r#"{"config": {"active_model": null}}"#,
+            r#"{"config": {"active_model": 7}}"#,
+            r#"{"config": {"models": {"a": {"active_model": "nested"}}}}"#,
+            r#"{"config": null}"#,
+            r#"{"config": "text"}"#,
+            r#"{"config": [1, {"active_model": "x"}]}"#,
+            r#"{"config": 1.5, "active_model": "top-level"}"#,
+        ] {
+            assert_eq!(model(json), Some(None), "{json}");
+        }
     }
 
     #[test]

@@ -179,6 +179,7 @@ async fn a_run_whose_output_holds_a_nul_is_stored_with_u_fffd_in_its_place() {
             outcome: Some("error".into()),
             stop_reason: None,
             export: Some(json!({"k\0": ["v\0"]})),
+            model: None,
         }),
         retry_delay: Duration::ZERO,
         details: json!({"setup": {"error": "s\0"}}),

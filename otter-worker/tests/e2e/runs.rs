@@ -34,6 +34,8 @@ async fn a_prompt_runs_to_success_with_every_line_in_order() {
     assert!(job["started_at"].is_string() && job["finished_at"].is_string());
     assert_eq!(job["output"]["final_text"], FINAL_TEXT);
     assert_eq!(job["output"]["outcome"], "finished");
+    // The model export.json names (the stand-in's default, as in the capture).
+    assert_eq!(job["output"]["model"], "mock", "{job}");
     assert!(
         job["output"]["cost"].as_f64().is_some_and(|c| c > 0.0),
         "{job}"
@@ -169,6 +171,7 @@ async fn vibe_is_invoked_as_the_design_says() {
         assert_eq!(env[var], "mistral-large-3", "{var}");
     }
     assert_eq!(env["VIBE_PROVIDER"], "mistral");
+    assert_eq!(job["output"]["model"], "mistral-large-3", "{job}");
     assert_eq!(env["OTTER_TEST_EXTRA"], "forwarded");
     // Otter's own secrets never reach vibe: only the variables it sets on purpose.
     assert_eq!(env["DATABASE_URL"], Value::Null);
