@@ -59,6 +59,18 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The format `OTTER_LOG_FORMAT` names (`text` when unset or empty). Binaries that read no
+    /// other part of [`Config`] (`otter-demo-model`) use this too.
+    pub fn from_var(value: Option<&str>) -> Result<Self, ConfigError> {
+        match value.map(str::trim).filter(|v| !v.is_empty()) {
+            None | Some("text") => Ok(Self::Text),
+            Some("json") => Ok(Self::Json),
+            Some(other) => Err(invalid("OTTER_LOG_FORMAT", other, "expected text or json")),
+        }
+    }
+}
+
 /// Everything Otter's processes read from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -136,6 +148,12 @@ pub struct Config {
     pub runtime_max_log_lines: usize,
     /// `MISTRAL_API_KEY` (optional): written to each workspace's `VIBE_HOME/.env` and passed to vibe.
     pub mistral_api_key: Option<Secret>,
+    /// `OTTER_DEMO` (default false): every workspace's vibe runs against the scripted demo model
+    /// (`otter-demo-model`) instead of a real one, see [`crate::demo`]. Off unless asked for.
+    pub demo: bool,
+    /// `OTTER_DEMO_MODEL_URL` (default `http://127.0.0.1:8090/v1`): the demo model's API base,
+    /// vibe's `api_base` for it.
+    pub demo_model_url: String,
 }
 
 impl Config {
@@ -235,13 +253,7 @@ impl Config {
                 })
                 .unwrap_or_default(),
             allow_unauthenticated: env.bool("OTTER_ALLOW_UNAUTHENTICATED", false)?,
-            log_format: match env.get("OTTER_LOG_FORMAT").as_deref() {
-                None | Some("text") => LogFormat::Text,
-                Some("json") => LogFormat::Json,
-                Some(other) => {
-                    return Err(invalid("OTTER_LOG_FORMAT", other, "expected text or json"));
-                }
-            },
+            log_format: LogFormat::from_var(env.get("OTTER_LOG_FORMAT").as_deref())?,
             runtime_enabled: env.bool("OTTER_RUNTIME_ENABLED", false)?,
             runtime_docker_socket: env
                 .get("OTTER_RUNTIME_DOCKER_SOCKET")
@@ -264,6 +276,8 @@ impl Config {
                 1..=1_000_000,
             )?,
             mistral_api_key: env.get("MISTRAL_API_KEY").map(Secret::new),
+            demo: env.bool("OTTER_DEMO", false)?,
+            demo_model_url: env.http_url("OTTER_DEMO_MODEL_URL", "http://127.0.0.1:8090/v1")?,
         };
         Ok(config)
     }
@@ -329,6 +343,21 @@ impl Env<'_> {
             Some("0" | "false" | "no" | "off") => Ok(false),
             Some(other) => Err(invalid(name, other, "expected true or false")),
         }
+    }
+
+    /// An `http` or `https` URL without credentials, its trailing `/` removed. Not for
+    /// secrets: the value is shown in the error.
+    fn http_url(&self, name: &'static str, default: &str) -> Result<String, ConfigError> {
+        let raw = self.get(name).unwrap_or_else(|| default.to_owned());
+        let url =
+            url::Url::parse(&raw).map_err(|e| invalid(name, &raw, &format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(invalid(name, &raw, "expected an http or https URL"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(name, "<redacted>", "must not hold credentials"));
+        }
+        Ok(raw.trim_end_matches('/').to_owned())
     }
 
     fn socket_addr(&self, name: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
@@ -510,6 +539,47 @@ mod tests {
         assert_eq!(config.cancel_grace, Duration::from_secs(10));
         assert!(config.default_workspace_path.is_none());
         assert!(config.allowed_roots.is_empty());
+    }
+
+    #[test]
+    fn the_demo_is_off_unless_asked_for() {
+        let config = Config::from_map(&vars(&base())).expect("valid");
+        assert!(!config.demo);
+        assert_eq!(config.demo_model_url, "http://127.0.0.1:8090/v1");
+
+        let mut v = base();
+        v.extend([
+            ("OTTER_DEMO", "true"),
+            ("OTTER_DEMO_MODEL_URL", "http://otter-demo-model:8090/v1/"),
+        ]);
+        let config = Config::from_map(&vars(&v)).expect("valid");
+        assert!(config.demo);
+        assert_eq!(config.demo_model_url, "http://otter-demo-model:8090/v1");
+        // Set but empty counts as unset, like every other variable.
+        let mut v = base();
+        v.push(("OTTER_DEMO", ""));
+        assert!(!Config::from_map(&vars(&v)).expect("valid").demo);
+    }
+
+    #[test]
+    fn a_bad_demo_setting_stops_start_up_naming_the_variable() {
+        for (var, value) in [
+            ("OTTER_DEMO", "maybe"),
+            ("OTTER_DEMO", "enabled"),
+            ("OTTER_DEMO_MODEL_URL", "otter-demo-model:8090"),
+            ("OTTER_DEMO_MODEL_URL", "ftp://h/v1"),
+            ("OTTER_DEMO_MODEL_URL", "http://user:pw@h/v1"),
+        ] {
+            let mut v = base();
+            v.push((var, value));
+            let err = Config::from_map(&vars(&v)).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { var: named, .. } if *named == var),
+                "{var}={value}: {err}"
+            );
+            assert!(err.to_string().contains(var), "{var}={value}: {err}");
+            assert!(!err.to_string().contains("pw@"), "{err}");
+        }
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! process runner ([`runner`]), vibe's output formats ([`vibe`]), workspaces and their `VIBE_HOME`
 //! ([`workspace`]), safe file access inside a workspace ([`files`]), shell commands with
 //! persistent sessions ([`shell`]), preview URLs ([`preview`]), runtime containers through the
-//! Docker API ([`runtime`]), Prometheus metrics ([`metrics`]) and Otter's instructions to vibe
-//! ([`instructions`]). It knows nothing of HTTP.
+//! Docker API ([`runtime`]), Prometheus metrics ([`metrics`]), Otter's instructions to vibe
+//! ([`instructions`]) and the demo model's place in vibe's configuration ([`demo`]). It knows
+//! nothing of HTTP.
 //!
 //! ## Embedding Otter
 //!
@@ -91,6 +92,7 @@
 
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod feed;
 pub mod files;
 pub mod instructions;

@@ -1,9 +1,11 @@
 //! Workspaces on disk: checking a requested path against `OTTER_ALLOWED_ROOTS`, and provisioning
-//! the workspace's own `VIBE_HOME` (DESIGN.md §6).
+//! the workspace's own `VIBE_HOME` (DESIGN.md §6), whose `config.toml` the worker brings up to
+//! date before each run ([`refresh_vibe_config`]).
 
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::Config;
+use crate::demo;
 use crate::model::WorkspaceId;
 
 /// Longest path accepted, in bytes.
@@ -131,9 +133,9 @@ const OTTER_SETTINGS: &[(&str, &str)] = &[
 ];
 
 /// Creates the workspace's `VIBE_HOME`: the template home copied in first when configured, then
-/// `config.toml` (telemetry and update checks off, the template's other settings kept),
-/// `trusted_folders.toml` trusting exactly `workspace_path`, and `.env` with the API key
-/// (mode 0600).
+/// `config.toml` (telemetry and update checks off, the demo model's entry when `OTTER_DEMO` is
+/// on, the template's other settings kept), `trusted_folders.toml` trusting exactly
+/// `workspace_path`, and `.env` with the API key (mode 0600).
 pub fn provision_vibe_home(
     config: &Config,
     home: &Path,
@@ -150,7 +152,7 @@ pub fn provision_vibe_home(
     }
     let config_path = home.join("config.toml");
     let existing = std::fs::read_to_string(&config_path).unwrap_or_default();
-    std::fs::write(&config_path, merge_top_level(&existing, OTTER_SETTINGS))
+    std::fs::write(&config_path, vibe_config(config, &existing))
         .map_err(io(format!("writing {}", config_path.display())))?;
 
     let trusted = format!(
@@ -171,6 +173,32 @@ pub fn provision_vibe_home(
     std::fs::write(&env_path, env).map_err(io(format!("writing {}", env_path.display())))?;
     set_mode(&env_path, 0o600)?;
     Ok(())
+}
+
+/// Brings an existing `VIBE_HOME/config.toml` up to date with this process's configuration:
+/// Otter's settings, and the demo model's entry added or taken out as `OTTER_DEMO` says. The
+/// worker calls it before every run, so a workspace made before a change of `OTTER_DEMO` (or by
+/// a server configured differently) runs as the worker is configured. The file is written only
+/// when something changes; one running job per workspace makes the write safe.
+pub fn refresh_vibe_config(config: &Config, home: &Path) -> Result<(), WorkspaceError> {
+    let config_path = home.join("config.toml");
+    let existing = match std::fs::read_to_string(&config_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(format!("reading {}", config_path.display()))(e)),
+    };
+    let wanted = vibe_config(config, &existing);
+    if wanted != existing {
+        std::fs::write(&config_path, wanted)
+            .map_err(io(format!("writing {}", config_path.display())))?;
+    }
+    Ok(())
+}
+
+/// `config.toml` as Otter wants it, from what is there now.
+fn vibe_config(config: &Config, existing: &str) -> String {
+    let demo_url = config.demo.then_some(config.demo_model_url.as_str());
+    demo::merge_vibe_config(&merge_top_level(existing, OTTER_SETTINGS), demo_url)
 }
 
 /// A `.env` with every line of `existing` except its `MISTRAL_API_KEY` ones when `key` is given,
@@ -259,7 +287,7 @@ fn merge_top_level(existing: &str, settings: &[(&str, &str)]) -> String {
 }
 
 /// A TOML basic string.
-fn toml_string(s: &str) -> String {
+pub(crate) fn toml_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -302,6 +330,64 @@ mod tests {
         );
         assert_eq!(merge_env(template, None), template);
         assert_eq!(merge_env("", None), "");
+    }
+
+    fn config(demo: bool) -> Config {
+        let vars: std::collections::HashMap<String, String> = [
+            ("OTTER_DATABASE_URL", "postgres://u@h/d"),
+            ("OTTER_REDIS_URL", "redis://h"),
+            ("OTTER_DEMO", if demo { "true" } else { "false" }),
+            ("OTTER_DEMO_MODEL_URL", "http://127.0.0.1:9/v1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        Config::from_map(&vars).expect("a valid config")
+    }
+
+    #[test]
+    fn an_existing_home_follows_otter_demo_both_ways() {
+        let home = std::env::temp_dir().join(format!("otter-home-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&home).expect("create the home");
+        let path = home.join("config.toml");
+        let template = "active_model = \"mock\"\n\n[[providers]]\nname = \"mock\"\n";
+        std::fs::write(&path, template).expect("write config.toml");
+        let read = || std::fs::read_to_string(&path).expect("read config.toml");
+
+        refresh_vibe_config(&config(true), &home).expect("demo on");
+        let on = read();
+        assert!(on.contains("enable_telemetry = false"), "{on}");
+        assert!(
+            on.contains("active_model = \"mock\""),
+            "the template's line stays:\n{on}"
+        );
+        assert!(on.contains("api_base = \"http://127.0.0.1:9/v1\""), "{on}");
+        assert!(on.contains("alias = \"otter-demo\""), "{on}");
+
+        // Nothing to change: the file is not written again (its old mtime stays).
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(old))
+            .expect("set the mtime");
+        refresh_vibe_config(&config(true), &home).expect("demo still on");
+        assert_eq!(read(), on);
+        assert_eq!(
+            std::fs::metadata(&path).and_then(|m| m.modified()).ok(),
+            Some(old)
+        );
+
+        refresh_vibe_config(&config(false), &home).expect("demo off");
+        let off = read();
+        assert!(!off.contains("otter-demo"), "{off}");
+        assert!(off.contains("[[providers]]\nname = \"mock\""), "{off}");
+
+        // A home without config.toml gets one.
+        std::fs::remove_file(&path).expect("remove config.toml");
+        refresh_vibe_config(&config(true), &home).expect("demo on, no file");
+        assert!(read().contains("name = \"otter-demo\""));
+        let _ = std::fs::remove_dir_all(&home);
     }
 
     #[test]

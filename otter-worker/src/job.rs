@@ -12,7 +12,7 @@ use otter_core::db::{retry_read, workspaces};
 use otter_core::model::{Job, JobOutput, NewEvent, OutputStream, Workspace, kinds};
 use otter_core::runner::{self, RunOutcome, RunSpec, RunnerError, SpillSpec, secret_env_names};
 use otter_core::vibe::{RunExport, read_export};
-use otter_core::{Config, instructions};
+use otter_core::{Config, demo, instructions, workspace};
 use serde_json::json;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -270,6 +270,8 @@ async fn prepare(
     tokio::fs::create_dir_all(run_dir)
         .await
         .map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
+    // The home may predate this worker's configuration (OTTER_DEMO turned on or off since).
+    workspace::refresh_vibe_config(config, home).map_err(|e| e.to_string())?;
     let instructions = instructions::render(job.id, &config.api_base_url);
     let agents = home.join("AGENTS.md");
     // Written in both ways: a vibe that reads it is told, one that does not loses nothing.
@@ -306,14 +308,19 @@ async fn prepare(
     if let Some(key) = &config.mistral_api_key {
         env.push(("MISTRAL_API_KEY".to_owned(), key.expose().to_owned()));
     }
-    if let Some(model) = &config.vibe_model {
-        // vibe 3.x reads only VIBE_ACTIVE_MODEL; older versions the other two (DESIGN.md §4).
-        for name in ["VIBE_ACTIVE_MODEL", "VIBE_MODEL", "MISTRAL_MODEL"] {
-            env.push((name.to_owned(), model.clone()));
+    if config.demo {
+        // The demo model, whatever OTTER_VIBE_MODEL says, and its dummy key.
+        env.extend(demo::vibe_env());
+    } else {
+        if let Some(model) = &config.vibe_model {
+            // vibe 3.x reads only VIBE_ACTIVE_MODEL; older versions the other two (DESIGN.md §4).
+            for name in ["VIBE_ACTIVE_MODEL", "VIBE_MODEL", "MISTRAL_MODEL"] {
+                env.push((name.to_owned(), model.clone()));
+            }
         }
-    }
-    if let Some(provider) = &config.vibe_provider {
-        env.push(("VIBE_PROVIDER".to_owned(), provider.clone()));
+        if let Some(provider) = &config.vibe_provider {
+            env.push(("VIBE_PROVIDER".to_owned(), provider.clone()));
+        }
     }
     env.push(("OTTER_JOB_ID".to_owned(), job.id.to_string()));
     // Good only for posting this job's preview URL while this run lasts.

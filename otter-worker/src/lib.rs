@@ -73,6 +73,18 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
         vibe = %config.vibe_bin.display(),
         "worker started"
     );
+    if config.demo {
+        tracing::warn!(
+            model = otter_core::demo::MODEL,
+            url = %config.demo_model_url,
+            "OTTER_DEMO is on: every run uses the scripted demo model, not a real model"
+        );
+        if config.vibe_model.is_some() || config.vibe_provider.is_some() {
+            tracing::warn!(
+                "OTTER_VIBE_MODEL and OTTER_VIBE_PROVIDER are ignored while OTTER_DEMO is on"
+            );
+        }
+    }
 
     let tracker = TaskTracker::new();
     // Cancelled only when the shutdown grace has run out: stops the jobs still running.

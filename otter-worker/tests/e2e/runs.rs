@@ -215,6 +215,48 @@ async fn vibe_is_invoked_as_the_design_says() {
 }
 
 #[tokio::test]
+async fn with_otter_demo_vibe_is_pointed_at_the_demo_model_whatever_else_is_set() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let record = app.env.dir.join("record.jsonl");
+    let extra = scenario(
+        "tools",
+        &[&format!("FAKE_VIBE_RECORD={}", record.display())],
+    );
+    let _worker = Worker::start(
+        &app,
+        &[
+            ("OTTER_VIBE_EXTRA_ENV", &extra),
+            ("OTTER_DEMO", "true"),
+            ("OTTER_DEMO_MODEL_URL", "http://demo.example:8090/v1"),
+            ("OTTER_VIBE_MODEL", "mistral-large-3"),
+            ("OTTER_VIBE_PROVIDER", "mistral"),
+        ],
+    )
+    .await;
+    let job = finished(&app, &submit(&app, &ws, "hi", json!({})).await).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let env = &recorded_run(&record)["env"];
+    for var in ["VIBE_ACTIVE_MODEL", "VIBE_MODEL", "MISTRAL_MODEL"] {
+        assert_eq!(env[var], otter_core::demo::MODEL, "{var}");
+    }
+    assert_eq!(env["VIBE_PROVIDER"], Value::Null);
+    assert_eq!(
+        env[otter_core::demo::API_KEY_VAR],
+        otter_core::demo::API_KEY
+    );
+    assert_eq!(job["output"]["model"], otter_core::demo::MODEL, "{job}");
+    let config = std::fs::read_to_string(
+        std::path::Path::new(ws["vibe_home"].as_str().unwrap()).join("config.toml"),
+    )
+    .unwrap();
+    assert!(
+        config.contains("api_base = \"http://demo.example:8090/v1\""),
+        "{config}"
+    );
+}
+
+#[tokio::test]
 async fn a_configuration_error_fails_at_once_with_its_reason() {
     let (app, ws, _worker) = app_with_worker("config-error", &[]).await;
     let job = finished(&app, &submit(&app, &ws, "anything", json!({})).await).await;
