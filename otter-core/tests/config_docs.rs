@@ -1,5 +1,6 @@
-//! The configuration's documentation cannot drift from the code: every variable `Config` reads
-//! is in `.env.example` and in README.md's table, and `.env.example` itself is a valid config.
+//! The configuration's documentation cannot drift from the code: every variable `Config` reads,
+//! and every one `otter-demo-model` reads, is in `.env.example` and in README.md's table, and
+//! `.env.example` itself is a valid config.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -10,16 +11,24 @@ fn repo_file(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// Every `"OTTER_…"` string literal in config.rs: the variables `Config` reads.
+/// Every `"OTTER_…"` string literal in the two config modules: the variables `Config` and
+/// `otter-demo-model`'s `Settings` read.
 fn variables() -> BTreeSet<String> {
-    let source = repo_file("otter-core/src/config.rs");
     let mut vars = BTreeSet::new();
-    for piece in source.split('"').skip(1).step_by(2) {
-        if piece.starts_with("OTTER_") && piece.chars().all(|c| c.is_ascii_uppercase() || c == '_')
-        {
-            vars.insert(piece.to_owned());
+    for file in ["otter-core/src/config.rs", "otter-demo-model/src/config.rs"] {
+        let source = repo_file(file);
+        for piece in source.split('"').skip(1).step_by(2) {
+            if piece.starts_with("OTTER_")
+                && piece.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            {
+                vars.insert(piece.to_owned());
+            }
         }
     }
+    assert!(
+        vars.contains("OTTER_DEMO_MODEL_LISTEN"),
+        "found only {vars:?}"
+    );
     vars.insert("MISTRAL_API_KEY".to_owned());
     assert!(vars.len() > 30, "found only {vars:?}");
     vars
@@ -52,4 +61,6 @@ fn env_example_is_a_valid_configuration() {
     let config = otter_core::Config::from_map(&vars).expect(".env.example parses");
     assert_eq!(config.max_attempts, 5);
     assert_eq!(config.runtime_network, "otter_default");
+    // The demo model is off unless asked for, also in a .env copied from the example.
+    assert!(!config.demo);
 }
