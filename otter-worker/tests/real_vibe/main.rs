@@ -1,26 +1,30 @@
 //! End to end with the REAL vibe CLI (mistral-vibe 3.0.3, installed by
 //! `scripts/install_mistral_vibe.sh` into `~/.cache/otter/vibe-venv`): a real server and worker
 //! (in this process) run a prompt through the real `vibe`, which talks to the project's own
-//! scripted chat-completions server on 127.0.0.1 (DESIGN.md §9). The template home points vibe
-//! at that server with a custom provider, the way an operator would (`OTTER_VIBE_HOME_TEMPLATE`,
-//! fixtures/vibe-3.0.3/README.md).
+//! scripted chat-completions server on 127.0.0.1 (DESIGN.md §9): the demo model
+//! (`otter-demo-model`, run in-process). Two ways to point vibe at it:
 //!
-//! If vibe cannot be installed (no PyPI, no CPython >= 3.12) the test fails, saying so.
+//! * here, a template home with a custom provider, the way an operator points vibe at any model
+//!   (`OTTER_VIBE_HOME_TEMPLATE`, fixtures/vibe-3.0.3/README.md);
+//! * in [`demo`], `OTTER_DEMO=true`, with no template and no API key.
+//!
+//! If vibe cannot be installed (no PyPI, no CPython >= 3.12) the tests fail, saying so.
 
-#[allow(dead_code)] // the e2e harness has helpers this test does not need
+mod demo;
+#[allow(dead_code)] // the e2e harness has helpers these tests do not need
 #[path = "../e2e/harness.rs"]
 mod harness;
 mod install;
-mod mock_llm;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use otter_demo_model::DemoModel;
+use otter_demo_model::script::{COMMAND, FILE_CONTENT, FILE_NAME, FINAL_TEXT, REASONING};
 use otter_testkit::TestApp;
 use serde_json::{Value, json};
 
 use crate::harness::{Worker, events, finished, submit};
-use crate::mock_llm::{COMMAND, FILE_CONTENT, FILE_NAME, FINAL_TEXT, MockLlm};
 
 /// The fixture's prompt.
 const PROMPT: &str = "Create hello.txt containing a greeting, then show its contents with cat.";
@@ -28,8 +32,20 @@ const PROMPT: &str = "Create hello.txt containing a greeting, then show its cont
 /// The API key vibe must send, passed through `OTTER_VIBE_EXTRA_ENV`.
 const MOCK_KEY: &str = "mock-key-123";
 
-/// Writes a template vibe home whose `config.toml` makes the mock the active model (the
-/// fixture README's config, telemetry and update checks off).
+/// The model name the template's config.toml declares (what vibe asks the provider for).
+const TEMPLATE_MODEL: &str = "mock-model";
+
+/// The entries every run of the scripted conversation prints, `type:role-or-kind`.
+const SHAPE: [&str; 5] = [
+    "message:user",
+    "reasoning:",
+    "effect:file_write",
+    "effect:shell",
+    "message:assistant",
+];
+
+/// Writes a template vibe home whose `config.toml` makes the scripted server the active model
+/// (the fixture README's config, telemetry and update checks off).
 fn write_template(dir: &Path, api_base: &str) -> PathBuf {
     let template = dir.join("vibe-template");
     std::fs::create_dir_all(&template).expect("create the template home");
@@ -56,15 +72,14 @@ backend = "generic"
 api_style = "openai"
 
 [[models]]
-name = "{model}"
+name = "{TEMPLATE_MODEL}"
 provider = "mock"
 alias = "mock"
 temperature = 0.2
 input_price = 1.0
 output_price = 3.0
 max_context_length = 131072
-"#,
-        model = mock_llm::MODEL,
+"#
     );
     std::fs::write(template.join("config.toml"), config).expect("write config.toml");
     template
@@ -77,6 +92,52 @@ fn entries(events: &[Value]) -> Vec<&Value> {
         .filter(|e| e["kind"] == "output_chunk" && e["payload"]["stream"] == "stdout")
         .map(|e| &e["payload"]["entry"])
         .collect()
+}
+
+/// Each entry as `type:role` or `type:kind`.
+fn shape(entries: &[&Value]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["type"].as_str().unwrap_or("?"),
+                e["role"]
+                    .as_str()
+                    .or_else(|| e["detail"]["kind"].as_str())
+                    .unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// vibe's stderr lines.
+fn stderr(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "output_chunk" && e["payload"]["stream"] == "stderr")
+        .filter_map(|e| e["payload"]["text"].as_str())
+        .collect()
+}
+
+/// Checks the scripted conversation's entries: the user's prompt, the reasoning, the file write,
+/// the shell command and the final answer, each completed.
+fn assert_scripted_entries(entries: &[&Value], prompt: &str, context: &str) {
+    assert_eq!(shape(entries), SHAPE, "{context}");
+    assert_eq!(text(entries[0]), prompt);
+    assert_eq!(entries[1]["text"], REASONING, "{}", entries[1]);
+    let write = entries[2];
+    assert_eq!(write["state"]["status"], "completed", "{write}");
+    assert_eq!(write["detail"]["input"]["content"], FILE_CONTENT, "{write}");
+    let shell = entries[3];
+    assert_eq!(shell["state"]["status"], "completed", "{shell}");
+    assert_eq!(shell["detail"]["input"]["command"], COMMAND, "{shell}");
+    assert_eq!(
+        shell["state"]["outputText"],
+        format!("{FILE_CONTENT}done\n"),
+        "{shell}"
+    );
+    assert_eq!(text(entries[4]), FINAL_TEXT);
 }
 
 /// The text of a `message` entry.
@@ -97,7 +158,9 @@ async fn the_real_vibe_runs_a_prompt_against_a_scripted_model() {
     let vibe = install::ensure_vibe().await;
     let started = Instant::now();
 
-    let llm = MockLlm::start().await;
+    let llm = DemoModel::start(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("start the demo model");
     let scratch = tempdir();
     let template = write_template(&scratch, &llm.api_base());
     let template_var = template.display().to_string();
@@ -120,65 +183,26 @@ async fn the_real_vibe_runs_a_prompt_against_a_scripted_model() {
     let job_id = job["id"].as_str().expect("job id").to_owned();
     let job = finished(&app, &job).await;
     let events = events(&app, &job).await;
-    let stderr: Vec<&str> = events
-        .iter()
-        .filter(|e| e["kind"] == "output_chunk" && e["payload"]["stream"] == "stderr")
-        .filter_map(|e| e["payload"]["text"].as_str())
-        .collect();
+    let stderr = stderr(&events);
     let requests = llm.requests();
     let context = format!(
-        "job: {job:#}\nvibe's stderr: {stderr:#?}\nrequests to the mock: {}",
+        "job: {job:#}\nvibe's stderr: {stderr:#?}\nrequests to the scripted model: {}",
         requests.len()
     );
 
     // The run succeeded, and vibe's tools really acted in the workspace.
     assert_eq!(job["status"], "succeeded", "{context}");
     assert_eq!(job["exit_code"], 0, "{context}");
-    let hello = Path::new(ws["path"].as_str().expect("workspace path")).join(FILE_NAME);
+    let written = Path::new(ws["path"].as_str().expect("workspace path")).join(FILE_NAME);
     assert_eq!(
-        std::fs::read_to_string(&hello).unwrap_or_else(|e| panic!("{}: {e}", hello.display())),
+        std::fs::read_to_string(&written).unwrap_or_else(|e| panic!("{}: {e}", written.display())),
         FILE_CONTENT
     );
 
-    // Every stdout line is one of vibe's real entries: the user's prompt, a file write, a shell
-    // command, the final answer.
+    // Every stdout line is one of vibe's real entries: the user's prompt, the model's
+    // reasoning, a file write, a shell command, the final answer.
     let entries = entries(&events);
-    let shape: Vec<String> = entries
-        .iter()
-        .map(|e| {
-            format!(
-                "{}:{}",
-                e["type"].as_str().unwrap_or("?"),
-                e["role"]
-                    .as_str()
-                    .or_else(|| e["detail"]["kind"].as_str())
-                    .unwrap_or("")
-            )
-        })
-        .collect();
-    assert_eq!(
-        shape,
-        [
-            "message:user",
-            "effect:file_write",
-            "effect:shell",
-            "message:assistant"
-        ],
-        "{context}"
-    );
-    assert_eq!(text(entries[0]), PROMPT);
-    let write = entries[1];
-    assert_eq!(write["state"]["status"], "completed", "{write}");
-    assert_eq!(write["detail"]["input"]["content"], FILE_CONTENT, "{write}");
-    let shell = entries[2];
-    assert_eq!(shell["state"]["status"], "completed", "{shell}");
-    assert_eq!(shell["detail"]["input"]["command"], COMMAND, "{shell}");
-    assert_eq!(
-        shell["state"]["outputText"],
-        format!("{FILE_CONTENT}done\n"),
-        "{shell}"
-    );
-    assert_eq!(text(entries[3]), FINAL_TEXT);
+    assert_scripted_entries(&entries, PROMPT, &context);
 
     // The job's output: the final text, and usage and cost from export.json.
     let output = &job["output"];
@@ -195,17 +219,18 @@ async fn the_real_vibe_runs_a_prompt_against_a_scripted_model() {
         "{context}"
     );
     assert_eq!(output["export"]["vibe_version"], install::VIBE_VERSION);
+    // The model vibe ran, by the alias the template gave it.
+    assert_eq!(output["model"], "mock", "{context}");
 
-    // What vibe sent: three streamed requests for the mock model with the key Otter passed on,
+    // What vibe sent: three streamed requests for the template's model with the key Otter passed on,
     // and Otter's instructions (AGENTS.md, naming this job) in the system message.
     assert_eq!(requests.len(), 3, "{context}");
     for (i, request) in requests.iter().enumerate() {
-        assert_eq!(request.path, "/v1/chat/completions");
         assert_eq!(
             request.authorization.as_deref(),
             Some(format!("Bearer {MOCK_KEY}").as_str())
         );
-        assert_eq!(request.body["model"], mock_llm::MODEL);
+        assert_eq!(request.body["model"], TEMPLATE_MODEL);
         assert_eq!(request.body["stream"], true);
         let messages = request.body["messages"].as_array().expect("messages");
         assert_eq!(messages[0]["role"], "system", "request {i}");
@@ -236,7 +261,7 @@ async fn the_real_vibe_runs_a_prompt_against_a_scripted_model() {
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
-/// A fresh scratch directory for the template home.
+/// A fresh scratch directory (for the template home).
 fn tempdir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("otter-real-vibe-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("create the scratch directory");
