@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Usage: scripts/down.sh [--all]
 #
-# Stops otter-worker and otter-server started by scripts/up.sh (pid files in
-# $OTTER_STATE_DIR/run): SIGTERM, wait up to 15 s, then SIGKILL.
+# Stops otter-worker, otter-server and otter-demo-model (scripts/up.sh --demo) started by
+# scripts/up.sh (pid files in $OTTER_STATE_DIR/run): SIGTERM, wait up to 15 s, then SIGKILL.
 # --all also stops the project's PostgreSQL and Redis (scripts/services.sh stop).
 set -euo pipefail
 
@@ -53,9 +53,10 @@ stop_bin() {
   rm -f "$pidfile"
 }
 
-# Worker first: it talks to the server, not the other way round.
+# Worker first: it talks to the server and the demo model, not the other way round.
 stop_bin otter-worker
 stop_bin otter-server
+stop_bin otter-demo-model
 
 if [[ $ALL -eq 1 ]]; then
   "$SCRIPT_DIR/services.sh" stop

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/up.sh
+# Usage: scripts/up.sh [--demo]
 #
 # The one command that brings Otter up locally:
 #   * loads .env (if present), then scripts/env.sh defaults
@@ -10,6 +10,11 @@
 #     in $OTTER_STATE_DIR/run. Running it again restarts both.
 # The server applies database migrations itself at start.
 # Stop with scripts/down.sh (add --all to stop PostgreSQL and Redis too).
+#
+# --demo  also builds otter-demo-model, the scripted demo model (not a real model; README.md,
+#         "Demo model"), starts it first on OTTER_DEMO_MODEL_LISTEN (default 127.0.0.1:8090),
+#         waits for its /healthz, and runs the server and the worker with OTTER_DEMO=true and
+#         OTTER_DEMO_MODEL_URL pointing at it: jobs succeed without any API key.
 set -euo pipefail
 
 readonly HEALTH_DEADLINE_SECS=60
@@ -23,6 +28,21 @@ die() {
   printf '[up] ERROR: %s\n' "$*" >&2
   exit 1
 }
+
+DEMO=0
+for arg in "$@"; do
+  case "$arg" in
+  --demo) DEMO=1 ;;
+  -h | --help)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+    ;;
+  *)
+    echo "usage: scripts/up.sh [--demo]" >&2
+    exit 2
+    ;;
+  esac
+done
 
 # .env is loaded first (not after the build) so that ports or URLs it sets
 # also apply to the services we start and to the URLs env.sh derives.
@@ -46,11 +66,15 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://
 
 "$SCRIPT_DIR/services.sh" start
 
-log "cargo build --release -p otter-server -p otter-worker"
-cargo build --release -p otter-server -p otter-worker
+BINS=(otter-server otter-worker)
+((DEMO)) && BINS+=(otter-demo-model)
+PACKAGES=()
+for b in "${BINS[@]}"; do PACKAGES+=(-p "$b"); done
+log "cargo build --release ${PACKAGES[*]}"
+cargo build --release "${PACKAGES[@]}"
 # CARGO_TARGET_DIR may be relative (to the workspace root, where we are).
 BIN_DIR="$(cd "$CARGO_TARGET_DIR/release" && pwd)"
-for b in otter-server otter-worker; do
+for b in "${BINS[@]}"; do
   [[ -x "$BIN_DIR/$b" ]] || die "build produced no $BIN_DIR/$b"
 done
 
@@ -63,6 +87,21 @@ LOCAL_ADDR="${OTTER_LISTEN_ADDR/#0.0.0.0:/127.0.0.1:}"
 : "${OTTER_API_BASE_URL:=http://$LOCAL_ADDR}"
 export OTTER_LISTEN_ADDR OTTER_VIBE_HOME_BASE OTTER_DEFAULT_WORKSPACE_PATH OTTER_API_BASE_URL
 mkdir -p "$OTTER_VIBE_HOME_BASE" "$OTTER_DEFAULT_WORKSPACE_PATH"
+
+if ((DEMO)); then
+  : "${OTTER_DEMO_MODEL_LISTEN:=127.0.0.1:8090}"
+  DEMO_LOCAL_ADDR="${OTTER_DEMO_MODEL_LISTEN/#0.0.0.0:/127.0.0.1:}"
+  # The server and the worker talk to the demo model this script starts, wherever .env pointed.
+  DEMO_URL="http://$DEMO_LOCAL_ADDR/v1"
+  if [[ -n "${OTTER_DEMO_MODEL_URL:-}" && "${OTTER_DEMO_MODEL_URL%/}" != "$DEMO_URL" ]]; then
+    log "OTTER_DEMO_MODEL_URL=$OTTER_DEMO_MODEL_URL replaced by $DEMO_URL (the demo model started here)"
+  fi
+  OTTER_DEMO=true
+  OTTER_DEMO_MODEL_URL="$DEMO_URL"
+  export OTTER_DEMO OTTER_DEMO_MODEL_URL OTTER_DEMO_MODEL_LISTEN
+elif [[ "${OTTER_DEMO:-}" =~ ^([Tt][Rr][Uu][Ee]|1|[Yy][Ee][Ss]|[Oo][Nn])$ ]]; then
+  warn "OTTER_DEMO=${OTTER_DEMO} without --demo: no demo model is started here; jobs need one at ${OTTER_DEMO_MODEL_URL:-http://127.0.0.1:8090/v1}."
+fi
 
 if [[ -z "${OTTER_VIBE_BIN:-}" ]] && ! command -v vibe >/dev/null 2>&1; then
   warn "'vibe' is not on PATH and OTTER_VIBE_BIN is unset: jobs will fail until you run scripts/install_mistral_vibe.sh (or set OTTER_VIBE_BIN to the vibe binary)."
@@ -93,16 +132,29 @@ fail_with_log() {
   die "$*"
 }
 
+# wait_healthy NAME URL: wait until URL answers 2xx, failing (with NAME's log) if NAME exits
+# or the deadline passes.
+wait_healthy() {
+  local name="$1" url="$2" pid end
+  pid="$(cat "$RUN_DIR/$name.pid")"
+  end=$((SECONDS + HEALTH_DEADLINE_SECS))
+  until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || fail_with_log "$name" "$name exited during startup"
+    ((SECONDS < end)) || fail_with_log "$name" "$url not healthy after ${HEALTH_DEADLINE_SECS}s"
+    sleep 0.5
+  done
+  log "$name healthy at $url"
+}
+
+# The demo model first: the worker's first job may need it at once.
+if ((DEMO)); then
+  launch otter-demo-model
+  wait_healthy otter-demo-model "http://$DEMO_LOCAL_ADDR/healthz"
+fi
+
 HEALTH_URL="http://$LOCAL_ADDR/healthz"
 launch otter-server
-SERVER_PID="$(cat "$RUN_DIR/otter-server.pid")"
-end=$((SECONDS + HEALTH_DEADLINE_SECS))
-until curl -fsS -o /dev/null --max-time 2 "$HEALTH_URL" 2>/dev/null; do
-  kill -0 "$SERVER_PID" 2>/dev/null || fail_with_log otter-server "otter-server exited during startup"
-  ((SECONDS < end)) || fail_with_log otter-server "$HEALTH_URL not healthy after ${HEALTH_DEADLINE_SECS}s"
-  sleep 0.5
-done
-log "otter-server healthy at $HEALTH_URL"
+wait_healthy otter-server "$HEALTH_URL"
 
 # The worker starts once the server is healthy, i.e. migrations are applied.
 launch otter-worker
@@ -121,3 +173,9 @@ Otter is up.
   Redis:        $REDIS_URL   (log: $LOG_DIR/redis.log)
   stop:         scripts/down.sh        (scripts/down.sh --all also stops PostgreSQL and Redis)
 EOF
+if ((DEMO)); then
+  cat <<EOF
+  demo model:   $OTTER_DEMO_MODEL_URL   (log: $LOG_DIR/otter-demo-model.log)
+                OTTER_DEMO=true: every job runs against the scripted demo model, not a real model.
+EOF
+fi
