@@ -9,6 +9,9 @@
 # The dependency cache is a layer: the workspace's manifests and Cargo.lock are built first with
 # stub sources, so a change to Otter's code rebuilds only Otter's crates.
 #
+# Every stage is labelled org.otter.stage, so that its superseded layers can be pruned without
+# touching other projects' images (scripts/compose-smoke.sh does).
+#
 # Build arguments (docker-compose.yml passes the OTTER_* variables of the same names):
 #   OTTER_RUST_IMAGE, OTTER_DEBIAN_IMAGE, OTTER_PYTHON_IMAGE   the base images (official ones by
 #       default; scripts/local-base-images.sh builds stand-ins where nothing can be pulled)
@@ -21,11 +24,13 @@ ARG OTTER_PYTHON_IMAGE=python:3.12-slim-trixie
 
 # ---- build: the binaries, dependencies first ----------------------------------------------------
 FROM ${OTTER_RUST_IMAGE} AS build
+LABEL org.otter.stage=build
 ARG OTTER_EXTRA_CA_CERT=
 COPY scripts/docker/trust-extra-ca.sh /usr/local/lib/otter/trust-extra-ca.sh
 RUN OTTER_EXTRA_CA_CERT="$OTTER_EXTRA_CA_CERT" sh /usr/local/lib/otter/trust-extra-ca.sh
 WORKDIR /src
-# Every member's manifest (a new crate must be added here), then stub sources for each target.
+# Every member's manifest (a new crate must be added here and below), then stub sources for each
+# target.
 COPY Cargo.toml Cargo.lock ./
 COPY otter-core/Cargo.toml otter-core/Cargo.toml
 COPY otter-server/Cargo.toml otter-server/Cargo.toml
@@ -36,8 +41,15 @@ COPY otter-demo-model/Cargo.toml otter-demo-model/Cargo.toml
 COPY scripts/docker/stub-sources.sh /usr/local/lib/otter/stub-sources.sh
 RUN sh /usr/local/lib/otter/stub-sources.sh \
  && cargo build --release --locked -p otter-server -p otter-worker -p otter-demo-model
-# The real sources. Their files are touched so that cargo never takes a stub's build for theirs.
-COPY . .
+# The real sources (only what the build reads, so that a change to docs or scripts does not
+# rebuild). Their files are touched so that cargo never takes a stub's build for theirs.
+COPY migrations migrations
+COPY otter-core otter-core
+COPY otter-server otter-server
+COPY otter-worker otter-worker
+COPY otter-testkit otter-testkit
+COPY otter-bench otter-bench
+COPY otter-demo-model otter-demo-model
 RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
  && cargo build --release --locked -p otter-server -p otter-worker -p otter-demo-model \
  && mkdir -p /out \
@@ -45,6 +57,7 @@ RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
 
 # ---- demo-model: the scripted model of `OTTER_DEMO=true` (compose profile "demo") ---------------
 FROM ${OTTER_DEBIAN_IMAGE} AS demo-model
+LABEL org.otter.stage=demo-model
 RUN useradd --system --uid 10001 --home-dir /nonexistent --no-create-home otter
 COPY --from=build /out/otter-demo-model /usr/local/bin/otter-demo-model
 USER otter
@@ -54,6 +67,7 @@ ENTRYPOINT ["/usr/local/bin/otter-demo-model"]
 
 # ---- server: small runtime, non-root ------------------------------------------------------------
 FROM ${OTTER_DEBIAN_IMAGE} AS server
+LABEL org.otter.stage=server
 ARG OTTER_EXTRA_CA_CERT=
 COPY scripts/docker/trust-extra-ca.sh /usr/local/lib/otter/trust-extra-ca.sh
 # The server registers workspaces, so it writes VIBE_HOMEs too (same uid as the worker).
@@ -74,6 +88,7 @@ ENTRYPOINT ["/usr/local/bin/otter-server"]
 
 # ---- worker: CPython + the real vibe + the docker CLI, non-root -----------------------------------
 FROM ${OTTER_PYTHON_IMAGE} AS worker
+LABEL org.otter.stage=worker
 ARG OTTER_EXTRA_CA_CERT=
 COPY scripts/docker/trust-extra-ca.sh /usr/local/lib/otter/trust-extra-ca.sh
 # docker-cli: Otter's instructions tell vibe to build and run the app in Docker (through the

@@ -14,8 +14,9 @@
 #      workspace deleted with its container and image;
 #   6. `down -v`, then: no container, network or volume of the project and no runtime container
 #      or image is left.
-# The images themselves (otter/server, otter/worker, otter/demo-model) are kept: they are the
-# layer cache of the next build.
+# The images themselves (otter/server, otter/worker, otter/demo-model, and otter/build-cache for
+# the build stage) are kept: they are the layer cache of the next build. Superseded layers of
+# Otter's own stages (label org.otter.stage) are pruned, so repeated runs do not fill the disk.
 #
 # Base images: the OTTER_*_IMAGE variables when set; else the official images when all are present
 # locally; else the stand-ins of scripts/local-base-images.sh (built, or reused, here).
@@ -136,6 +137,15 @@ if ! "${COMPOSE[@]}" up -d --build >"$SCRATCH/up.log" 2>&1; then
   fail "up -d --build failed (the end of its output is above)"
 fi
 log "up took $((SECONDS - BUILD_START))s"
+# The build stage, tagged, so that its layers (the dependency cache above all) stay while the
+# layers of earlier builds, now dangling, are pruned: repeated runs do not fill the disk.
+BUILD_ARGS=()
+for arg in OTTER_RUST_IMAGE OTTER_DEBIAN_IMAGE OTTER_PYTHON_IMAGE OTTER_EXTRA_CA_CERT; do
+  [[ -n "${!arg:-}" ]] && BUILD_ARGS+=(--build-arg "$arg=${!arg}")
+done
+DOCKER_BUILDKIT=0 docker build -q --target build "${BUILD_ARGS[@]}" -t "${OTTER_IMAGE_PREFIX:-otter}/build-cache" "$ROOT" >/dev/null ||
+  fail "tagging the build stage failed"
+docker image prune -f --filter label=org.otter.stage >/dev/null
 
 deadline=$((SECONDS + UP_DEADLINE_SECS))
 until curl -fsS "$BASE_URL/healthz" >/dev/null 2>&1; do
@@ -182,7 +192,7 @@ for part in reasoning: effect:file_write effect:shell message:assistant; do
   grep -qw -- "$part" <<<"$SHAPE" || fail "vibe's entries lack $part: $SHAPE"
 done
 WRITTEN="$(jq -r '[.items[] | .payload.entry? // empty | select(.type == "effect" and .detail.kind == "file_write")
-  | .detail.input.path][0]' <<<"$EVENTS")"
+  | (.detail.input.filePath // .detail.input.path)][0]' <<<"$EVENTS")"
 [[ -n $WRITTEN && $WRITTEN != null ]] || fail "no file_write effect names its path"
 WRITTEN="${WRITTEN#/workspaces/smoke/}"
 TREE="$(api GET "/v1/workspaces/$WS_ID/tree")"
@@ -215,7 +225,7 @@ grep -q 'index.html' <<<"$LOGS" || fail "the app's logs do not show the request:
 STOPPED="$(api POST "/v1/runtime/workspaces/$WS_ID/stop")"
 [[ "$(jq -r .status <<<"$STOPPED")" != running ]] || fail "stop left it running: $STOPPED"
 ! curl -fsS --max-time 3 "$URL/index.html" >/dev/null 2>&1 || fail "the app still answers after stop"
-api DELETE "/v1/workspaces/$WS_ID" >/dev/null
+api DELETE "/v1/workspaces/$WS_ID?force=true" >/dev/null
 log "runtime: built from the workspace's Dockerfile, answered at $URL, logs and stop work"
 
 # ---- 6. down -v, and nothing left ------------------------------------------------------------------------
