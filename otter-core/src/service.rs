@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use crate::config::Config;
 use crate::db::jobs::{self, NewJob};
 use crate::db::{DbError, workspaces};
+use crate::instructions;
 use crate::model::{Job, JobId, ProjectId, Workspace, WorkspaceId};
 use crate::queue::Queue;
 use crate::workspace::{self, WorkspaceError};
@@ -19,6 +20,9 @@ pub enum ServiceError {
     /// The request is not acceptable; the message names the field.
     #[error("{0}")]
     Invalid(String),
+    /// A value is longer than Otter can take; the message names it and the limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// A workspace path was refused or could not be prepared.
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
@@ -157,10 +161,8 @@ pub struct SubmitPrompt<'a> {
     pub max_attempts: Option<i32>,
 }
 
-/// Longest prompt accepted, in bytes.
-pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
-
-/// Validates and stores a job, then pushes it to Redis. A Redis failure does not fail the
+/// Validates and stores a job, then pushes it to Redis. The prompt holds at most
+/// [`instructions::max_prompt_bytes`] bytes. A Redis failure does not fail the
 /// submission: the job is safe in PostgreSQL and the reconciler pushes it.
 pub async fn submit_prompt(
     pool: &PgPool,
@@ -171,9 +173,14 @@ pub async fn submit_prompt(
     if req.prompt.trim().is_empty() {
         return Err(ServiceError::Invalid("prompt must not be empty".to_owned()));
     }
-    if req.prompt.len() > MAX_PROMPT_BYTES {
-        return Err(ServiceError::Invalid(format!(
-            "prompt is longer than {MAX_PROMPT_BYTES} bytes"
+    // vibe gets the prompt as one argument, which Linux bounds: a longer prompt would be
+    // accepted here and fail at every run.
+    let max = instructions::max_prompt_bytes(&config.api_base_url);
+    if req.prompt.len() > max {
+        return Err(ServiceError::TooLarge(format!(
+            "prompt is {} bytes, but at most {max} bytes fit: vibe gets it, with Otter's \
+             instructions, as one command-line argument, and Linux limits one argument to 128 KiB",
+            req.prompt.len()
         )));
     }
     if req.prompt.contains('\0') {

@@ -166,6 +166,7 @@ impl From<ServiceError> for AppError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Invalid(msg) => AppError::Validation(msg),
+            ServiceError::TooLarge(msg) => AppError::PayloadTooLarge(msg),
             ServiceError::Workspace(WorkspaceError::InvalidPath(msg)) => {
                 AppError::Validation(format!("path: {msg}"))
             }

@@ -21,9 +21,10 @@ use crate::error::{AppError, AppPath};
 use crate::routes;
 use crate::state::AppState;
 
-/// Largest request body accepted (prompts are capped at 256 KiB). Enforced by the body
-/// extractors, so that a larger body, announced by `Content-Length` or not, gets a 413 in the
-/// API's JSON error shape (tower-http's `RequestBodyLimitLayer` answers in plain text).
+/// Largest request body accepted (a prompt must fit in 128 KiB, see
+/// `otter_core::instructions::max_prompt_bytes`). Enforced by the body extractors, so that a
+/// larger body, announced by `Content-Length` or not, gets a 413 in the API's JSON error shape
+/// (tower-http's `RequestBodyLimitLayer` answers in plain text).
 const BODY_LIMIT: usize = 1024 * 1024;
 
 /// How often the containers of deleted workspaces are looked for and removed (when the runtime

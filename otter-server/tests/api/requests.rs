@@ -524,3 +524,55 @@ async fn connections_the_database_closed_give_503_then_are_replaced() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_prompt_must_fit_in_the_one_argument_vibe_gets() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let max = otter_core::instructions::max_prompt_bytes(&app.state.config.api_base_url);
+    // Between the argument's limit and the body's: accepted before, failed at every spawn.
+    for len in [max + 1, 128 * 1024, 200 * 1024, 256 * 1024] {
+        let (status, body) = app
+            .post(
+                "/v1/prompts",
+                json!({ "prompt": "x".repeat(len), "workspace_id": ws["id"] }),
+            )
+            .await;
+        let message = assert_error(
+            status,
+            &body,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        );
+        assert!(
+            message.contains(&format!("at most {max} bytes")) && message.contains("128 KiB"),
+            "{len}: {message}"
+        );
+    }
+    // Bytes, not characters: 4-byte characters count four each.
+    let (status, body) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "🦦".repeat(max / 4 + 1), "workspace_id": ws["id"] }),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    let (_, queue) = app.get("/v1/queue").await;
+    assert_eq!(queue["total"], 0, "nothing was queued");
+
+    // The longest is accepted, and stored whole.
+    let longest = "y".repeat(max);
+    let (status, job) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": longest, "workspace_id": ws["id"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(job["prompt"].as_str().map(str::len), Some(max));
+}
