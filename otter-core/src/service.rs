@@ -8,9 +8,9 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::db::jobs::{self, NewJob};
-use crate::db::{DbError, workspaces};
+use crate::db::{DbError, projects, workspaces};
 use crate::instructions;
-use crate::model::{Job, JobId, ProjectId, Workspace, WorkspaceId};
+use crate::model::{Job, JobId, Project, ProjectId, Workspace, WorkspaceId};
 use crate::queue::Queue;
 use crate::workspace::{self, WorkspaceError};
 
@@ -44,6 +44,45 @@ pub struct CreateWorkspace<'a> {
     pub create: bool,
 }
 
+/// Longest name of a project or a workspace, in characters (as the tables' checks count them:
+/// PostgreSQL's `length` counts characters).
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Longest description of a project, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 10_000;
+
+/// A project or workspace name, trimmed: 1 to [`MAX_NAME_CHARS`] characters.
+pub fn check_name(name: &str) -> Result<&str, ServiceError> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(ServiceError::Invalid(format!(
+            "name must be 1 to {MAX_NAME_CHARS} characters once trimmed (got {chars})"
+        )));
+    }
+    Ok(name)
+}
+
+/// Creates a project: its name is checked by [`check_name`], its description holds at most
+/// [`MAX_DESCRIPTION_CHARS`] characters.
+pub async fn create_project(
+    pool: &PgPool,
+    name: &str,
+    description: Option<&str>,
+) -> Result<Project, ServiceError> {
+    let name = check_name(name)?;
+    if let Some(chars) = description.map(|d| d.chars().count())
+        && chars > MAX_DESCRIPTION_CHARS
+    {
+        return Err(ServiceError::Invalid(format!(
+            "description must be at most {MAX_DESCRIPTION_CHARS} characters (got {chars})"
+        )));
+    }
+    let project = projects::insert(pool, name, description).await?;
+    tracing::info!(project_id = %project.id, "project created");
+    Ok(project)
+}
+
 /// Registers a workspace: checks the path, prepares its own `VIBE_HOME`, then inserts the row.
 /// If the row cannot be written, the home is removed again: nothing is left half-made.
 pub async fn create_workspace(
@@ -51,14 +90,7 @@ pub async fn create_workspace(
     config: &Config,
     req: CreateWorkspace<'_>,
 ) -> Result<Workspace, ServiceError> {
-    if req
-        .name
-        .is_some_and(|name| name.trim().is_empty() || name.len() > 200)
-    {
-        return Err(ServiceError::Invalid(
-            "name must be 1 to 200 characters".to_owned(),
-        ));
-    }
+    let name = req.name.map(check_name).transpose()?;
     let id = WorkspaceId::new();
     let home = workspace::vibe_home_path(config, id);
     let (path, home) = {
@@ -73,11 +105,12 @@ pub async fn create_workspace(
         .await
         .map_err(|e| ServiceError::Invalid(format!("workspace preparation failed: {e}")))??
     };
-    let name = match req.name {
-        Some(name) => name.trim().to_owned(),
+    let name = match name {
+        Some(name) => name.to_owned(),
+        // A directory's name can be longer than a workspace's (up to 255 bytes).
         None => path
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| n.to_string_lossy().chars().take(MAX_NAME_CHARS).collect())
             .unwrap_or_else(|| "workspace".to_owned()),
     };
     let inserted = workspaces::insert(

@@ -576,3 +576,70 @@ async fn a_prompt_must_fit_in_the_one_argument_vibe_gets() {
     assert_eq!(status, StatusCode::CREATED, "{job}");
     assert_eq!(job["prompt"].as_str().map(str::len), Some(max));
 }
+
+#[tokio::test]
+async fn names_are_counted_in_characters() {
+    let app = TestApp::spawn().await;
+    // 200 characters of 4 bytes each: 800 bytes, still 200 characters.
+    let otters = "🦦".repeat(200);
+    let (status, project) = app.post("/v1/projects", json!({ "name": otters })).await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+    assert_eq!(project["name"], otters);
+    let dir = app.env.mkdir("emoji");
+    let (status, ws) = app
+        .post(
+            "/v1/workspaces",
+            json!({ "name": otters, "path": dir.display().to_string() }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ws}");
+    assert_eq!(ws["name"], otters);
+    // Blanks around a name are trimmed before counting.
+    let (status, project) = app
+        .post("/v1/projects", json!({ "name": format!("  {otters}  ") }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+
+    // 201 characters, of either kind, are refused, naming the limit.
+    let dir = app.env.mkdir("too-long");
+    for name in ["🦦".repeat(201), "a".repeat(201), "  ".to_owned()] {
+        let (status, body) = app.post("/v1/projects", json!({ "name": name })).await;
+        let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+        assert!(message.contains("1 to 200 characters"), "{message}");
+        let (status, body) = app
+            .post(
+                "/v1/workspaces",
+                json!({ "name": name, "path": dir.display().to_string() }),
+            )
+            .await;
+        let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+        assert!(message.contains("1 to 200 characters"), "{message}");
+    }
+    // Descriptions too: 10000 characters, not bytes.
+    let (status, body) = app
+        .post(
+            "/v1/projects",
+            json!({ "name": "d", "description": "é".repeat(10_000) }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/projects",
+            json!({ "name": "d", "description": "é".repeat(10_001) }),
+        )
+        .await;
+    let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+    assert!(message.contains("10000 characters"), "{message}");
+
+    // A workspace named after its directory takes at most 200 of the directory's characters.
+    let long_dir = app.env.mkdir(&"d".repeat(250));
+    let (status, ws) = app
+        .post(
+            "/v1/workspaces",
+            json!({ "path": long_dir.display().to_string() }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ws}");
+    assert_eq!(ws["name"], "d".repeat(200));
+}
