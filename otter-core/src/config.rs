@@ -117,6 +117,19 @@ pub struct Config {
     pub api_tokens: Vec<Secret>,
     /// `OTTER_ALLOW_UNAUTHENTICATED` (default false): allow a non-loopback listener without tokens.
     pub allow_unauthenticated: bool,
+    /// `OTTER_HEADER_READ_TIMEOUT` (default 10 s): a request's headers must be complete this long
+    /// after its first byte, or the connection is closed.
+    pub header_read_timeout: Duration,
+    /// `OTTER_IDLE_TIMEOUT` (default 30 s): a connection with no request in progress that sends
+    /// nothing this long is closed.
+    pub idle_timeout: Duration,
+    /// `OTTER_MAX_CONNECTIONS` (default: what the file-descriptor limit leaves, see otter-server):
+    /// connections open at once.
+    pub max_connections: Option<usize>,
+    /// `OTTER_MAX_PENDING_CONNECTIONS` (default half of the connections): connections without a
+    /// request in progress (new, idle, or still sending headers); one more closes the one that
+    /// has waited longest.
+    pub max_pending_connections: Option<usize>,
     /// `OTTER_LOG_FORMAT` (`text` or `json`, default `text`).
     pub log_format: LogFormat,
     /// `OTTER_RUNTIME_ENABLED` (default false): sibling runtime containers.
@@ -235,6 +248,12 @@ impl Config {
                 })
                 .unwrap_or_default(),
             allow_unauthenticated: env.bool("OTTER_ALLOW_UNAUTHENTICATED", false)?,
+            header_read_timeout: env
+                .duration("OTTER_HEADER_READ_TIMEOUT", Duration::from_secs(10))?,
+            idle_timeout: env.duration("OTTER_IDLE_TIMEOUT", Duration::from_secs(30))?,
+            max_connections: env.optional_parsed("OTTER_MAX_CONNECTIONS", 1..=1_000_000)?,
+            max_pending_connections: env
+                .optional_parsed("OTTER_MAX_PENDING_CONNECTIONS", 1..=1_000_000)?,
             log_format: match env.get("OTTER_LOG_FORMAT").as_deref() {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -306,8 +325,19 @@ impl Env<'_> {
     where
         T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
     {
+        Ok(self.optional_parsed(name, range)?.unwrap_or(default))
+    }
+
+    fn optional_parsed<T>(
+        &self,
+        name: &'static str,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<Option<T>, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
         let Some(raw) = self.get(name) else {
-            return Ok(default);
+            return Ok(None);
         };
         let value: T = raw
             .parse()
@@ -319,7 +349,7 @@ impl Env<'_> {
                 &format!("must be between {} and {}", range.start(), range.end()),
             ));
         }
-        Ok(value)
+        Ok(Some(value))
     }
 
     fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
@@ -510,6 +540,10 @@ mod tests {
         assert_eq!(config.cancel_grace, Duration::from_secs(10));
         assert!(config.default_workspace_path.is_none());
         assert!(config.allowed_roots.is_empty());
+        assert_eq!(config.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_connections, None);
+        assert_eq!(config.max_pending_connections, None);
     }
 
     #[test]
@@ -552,6 +586,10 @@ mod tests {
             ("OTTER_ALLOWED_ROOTS", "relative/path"),
             ("OTTER_RUNTIME_ENABLED", "maybe"),
             ("OTTER_WORKER_CONCURRENCY", "0"),
+            ("OTTER_HEADER_READ_TIMEOUT", "0"),
+            ("OTTER_IDLE_TIMEOUT", "soon"),
+            ("OTTER_MAX_CONNECTIONS", "0"),
+            ("OTTER_MAX_PENDING_CONNECTIONS", "many"),
         ] {
             let mut v = base();
             v.push((var, value));

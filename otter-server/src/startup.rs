@@ -17,6 +17,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::connections::{self, Limits};
 use crate::error::{AppError, AppPath};
 use crate::routes;
 use crate::state::AppState;
@@ -270,15 +271,19 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> Result<(), Star
             addr: state.config.listen_addr,
             source,
         })?;
-    tracing::info!(%addr, auth = !state.config.api_tokens.is_empty(), "otter-server listening");
+    let limits = Limits::from_config(&state.config);
+    tracing::info!(
+        %addr,
+        auth = !state.config.api_tokens.is_empty(),
+        max_connections = limits.max_connections,
+        max_pending_connections = limits.max_pending,
+        header_read_timeout_ms = limits.header_read_timeout.as_millis(),
+        idle_timeout_ms = limits.idle_timeout.as_millis(),
+        "otter-server listening"
+    );
     let shutdown = state.shutdown.clone();
     tokio::spawn(give_back_memory(state.feed.clone(), shutdown.clone()));
-    // `into_make_service` shares the router between connections; serving the `Router` itself
-    // rebuilds every route for each connection (about 75 KB each).
-    axum::serve(listener, app(state).into_make_service())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(|source| StartupError::Listen { addr, source })?;
+    connections::serve(listener, app(state), limits, shutdown).await;
     Ok(())
 }
 

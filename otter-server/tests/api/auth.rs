@@ -216,15 +216,41 @@ async fn an_oversized_body_gets_a_json_413() {
 }
 
 /// An `otter-server` process on `listen`, with `extra` variables, its stdout captured.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
     log: Vec<String>,
 }
 
 impl ServerProcess {
-    fn start(env: &TestEnv, listen: &str, extra: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_otter-server"))
+    pub(crate) fn start(env: &TestEnv, listen: &str, extra: &[(&str, &str)]) -> Self {
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_otter-server")),
+            env,
+            listen,
+            extra,
+        )
+    }
+
+    /// Like [`ServerProcess::start`], with at most `files` open file descriptors (soft and hard
+    /// limit, so that the server cannot raise it).
+    pub(crate) fn start_with_file_limit(
+        env: &TestEnv,
+        listen: &str,
+        extra: &[(&str, &str)],
+        files: u32,
+    ) -> Self {
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(r#"ulimit -n "$1" && exec "$0""#)
+            .arg(env!("CARGO_BIN_EXE_otter-server"))
+            .arg(files.to_string());
+        Self::spawn(command, env, listen, extra)
+    }
+
+    fn spawn(mut command: Command, env: &TestEnv, listen: &str, extra: &[(&str, &str)]) -> Self {
+        let mut child = command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("OTTER_DATABASE_URL", &env.database_url)
@@ -263,8 +289,13 @@ impl ServerProcess {
         }
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the "listening" line and returns the address it names.
-    fn listening(&mut self) -> String {
+    pub(crate) fn listening(&mut self) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let line = self
@@ -283,7 +314,7 @@ impl ServerProcess {
     }
 
     /// Stops the process and returns everything it printed.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
