@@ -19,6 +19,9 @@
 //!
 //! A busy connection is never timed out or shed here: its request is being answered, and long
 //! streams send their own keep-alives.
+//!
+//! This replaces `axum::serve` (STYLE.md §10), which has neither timeouts nor caps: connections
+//! are hyper's HTTP/1 ones, with upgrades, served by the same router.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
