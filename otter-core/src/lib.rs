@@ -110,7 +110,7 @@ pub mod testing;
 pub mod vibe;
 pub mod workspace;
 
-pub use config::{Config, ConfigError, Secret};
+pub use config::{Config, ConfigError, HostName, Secret};
 pub use db::DbError;
 pub use feed::{EventFeed, StreamItem};
 pub use queue::{Queue, QueueError};

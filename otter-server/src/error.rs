@@ -45,6 +45,9 @@ pub enum AppError {
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 421: the request names a host this server does not answer for (DNS rebinding).
+    #[error("{0}")]
+    MisdirectedRequest(String),
     /// 422: the workspace's app could not be built or started; `code` says which
     /// (`build_failed`, `start_failed`), `log_tail` holds the end of the build log.
     #[error("{message}")]
@@ -76,6 +79,9 @@ impl AppError {
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            AppError::MisdirectedRequest(_) => {
+                (StatusCode::MISDIRECTED_REQUEST, "misdirected_request")
             }
             AppError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -166,6 +172,7 @@ impl From<ServiceError> for AppError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Invalid(msg) => AppError::Validation(msg),
+            ServiceError::TooLarge(msg) => AppError::PayloadTooLarge(msg),
             ServiceError::Workspace(WorkspaceError::InvalidPath(msg)) => {
                 AppError::Validation(format!("path: {msg}"))
             }

@@ -280,11 +280,10 @@ async fn prepare(
         .map_err(|e| format!("writing {}: {e}", agents.display()))?;
     let prompt = match via {
         InstructionsVia::AgentsMd => job.prompt.clone(),
-        InstructionsVia::PromptPrefix => format!("{instructions}\n---\n\n{}", job.prompt),
+        InstructionsVia::PromptPrefix => instructions::prefixed(&instructions, &job.prompt),
     };
-    // `--prompt=<P>` in one argument: a prompt that starts with `-` must not read as an option
-    // (vibe's clap would refuse it as an unexpected argument).
-    let mut args: Vec<OsString> = vec![format!("--prompt={prompt}").into()];
+    // One argument, whose length the server checked at submit (`instructions::max_prompt_bytes`).
+    let mut args: Vec<OsString> = vec![instructions::prompt_argument(&prompt).into()];
     args.extend(
         [
             "--output",

@@ -4,6 +4,7 @@
 mod attacks;
 mod auth;
 mod commands;
+mod connections;
 mod files;
 mod leases;
 mod openapi;
