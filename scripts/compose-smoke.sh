@@ -203,7 +203,7 @@ log "job succeeded: $SSE_EVENTS events over SSE, entries: $SHAPE; wrote $WRITTEN
 # ---- 4. a workspace command ---------------------------------------------------------------------------
 CMD="$(api POST "/v1/workspaces/$WS_ID/command" "$(jq -n --arg c "cat '$WRITTEN' >/dev/null && id -u && pwd" '{command: $c, timeout_secs: 30}')")"
 [[ "$(jq -r .exit_code <<<"$CMD")" == 0 ]] || fail "the workspace command failed: $CMD"
-[[ "$(jq -r .stdout <<<"$CMD")" == $'10001\n/workspaces/smoke\n' ]] || fail "the command did not run as uid 10001 in the workspace: $CMD"
+[[ "$(jq -r .stdout <<<"$CMD")" == $'10001\n/workspaces/smoke' ]] || fail "the command did not run as uid 10001 in the workspace: $CMD"
 log "workspace command ran as uid 10001 in /workspaces/smoke"
 
 # ---- 5. the runtime API, through the mounted socket ----------------------------------------------------
