@@ -401,17 +401,13 @@ async fn a_public_address_needs_tokens_or_an_explicit_opt_out() {
         server.stop();
     }
     // Without either it is refused, naming the way out.
-    let output = Command::new(env!("CARGO_BIN_EXE_otter-server"))
-        .env_clear()
-        .env("OTTER_DATABASE_URL", &env.database_url)
-        .env("OTTER_REDIS_URL", &env.redis_url)
-        .env("OTTER_QUEUE_NAME", &env.queue_name)
-        .env("OTTER_LISTEN_ADDR", "0.0.0.0:0")
-        .env("OTTER_ALLOW_UNAUTHENTICATED", "false")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(
+        &env,
+        &[
+            ("OTTER_LISTEN_ADDR", "0.0.0.0:0"),
+            ("OTTER_ALLOW_UNAUTHENTICATED", "false"),
+        ],
+    );
     assert!(
         stderr.contains("OTTER_API_TOKENS") && stderr.contains("OTTER_ALLOW_UNAUTHENTICATED"),
         "{stderr}"
@@ -630,17 +626,13 @@ async fn without_tokens_only_loopback_and_allowed_host_names_are_answered() {
 #[tokio::test]
 async fn a_token_list_without_a_token_stops_the_server() {
     let env = TestEnv::new().await;
-    let output = Command::new(env!("CARGO_BIN_EXE_otter-server"))
-        .env_clear()
-        .env("OTTER_DATABASE_URL", &env.database_url)
-        .env("OTTER_REDIS_URL", &env.redis_url)
-        .env("OTTER_QUEUE_NAME", &env.queue_name)
-        .env("OTTER_LISTEN_ADDR", "127.0.0.1:0")
-        .env("OTTER_API_TOKENS", " , ")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(
+        &env,
+        &[
+            ("OTTER_LISTEN_ADDR", "127.0.0.1:0"),
+            ("OTTER_API_TOKENS", " , "),
+        ],
+    );
     assert!(
         stderr.contains("OTTER_API_TOKENS") && stderr.contains("no token"),
         "{stderr}"
@@ -770,4 +762,19 @@ async fn the_preview_route_checks_the_token_before_the_path_and_a_job_token_open
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["preview_url"], "http://127.0.0.1:3000/");
+}
+
+/// Starts the server binary on `env`'s backends with `vars` (nothing else inherited), expects it
+/// to refuse to start, and returns what it printed on stderr.
+fn refused_start(env: &TestEnv, vars: &[(&str, &str)]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_otter-server"))
+        .env_clear()
+        .env("OTTER_DATABASE_URL", &env.database_url)
+        .env("OTTER_REDIS_URL", &env.redis_url)
+        .env("OTTER_QUEUE_NAME", &env.queue_name)
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the server started with {vars:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
