@@ -39,7 +39,7 @@ fail() {
 
 command -v docker >/dev/null 2>&1 || fail "docker is not installed"
 docker info >/dev/null 2>&1 || fail "the Docker engine does not answer"
-"$SCRIPT_DIR/services.sh" ensure-tool curl:curl jq:jq
+"$SCRIPT_DIR/services.sh" ensure-tool curl:curl jq:jq openssl:openssl
 
 # ---- base images ----------------------------------------------------------------------------------
 official_present() {
@@ -152,6 +152,19 @@ until curl -fsS "$BASE_URL/healthz" >/dev/null 2>&1; do
   ((SECONDS < deadline)) || fail "/healthz did not answer 200 within ${UP_DEADLINE_SECS}s"
   sleep 1
 done
+
+# The extra-CA build input: the script every downloading build step runs trusts a certificate
+# given in OTTER_EXTRA_CA_CERT (a fresh self-signed one), and refuses text that is not one.
+CA_CERT="$(openssl req -x509 -newkey rsa:2048 -nodes -keyout /dev/null -subj "/CN=otter-smoke-ca-$PROJECT" -days 1 2>/dev/null)" ||
+  fail "openssl could not make a test certificate"
+CA_LINE="$(sed -n 2p <<<"$CA_CERT")"
+docker run --rm --user 0 --entrypoint sh -e OTTER_EXTRA_CA_CERT="$CA_CERT" -e CA_LINE="$CA_LINE" \
+  "${OTTER_IMAGE_PREFIX:-otter}/server" -c \
+  'sh /usr/local/lib/otter/trust-extra-ca.sh >/dev/null 2>&1 && grep -qF "$CA_LINE" /etc/ssl/certs/ca-certificates.crt' ||
+  fail "a certificate given in OTTER_EXTRA_CA_CERT is not in the system bundle after trust-extra-ca.sh"
+docker run --rm --user 0 --entrypoint sh -e OTTER_EXTRA_CA_CERT="not a certificate" "${OTTER_IMAGE_PREFIX:-otter}/server" \
+  -c 'sh /usr/local/lib/otter/trust-extra-ca.sh' >/dev/null 2>&1 && fail "OTTER_EXTRA_CA_CERT accepted text that is no certificate"
+log "OTTER_EXTRA_CA_CERT: a given certificate is trusted, other text refused"
 
 # ---- 2. health ----------------------------------------------------------------------------------------
 HEALTH="$(api GET /healthz)"
