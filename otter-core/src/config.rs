@@ -154,6 +154,11 @@ pub struct Config {
     /// `OTTER_DEMO_MODEL_URL` (default `http://127.0.0.1:8090/v1`): the demo model's API base,
     /// vibe's `api_base` for it.
     pub demo_model_url: String,
+    /// `OTTER_COMMAND_MAX_OUTPUT_BYTES` (default 1048576): bytes of a command's stdout, and of
+    /// its stderr, kept in the answer of the command endpoints (the rest is read and dropped).
+    pub command_max_output_bytes: usize,
+    /// `OTTER_COMMAND_MAX_OUTPUT_LINES` (default 100000): lines likewise.
+    pub command_max_output_lines: usize,
 }
 
 impl Config {
@@ -278,6 +283,16 @@ impl Config {
             mistral_api_key: env.get("MISTRAL_API_KEY").map(Secret::new),
             demo: env.bool("OTTER_DEMO", false)?,
             demo_model_url: env.http_url("OTTER_DEMO_MODEL_URL", "http://127.0.0.1:8090/v1")?,
+            command_max_output_bytes: env.parsed(
+                "OTTER_COMMAND_MAX_OUTPUT_BYTES",
+                crate::shell::MAX_OUTPUT_BYTES,
+                1024..=64 * 1024 * 1024,
+            )?,
+            command_max_output_lines: env.parsed(
+                "OTTER_COMMAND_MAX_OUTPUT_LINES",
+                crate::shell::MAX_OUTPUT_LINES,
+                1..=10_000_000,
+            )?,
         };
         Ok(config)
     }
@@ -539,6 +554,8 @@ mod tests {
         assert_eq!(config.cancel_grace, Duration::from_secs(10));
         assert!(config.default_workspace_path.is_none());
         assert!(config.allowed_roots.is_empty());
+        assert_eq!(config.command_max_output_bytes, 1024 * 1024);
+        assert_eq!(config.command_max_output_lines, 100_000);
     }
 
     #[test]
@@ -622,6 +639,8 @@ mod tests {
             ("OTTER_ALLOWED_ROOTS", "relative/path"),
             ("OTTER_RUNTIME_ENABLED", "maybe"),
             ("OTTER_WORKER_CONCURRENCY", "0"),
+            ("OTTER_COMMAND_MAX_OUTPUT_BYTES", "10"),
+            ("OTTER_COMMAND_MAX_OUTPUT_LINES", "lots"),
         ] {
             let mut v = base();
             v.push((var, value));

@@ -6,6 +6,7 @@ mod auth;
 mod commands;
 mod files;
 mod leases;
+mod memory;
 mod openapi;
 mod packaging;
 mod preview;
