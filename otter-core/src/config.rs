@@ -159,6 +159,10 @@ pub struct Config {
     pub command_max_output_bytes: usize,
     /// `OTTER_COMMAND_MAX_OUTPUT_LINES` (default 100000): lines likewise.
     pub command_max_output_lines: usize,
+    /// `OTTER_EVENT_PAGE_MAX_BYTES` (default 1048576): payload bytes of one page of stored events
+    /// (`GET /v1/jobs/{id}/events`, and each read of an SSE replay); a single larger event
+    /// comes alone.
+    pub event_page_max_bytes: usize,
 }
 
 impl Config {
@@ -292,6 +296,11 @@ impl Config {
                 "OTTER_COMMAND_MAX_OUTPUT_LINES",
                 crate::shell::MAX_OUTPUT_LINES,
                 1..=10_000_000,
+            )?,
+            event_page_max_bytes: env.parsed(
+                "OTTER_EVENT_PAGE_MAX_BYTES",
+                crate::db::events::PAGE_MAX_BYTES,
+                4096..=64 * 1024 * 1024,
             )?,
         };
         Ok(config)
@@ -556,6 +565,7 @@ mod tests {
         assert!(config.allowed_roots.is_empty());
         assert_eq!(config.command_max_output_bytes, 1024 * 1024);
         assert_eq!(config.command_max_output_lines, 100_000);
+        assert_eq!(config.event_page_max_bytes, 1024 * 1024);
     }
 
     #[test]
@@ -641,6 +651,7 @@ mod tests {
             ("OTTER_WORKER_CONCURRENCY", "0"),
             ("OTTER_COMMAND_MAX_OUTPUT_BYTES", "10"),
             ("OTTER_COMMAND_MAX_OUTPUT_LINES", "lots"),
+            ("OTTER_EVENT_PAGE_MAX_BYTES", "0"),
         ] {
             let mut v = base();
             v.push((var, value));
