@@ -35,68 +35,60 @@ const STALLED: usize = 10;
 
 /// Runs figure 8.
 pub(crate) async fn run(opts: &Opts) -> Result<Section> {
-    let mb = |target: f64| (Target::Max(target), format!("≤ {target} MB"));
-    let row = |name: &str, (target, text): (Target, String)| {
-        Row::new(name, "MB", target, &text).raw("kept after it ended")
+    // One row per case: its peak, against the bound it must stay within; then what the
+    // process still held once the case was over.
+    let case = |name: &str, bound: f64| {
+        (
+            Row::new(name, "MB", Target::Max(bound), &format!("≤ {bound} MB")),
+            Row::new(
+                &format!("{name}: kept after"),
+                "MB",
+                Target::Info,
+                "reported",
+            ),
+        )
     };
-    let mut flood = row(
-        &format!("worker: vibe prints {} empty lines", opts.flood_lines),
-        mb(150.0),
-    );
-    let mut cmd_lines = row("server: command printing 8 M empty lines", mb(40.0));
-    let mut cmd_yes = row("server: command `yes` for 5 s", mb(40.0));
-    let mut replay = row(
-        &format!("server: {STALLED} stalled SSE clients, replay of 300 × 256 KiB lines"),
-        mb(100.0),
-    );
-    let mut live = row(
-        &format!("server: {STALLED} stalled SSE clients, 300 × 256 KiB lines written live"),
-        mb(100.0),
-    );
-    let mut page = row("server: one `GET …/events?limit=1000` of them", mb(40.0));
+    let mut cases = [
+        case(
+            &format!("worker: vibe prints {} empty lines", opts.flood_lines),
+            150.0,
+        ),
+        case("server: command printing 8 M empty lines", 40.0),
+        case("server: command `yes` for 5 s", 40.0),
+        case(
+            &format!("server: {STALLED} stalled SSE clients, replay of 300 × 256 KiB lines"),
+            100.0,
+        ),
+        case(
+            &format!("server: {STALLED} stalled SSE clients, 300 × 256 KiB lines written live"),
+            100.0,
+        ),
+        case("server: one `GET …/events?limit=1000` of them", 40.0),
+    ];
     let runs = opts.memory_runs.max(1);
     for run in 0..runs {
-        let (peak, kept) = worker_flood(opts).await?;
-        report(run, &flood.metric, peak, kept);
-        flood.otter.push(peak);
-        flood.raw.push(kept);
-
-        for (row, command, timeout) in [
-            (
-                &mut cmd_lines,
-                r"head -c 8000000 /dev/zero | tr '\0' '\n'",
-                60,
-            ),
-            (&mut cmd_yes, "yes", 5),
-        ] {
-            let (peak, kept) = command_flood(command, timeout).await?;
-            report(run, &row.metric, peak, kept);
-            row.otter.push(peak);
-            row.raw.push(kept);
+        for (i, (peak_row, kept_row)) in cases.iter_mut().enumerate() {
+            let (peak, kept) = match i {
+                0 => worker_flood(opts).await?,
+                1 => command_flood(r"head -c 8000000 /dev/zero | tr '\0' '\n'", 60).await?,
+                2 => command_flood("yes", 5).await?,
+                3 => stalled_clients(false).await?,
+                4 => stalled_clients(true).await?,
+                _ => one_page().await?,
+            };
+            report(run, &peak_row.metric, peak, kept);
+            peak_row.otter.push(peak);
+            kept_row.otter.push(kept);
         }
-
-        let (peak, kept) = stalled_clients(false).await?;
-        report(run, &replay.metric, peak, kept);
-        replay.otter.push(peak);
-        replay.raw.push(kept);
-
-        let (peak, kept) = stalled_clients(true).await?;
-        report(run, &live.metric, peak, kept);
-        live.otter.push(peak);
-        live.raw.push(kept);
-
-        let (peak, kept) = one_page().await?;
-        report(run, &page.metric, peak, kept);
-        page.otter.push(peak);
-        page.raw.push(kept);
     }
+    let rows = cases.into_iter().flat_map(|(a, b)| [a, b]).collect();
     Ok(Section {
         title: "8. Bounded memory (issue 14)".into(),
-        rows: vec![flood, cmd_lines, cmd_yes, replay, live, page],
+        rows,
         notes: vec![format!(
             "Each case runs against fresh release `otter-server`/`otter-worker` processes. Otter's figure: the process's peak \
-             (VmHWM, or for the stalled clients the largest VmRSS sampled over 6 s) minus its VmRSS just before the case; the \
-             second column: VmRSS 2 s after the case ended (clients gone, command answered), minus the same baseline. \
+             (VmHWM, or for the stalled clients the largest VmRSS sampled over 6 s) minus its VmRSS just before the case; \
+             \"kept after\": VmRSS 2 s after the case ended (clients gone, command answered), minus the same baseline. \
              Worker flood: a script in place of vibe prints the lines with `head -c N /dev/zero | tr '\\0' '\\n'`; the worker \
              is sampled for {} s, then stopped. SSE: 10 raw HTTP/1.1 clients with 4 KiB receive buffers send the request and \
              never read. Runs: {runs}.",
