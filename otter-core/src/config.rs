@@ -229,6 +229,15 @@ pub struct Config {
     /// `OTTER_DEMO_MODEL_URL` (default `http://127.0.0.1:8090/v1`): the demo model's API base,
     /// vibe's `api_base` for it.
     pub demo_model_url: String,
+    /// `OTTER_COMMAND_MAX_OUTPUT_BYTES` (default 1048576): bytes of a command's stdout, and of
+    /// its stderr, kept in the answer of the command endpoints (the rest is read and dropped).
+    pub command_max_output_bytes: usize,
+    /// `OTTER_COMMAND_MAX_OUTPUT_LINES` (default 100000): lines likewise.
+    pub command_max_output_lines: usize,
+    /// `OTTER_EVENT_PAGE_MAX_BYTES` (default 1048576): payload bytes of one page of stored events
+    /// (`GET /v1/jobs/{id}/events`, and each read of an SSE replay); a single larger event
+    /// comes alone.
+    pub event_page_max_bytes: usize,
 }
 
 impl Config {
@@ -351,6 +360,21 @@ impl Config {
             mistral_api_key: env.get("MISTRAL_API_KEY").map(Secret::new),
             demo: env.bool("OTTER_DEMO", false)?,
             demo_model_url: env.http_url("OTTER_DEMO_MODEL_URL", "http://127.0.0.1:8090/v1")?,
+            command_max_output_bytes: env.parsed(
+                "OTTER_COMMAND_MAX_OUTPUT_BYTES",
+                crate::shell::MAX_OUTPUT_BYTES,
+                1024..=64 * 1024 * 1024,
+            )?,
+            command_max_output_lines: env.parsed(
+                "OTTER_COMMAND_MAX_OUTPUT_LINES",
+                crate::shell::MAX_OUTPUT_LINES,
+                1..=10_000_000,
+            )?,
+            event_page_max_bytes: env.parsed(
+                "OTTER_EVENT_PAGE_MAX_BYTES",
+                crate::db::events::PAGE_MAX_BYTES,
+                4096..=64 * 1024 * 1024,
+            )?,
         };
         Ok(config)
     }
@@ -671,6 +695,9 @@ mod tests {
         assert_eq!(config.idle_timeout, Duration::from_secs(30));
         assert_eq!(config.max_connections, None);
         assert_eq!(config.max_pending_connections, None);
+        assert_eq!(config.command_max_output_bytes, 1024 * 1024);
+        assert_eq!(config.command_max_output_lines, 100_000);
+        assert_eq!(config.event_page_max_bytes, 1024 * 1024);
     }
 
     #[test]
@@ -823,6 +850,9 @@ mod tests {
             ("OTTER_IDLE_TIMEOUT", "soon"),
             ("OTTER_MAX_CONNECTIONS", "0"),
             ("OTTER_MAX_PENDING_CONNECTIONS", "many"),
+            ("OTTER_COMMAND_MAX_OUTPUT_BYTES", "10"),
+            ("OTTER_COMMAND_MAX_OUTPUT_LINES", "lots"),
+            ("OTTER_EVENT_PAGE_MAX_BYTES", "0"),
         ] {
             let mut v = base();
             v.push((var, value));

@@ -77,7 +77,7 @@
 //! let mut events = Box::pin(feed.stream(filter, 0));
 //! while let Some(item) = events.next().await {
 //!     match item? {
-//!         StreamItem::Event(e) => println!("{} {}", e.event.kind, e.event.payload),
+//!         StreamItem::Event(e) => println!("{} {}", e.kind, e.json),
 //!         StreamItem::End => break,
 //!     }
 //! }

@@ -66,7 +66,8 @@ pub async fn build_state(
     let pool = db::connect(&config).await?;
     db::migrate(&pool).await?;
     let queue = Queue::connect(config.redis_url.expose(), &config.queue_name).await?;
-    let feed = EventFeed::start(pool.clone(), shutdown.clone()).await?;
+    let feed =
+        EventFeed::start_with(pool.clone(), shutdown.clone(), config.event_page_max_bytes).await?;
     let runtime = config.runtime_enabled.then(|| {
         let runtime = Arc::new(otter_core::runtime::Runtime::from_config(&config));
         runtime

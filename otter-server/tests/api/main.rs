@@ -7,6 +7,7 @@ mod commands;
 mod connections;
 mod files;
 mod leases;
+mod memory;
 mod openapi;
 mod packaging;
 mod preview;
