@@ -9,6 +9,7 @@ mod files;
 mod leases;
 mod openapi;
 mod packaging;
+mod paths;
 mod preview;
 mod queue;
 mod requests;
