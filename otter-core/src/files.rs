@@ -224,31 +224,16 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Checks a workspace's stored directory before it is used: it must still exist, still be a
+/// Checks a workspace's stored directory before it is used (see
+/// [`workspace::open_registered`], which the worker calls too): it must still exist, still be a
 /// directory, still be its own canonical path (not replaced by a symlink since it was
 /// registered) and still lie inside `OTTER_ALLOWED_ROOTS`. Returns the canonical root.
 pub fn open_root(config: &Config, stored: &str) -> Result<PathBuf, FilesError> {
-    let stored_path = Path::new(stored);
-    let canonical = stored_path.canonicalize().map_err(|e| {
-        FilesError::Root(format!(
-            "the workspace directory {stored} cannot be used: {e}"
-        ))
-    })?;
-    if canonical != stored_path {
-        return Err(FilesError::Root(format!(
-            "the workspace directory {stored} was replaced by a link since it was registered"
-        )));
+    match workspace::open_registered(config, stored) {
+        Ok(dir) => Ok(dir.path().to_path_buf()),
+        Err(WorkspaceError::Unusable(msg)) => Err(FilesError::Root(msg)),
+        Err(other) => Err(FilesError::Root(other.to_string())),
     }
-    if !canonical.is_dir() {
-        return Err(FilesError::Root(format!(
-            "the workspace directory {stored} is no longer a directory"
-        )));
-    }
-    workspace::check_allowed(config, &canonical).map_err(|e| match e {
-        WorkspaceError::NotAllowed { .. } => FilesError::Root(format!("workspace directory: {e}")),
-        other => FilesError::Root(other.to_string()),
-    })?;
-    Ok(canonical)
 }
 
 /// Resolves `rel` inside the canonical `root`, following symlinks one step at a time; every
