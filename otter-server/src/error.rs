@@ -202,7 +202,9 @@ impl From<FilesError> for AppError {
             FilesError::NotFound(_) => AppError::NotFound(e.to_string()),
             FilesError::TooLarge { .. } => AppError::PayloadTooLarge(e.to_string()),
             FilesError::PermissionDenied(_) => AppError::Forbidden(e.to_string()),
+            FilesError::Changed(_) => AppError::Conflict(e.to_string()),
             FilesError::Root(msg) => AppError::Conflict(msg),
+            FilesError::Unavailable(msg) => AppError::Unavailable(msg),
             FilesError::Io { .. } => AppError::Internal(e.to_string()),
         }
     }

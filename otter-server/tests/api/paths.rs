@@ -1,8 +1,12 @@
 //! Paths checked at the moment they are used (issue 14, parts 6 and 7): a workspace created
 //! through a link makes nothing outside the allowed roots, a symlinked allowed root is the same
-//! root, and names over the filesystem's limit get a clear 4xx, never a 500.
+//! root, and names over the filesystem's limit, sockets, devices and files swapped while they
+//! are read all get a clear 4xx, never a 500.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -159,6 +163,20 @@ async fn a_name_longer_than_the_filesystem_takes_is_a_400_naming_the_limit() {
         assert_eq!(status, StatusCode::CREATED, "{ws}");
         std::fs::remove_dir(allowed.join("n".repeat(255))).unwrap();
     }
+
+    // The file API says the same.
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    for endpoint in ["file", "tree"] {
+        let (status, body) = app
+            .get(&format!(
+                "/v1/workspaces/{}/{endpoint}?path=a/{long}",
+                ws["id"].as_str().unwrap()
+            ))
+            .await;
+        let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+        assert!(message.contains("255 bytes"), "{endpoint}: {message}");
+    }
 }
 
 #[tokio::test]
@@ -226,4 +244,126 @@ async fn a_symlinked_allowed_root_is_the_same_root() {
     let (status, body) = create(&app, &scratch.outside().join("x").display().to_string()).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
     assert!(scratch.outside_entries().is_empty());
+}
+
+#[tokio::test]
+async fn sockets_and_devices_are_refused_without_being_opened() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let id = ws["id"].as_str().unwrap();
+    let dir = PathBuf::from(ws["path"].as_str().unwrap());
+    let _listener = std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap();
+    let mut special = vec!["sock"];
+    // A terminal device (/dev/tty's numbers), where this user may make one.
+    let tty = std::process::Command::new("mknod")
+        .arg(dir.join("tty"))
+        .args(["c", "5", "0"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if tty {
+        special.push("tty");
+    } else {
+        eprintln!("mknod is not permitted here: the tty device case is not exercised");
+    }
+    for name in &special {
+        let (status, body) = app
+            .get(&format!("/v1/workspaces/{id}/file?path={name}"))
+            .await;
+        let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+        assert!(message.contains("not a regular file"), "{name}: {message}");
+    }
+    // Listed as `other`, like FIFOs.
+    let (status, tree) = app.get(&format!("/v1/workspaces/{id}/tree")).await;
+    assert_eq!(status, StatusCode::OK, "{tree}");
+    for name in &special {
+        let entry = tree["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == *name)
+            .unwrap_or_else(|| panic!("{name} listed: {tree}"));
+        assert_eq!(entry["kind"], "other", "{tree}");
+    }
+}
+
+/// Swaps `dir/name` between a symlink to `target` and a real file or directory (`real`, made
+/// beforehand) until `stop` is set, each swap one atomic exchange: the name always exists.
+fn swapper(
+    dir: PathBuf,
+    name: &'static str,
+    target: &'static str,
+    real: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+    std::thread::spawn(move || {
+        let (place, other) = (dir.join(name), dir.join(real));
+        let mut swaps = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            renameat2(
+                AT_FDCWD,
+                &place,
+                AT_FDCWD,
+                &other,
+                RenameFlags::RENAME_EXCHANGE,
+            )
+            .expect("exchange");
+            swaps += 1;
+        }
+        swaps
+    })
+}
+
+#[tokio::test]
+async fn files_swapped_while_they_are_read_get_a_4xx_never_a_500() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let id = ws["id"].as_str().unwrap().to_owned();
+    let dir = PathBuf::from(ws["path"].as_str().unwrap());
+    std::fs::write(dir.join("target.txt"), "TARGET").unwrap();
+    std::fs::write(dir.join("real.txt"), "REAL").unwrap();
+    std::fs::create_dir_all(dir.join("target-dir")).unwrap();
+    std::fs::write(dir.join("target-dir/in.txt"), "IN").unwrap();
+    std::fs::create_dir_all(dir.join("real-dir")).unwrap();
+    std::fs::write(dir.join("real-dir/in.txt"), "REAL IN").unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swappers = [
+        swapper(dir.clone(), "f", "target.txt", "real.txt", stop.clone()),
+        swapper(dir.clone(), "d", "target-dir", "real-dir", stop.clone()),
+    ];
+    let mut seen: std::collections::BTreeMap<u16, usize> = Default::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut requests = 0;
+    while requests < 3000 && tokio::time::Instant::now() < deadline {
+        for path in [
+            format!("/v1/workspaces/{id}/file?path=f"),
+            format!("/v1/workspaces/{id}/tree?path=d"),
+            format!("/v1/workspaces/{id}/file?path=d/in.txt"),
+        ] {
+            requests += 1;
+            let (status, body) = app.get(&path).await;
+            *seen.entry(status.as_u16()).or_default() += 1;
+            assert!(
+                !status.is_server_error(),
+                "{path} answered {status} after {requests} requests: {body}"
+            );
+            if status.is_client_error() {
+                assert!(body["error"]["message"].is_string(), "{body}");
+            }
+            if status == StatusCode::OK && path.ends_with("path=f") {
+                assert!(
+                    ["TARGET", "REAL"].contains(&body["content"].as_str().unwrap_or_default()),
+                    "{body}"
+                );
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps: u64 = swappers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(swaps > 100, "the files were hardly swapped ({swaps})");
+    assert!(seen.get(&200).copied().unwrap_or_default() > 0, "{seen:?}");
+    eprintln!("{requests} requests, {swaps} swaps: {seen:?}");
 }
