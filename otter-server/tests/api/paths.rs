@@ -1,14 +1,14 @@
 //! Paths checked at the moment they are used (issue 14, parts 6 and 7): a workspace created
 //! through a link makes nothing outside the allowed roots, a symlinked allowed root is the same
-//! root, and names over the filesystem's limit, sockets, devices and files swapped while they
-//! are read all get a clear 4xx, never a 500.
+//! root, names over the filesystem's limit, sockets, devices and files swapped while they are
+//! read all get a clear 4xx, never a 500; and client errors are not logged at error level.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use otter_testkit::{TestApp, assert_error};
@@ -366,4 +366,92 @@ async fn files_swapped_while_they_are_read_get_a_4xx_never_a_500() {
     assert!(swaps > 100, "the files were hardly swapped ({swaps})");
     assert!(seen.get(&200).copied().unwrap_or_default() > 0, "{seen:?}");
     eprintln!("{requests} requests, {swaps} swaps: {seen:?}");
+}
+
+/// The events of level ERROR seen on this thread, as text.
+#[derive(Clone, Default)]
+struct ErrorEvents(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ErrorEvents {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() != tracing::Level::ERROR {
+            return;
+        }
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {}={value:?}", field.name()));
+            }
+        }
+        let mut text = Text(event.metadata().target().to_owned());
+        event.record(&mut text);
+        self.0.lock().unwrap().push(text.0);
+    }
+}
+
+#[tokio::test]
+async fn client_errors_are_not_logged_at_error_level() {
+    use tracing_subscriber::layer::SubscriberExt;
+    // The server runs on this test's (single-threaded) runtime, so a subscriber set for this
+    // thread sees its events.
+    let errors = ErrorEvents::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(errors.clone()));
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let id = ws["id"].as_str().unwrap();
+    let job = app.submit(&ws, "hello").await;
+    let job_id = job["id"].as_str().unwrap();
+
+    let (status, body) = app
+        .post("/v1/workspaces", json!({ "path": ws["path"] }))
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict");
+    let (status, body) = app
+        .request(Method::DELETE, &format!("/v1/workspaces/{id}"), None)
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict");
+    let (status, _) = app
+        .post(&format!("/v1/jobs/{job_id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for (method, path, body) in [
+        (
+            Method::POST,
+            format!("/v1/jobs/{job_id}/cancel"),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/jobs/{job_id}/pause"),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/jobs/{job_id}/resume"),
+            Some(json!({})),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/queue/{job_id}"),
+            Some(json!({ "priority": 3 })),
+        ),
+        (Method::DELETE, format!("/v1/workspaces/{id}"), None),
+    ] {
+        let (status, body) = app.request(method, &path, body).await;
+        assert_error(status, &body, StatusCode::CONFLICT, "conflict");
+    }
+    let (status, body) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "x", "workspace_id": uuid::Uuid::new_v4() }),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+
+    let logged = errors.0.lock().unwrap().clone();
+    assert!(
+        logged.is_empty(),
+        "client errors logged at ERROR: {logged:#?}"
+    );
 }
