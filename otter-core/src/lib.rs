@@ -90,6 +90,7 @@
 //! # }
 //! ```
 
+pub mod beneath;
 pub mod config;
 pub mod db;
 pub mod demo;

@@ -176,9 +176,13 @@ impl From<ServiceError> for AppError {
             ServiceError::Workspace(WorkspaceError::InvalidPath(msg)) => {
                 AppError::Validation(format!("path: {msg}"))
             }
-            ServiceError::Workspace(e @ WorkspaceError::NotAllowed { .. }) => {
-                AppError::Validation(format!("path: {e}"))
+            ServiceError::Workspace(
+                e @ (WorkspaceError::NotAllowed { .. } | WorkspaceError::LeadsOut { .. }),
+            ) => AppError::Validation(format!("path: {e}")),
+            ServiceError::Workspace(WorkspaceError::Forbidden(msg)) => {
+                AppError::Forbidden(format!("path: {msg}"))
             }
+            ServiceError::Workspace(WorkspaceError::Unusable(msg)) => AppError::Conflict(msg),
             ServiceError::Workspace(e @ WorkspaceError::Io { .. }) => {
                 AppError::Internal(e.to_string())
             }
@@ -198,7 +202,9 @@ impl From<FilesError> for AppError {
             FilesError::NotFound(_) => AppError::NotFound(e.to_string()),
             FilesError::TooLarge { .. } => AppError::PayloadTooLarge(e.to_string()),
             FilesError::PermissionDenied(_) => AppError::Forbidden(e.to_string()),
+            FilesError::Changed(_) => AppError::Conflict(e.to_string()),
             FilesError::Root(msg) => AppError::Conflict(msg),
+            FilesError::Unavailable(msg) => AppError::Unavailable(msg),
             FilesError::Io { .. } => AppError::Internal(e.to_string()),
         }
     }

@@ -266,6 +266,10 @@ async fn prepare(
     workspace: &Workspace,
     run_dir: &Path,
 ) -> Result<RunSpec, String> {
+    // Checked now, as the file and command APIs check it: a directory replaced by a link or
+    // moved out of OTTER_ALLOWED_ROOTS since it was registered would have vibe work elsewhere.
+    let root = workspace::open_registered(config, &workspace.path)
+        .map_err(|e| format!("the workspace cannot be used: {e}"))?;
     let home = Path::new(&workspace.vibe_home);
     tokio::fs::create_dir_all(run_dir)
         .await
@@ -330,7 +334,7 @@ async fn prepare(
     Ok(RunSpec {
         program: config.vibe_bin.clone(),
         args,
-        cwd: PathBuf::from(&workspace.path),
+        cwd: root.path().to_path_buf(),
         env_remove: secret_env_names(),
         env,
         stdout_as: OutputStream::Stdout,
@@ -422,7 +426,14 @@ async fn run_setup(
     tx: &mpsc::UnboundedSender<SinkItem>,
     cancel: &CancellationToken,
 ) -> serde_json::Value {
-    let root = PathBuf::from(&workspace.path);
+    // vibe itself may have replaced the directory: checked again before anything runs there.
+    let root = match workspace::open_registered(config, &workspace.path) {
+        Ok(dir) => dir.path().to_path_buf(),
+        Err(e) => {
+            let error = format!("setup.sh not run: the workspace cannot be used: {e}");
+            return json!({ "setup": { "exit_code": null, "outcome": "failed", "error": error } });
+        }
+    };
     let Some(script) = find_setup(&root) else {
         return json!({ "setup": null });
     };

@@ -10,6 +10,7 @@ mod leases;
 mod memory;
 mod openapi;
 mod packaging;
+mod paths;
 mod preview;
 mod queue;
 mod requests;
