@@ -39,7 +39,7 @@ pub enum WalkError {
     /// A `..` or a symlink on the way leads outside the base directory.
     #[error("leads outside the base directory")]
     Escapes,
-    /// More than [`MAX_SYMLINKS`] symlinks on the way.
+    /// More than `MAX_SYMLINKS` (40, as the kernel) symlinks on the way.
     #[error("too many levels of symbolic links")]
     TooManyLinks,
     /// A component that must be a directory (it has more components after it) is not one.
