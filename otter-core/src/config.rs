@@ -71,6 +71,18 @@ impl LogFormat {
     }
 }
 
+/// Where the cgroups that hold Otter's children go (`OTTER_CGROUP_ROOT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupRoot {
+    /// `auto` (the default): `<the cgroup v2 mount>/otter` when this process is root and can
+    /// write there, else no cgroups.
+    Auto,
+    /// `none`: no cgroups; children are found by the marker in their environment.
+    None,
+    /// An absolute path to a cgroup v2 directory this process may create cgroups under.
+    Path(PathBuf),
+}
+
 /// Everything Otter's processes read from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -154,6 +166,12 @@ pub struct Config {
     /// `OTTER_DEMO_MODEL_URL` (default `http://127.0.0.1:8090/v1`): the demo model's API base,
     /// vibe's `api_base` for it.
     pub demo_model_url: String,
+    /// `OTTER_JOB_USER` (default `otter-job`): the user vibe, `setup.sh` and commands run as when
+    /// Otter runs as root, so that they can read none of its secrets (see `isolation`).
+    pub job_user: String,
+    /// `OTTER_CGROUP_ROOT` (`auto`, `none` or a path; default `auto`): where each run's and
+    /// command's cgroup goes, so that every process it starts can be killed.
+    pub cgroup_root: CgroupRoot,
 }
 
 impl Config {
@@ -278,6 +296,21 @@ impl Config {
             mistral_api_key: env.get("MISTRAL_API_KEY").map(Secret::new),
             demo: env.bool("OTTER_DEMO", false)?,
             demo_model_url: env.http_url("OTTER_DEMO_MODEL_URL", "http://127.0.0.1:8090/v1")?,
+            job_user: env
+                .get("OTTER_JOB_USER")
+                .unwrap_or_else(|| "otter-job".to_owned()),
+            cgroup_root: match env.get("OTTER_CGROUP_ROOT").as_deref() {
+                None | Some("auto") => CgroupRoot::Auto,
+                Some("none") => CgroupRoot::None,
+                Some(path) if path.starts_with('/') => CgroupRoot::Path(PathBuf::from(path)),
+                Some(other) => {
+                    return Err(invalid(
+                        "OTTER_CGROUP_ROOT",
+                        other,
+                        "expected auto, none or an absolute path",
+                    ));
+                }
+            },
         };
         Ok(config)
     }
@@ -539,6 +572,8 @@ mod tests {
         assert_eq!(config.cancel_grace, Duration::from_secs(10));
         assert!(config.default_workspace_path.is_none());
         assert!(config.allowed_roots.is_empty());
+        assert_eq!(config.job_user, "otter-job");
+        assert_eq!(config.cgroup_root, CgroupRoot::Auto);
     }
 
     #[test]
@@ -622,6 +657,7 @@ mod tests {
             ("OTTER_ALLOWED_ROOTS", "relative/path"),
             ("OTTER_RUNTIME_ENABLED", "maybe"),
             ("OTTER_WORKER_CONCURRENCY", "0"),
+            ("OTTER_CGROUP_ROOT", "relative/otter"),
         ] {
             let mut v = base();
             v.push((var, value));
