@@ -47,6 +47,10 @@ impl TestEnv {
         url.set_path(&db_name);
         let dir = std::env::temp_dir().join(format!("otter-test-{id}"));
         std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        // Open to the job user too (vibe's stand-in writes its records and pid files here),
+        // as a temporary directory is.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+            .expect("open the scratch directory");
         Self {
             database_url: url.to_string(),
             redis_url,

@@ -1,11 +1,15 @@
 //! Workspaces on disk: checking a requested path against `OTTER_ALLOWED_ROOTS`, and provisioning
 //! the workspace's own `VIBE_HOME` (DESIGN.md §6), whose `config.toml` the worker brings up to
-//! date before each run ([`refresh_vibe_config`]).
+//! date before each run ([`refresh_vibe_config`]). When Otter runs as root, what it creates here
+//! belongs to the job user (`OTTER_JOB_USER`), who runs the workspace's jobs and commands: the
+//! `VIBE_HOME`, and the workspace directory when Otter made it. An existing directory registered
+//! as a workspace is never given away: its owner decides who may write it.
 
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::Config;
 use crate::demo;
+use crate::isolation::{IsolationError, JobUser};
 use crate::model::WorkspaceId;
 
 /// Longest path accepted, in bytes.
@@ -33,6 +37,9 @@ pub enum WorkspaceError {
         /// The error.
         source: std::io::Error,
     },
+    /// The job user could not be found or given the directory.
+    #[error(transparent)]
+    Isolation(#[from] IsolationError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkspaceError {
@@ -41,8 +48,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkspaceError 
 }
 
 /// Checks a client-given workspace path and returns its canonical form: absolute, no NUL, not
-/// too long, an existing directory (created first when `create` is set), and, when
-/// `OTTER_ALLOWED_ROOTS` is set, inside one of them after symlinks are resolved.
+/// too long, an existing directory (created first when `create` is set, and then given to the
+/// job user), and, when `OTTER_ALLOWED_ROOTS` is set, inside one of them after symlinks are
+/// resolved.
 pub fn resolve_path(config: &Config, raw: &str, create: bool) -> Result<PathBuf, WorkspaceError> {
     if raw.is_empty() {
         return Err(WorkspaceError::InvalidPath(
@@ -72,8 +80,11 @@ pub fn resolve_path(config: &Config, raw: &str, create: bool) -> Result<PathBuf,
     }
     // Check the lexical path first, so that nothing is created outside the roots.
     check_allowed(config, path)?;
-    if create {
+    if create && std::fs::symlink_metadata(path).is_err() {
         std::fs::create_dir_all(path).map_err(io(format!("creating {raw}")))?;
+        if let Some(user) = JobUser::resolve(&config.job_user)? {
+            user.give_dir(path)?;
+        }
     }
     let canonical = path.canonicalize().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => WorkspaceError::InvalidPath(format!(
@@ -135,7 +146,8 @@ const OTTER_SETTINGS: &[(&str, &str)] = &[
 /// Creates the workspace's `VIBE_HOME`: the template home copied in first when configured, then
 /// `config.toml` (telemetry and update checks off, the demo model's entry when `OTTER_DEMO` is
 /// on, the template's other settings kept), `trusted_folders.toml` trusting exactly
-/// `workspace_path`, and `.env` with the API key (mode 0600).
+/// `workspace_path`, and `.env` with the API key (mode 0600); all of it then given to the job
+/// user.
 pub fn provision_vibe_home(
     config: &Config,
     home: &Path,
@@ -172,6 +184,9 @@ pub fn provision_vibe_home(
     );
     std::fs::write(&env_path, env).map_err(io(format!("writing {}", env_path.display())))?;
     set_mode(&env_path, 0o600)?;
+    if let Some(user) = JobUser::resolve(&config.job_user)? {
+        user.give_tree(home)?;
+    }
     Ok(())
 }
 

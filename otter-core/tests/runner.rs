@@ -1,20 +1,40 @@
 //! The process runner on real tiny commands: exit codes, both streams, order, timeouts and
-//! cancellation that take the whole process group, the output budget.
+//! cancellation that take every process the child started, the output budget.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use otter_core::CgroupRoot;
+use otter_core::isolation::{Isolation, Unit, UnitName};
 use otter_core::model::OutputStream;
 use otter_core::runner::{self, Line, RunOutcome, RunSpec, RunnerError};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+/// Children run as this process's user (the job user is the end-to-end tests' business), in a
+/// cgroup where one can be made (as root), else with the marker.
+fn isolation() -> &'static Arc<Isolation> {
+    static ISOLATION: OnceLock<Arc<Isolation>> = OnceLock::new();
+    ISOLATION.get_or_init(|| Arc::new(Isolation::new(None, &CgroupRoot::Auto).expect("isolation")))
+}
+
+/// A fresh unit of `isolation`.
+async fn unit_of(isolation: &Arc<Isolation>) -> Arc<Unit> {
+    Unit::create(isolation, UnitName::task())
+        .await
+        .expect("a unit")
+}
+
 fn sh(script: &str) -> RunSpec {
+    sh_in(script, futures::executor::block_on(unit_of(isolation())))
+}
+
+fn sh_in(script: &str, unit: Arc<Unit>) -> RunSpec {
     RunSpec {
         program: "sh".into(),
         args: vec!["-c".into(), script.into()],
         cwd: std::env::temp_dir(),
-        env_remove: vec![],
+        unit,
         env: vec![("OTTER_RUNNER_TEST".to_owned(), "yes".to_owned())],
         stdout_as: OutputStream::Stdout,
         stderr_as: OutputStream::Stderr,
@@ -328,6 +348,8 @@ async fn output_ends_even_when_a_kept_background_process_holds_the_pipes() {
     // setup.sh starting its app without redirecting it: the app inherits the pipes.
     let mut spec = sh("sleep 300 & echo $!");
     spec.reap_group_on_exit = false;
+    // Kept alive here: a unit dropped by its owner is killed.
+    let _unit = spec.unit.clone();
     let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
     let task = tokio::spawn(async move { runner::run(&spec, tx, &CancellationToken::new()).await });
     let pid: u32 = rx.recv().await.expect("the pid").text.parse().unwrap();

@@ -172,9 +172,9 @@ impl From<ServiceError> for AppError {
             ServiceError::Workspace(e @ WorkspaceError::NotAllowed { .. }) => {
                 AppError::Validation(format!("path: {e}"))
             }
-            ServiceError::Workspace(e @ WorkspaceError::Io { .. }) => {
-                AppError::Internal(e.to_string())
-            }
+            ServiceError::Workspace(
+                e @ (WorkspaceError::Io { .. } | WorkspaceError::Isolation(_)),
+            ) => AppError::Internal(e.to_string()),
             ServiceError::Db(e) => e.into(),
         }
     }
@@ -204,7 +204,9 @@ impl From<ShellError> for AppError {
             ShellError::Files(e) => e.into(),
             ShellError::Db(e) => e.into(),
             ShellError::Cancelled => AppError::Unavailable(e.to_string()),
-            ShellError::Runner(_) | ShellError::Internal(_) => AppError::Internal(e.to_string()),
+            ShellError::Runner(_) | ShellError::Isolation(_) | ShellError::Internal(_) => {
+                AppError::Internal(e.to_string())
+            }
         }
     }
 }
