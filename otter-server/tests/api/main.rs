@@ -5,6 +5,7 @@ mod attacks;
 mod auth;
 mod commands;
 mod files;
+mod isolation;
 mod leases;
 mod openapi;
 mod packaging;

@@ -59,7 +59,7 @@ async fn a_worker_killed_mid_job_is_recovered_and_its_events_kept() {
         timing[1],
         ("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[])),
     ];
-    let _survivor = WorkerProcess::spawn(&app, "survivor", &survivor);
+    let survivor = WorkerProcess::spawn(&app, "survivor", &survivor);
     let job = finished(&app, &job).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["attempts"], 2);
@@ -92,6 +92,8 @@ async fn a_worker_killed_mid_job_is_recovered_and_its_events_kept() {
             .iter()
             .any(|e| e["kind"] == "output_chunk")
     );
+    drop(survivor);
+    app.assert_no_processes_left().await;
 }
 
 #[tokio::test]
@@ -120,6 +122,8 @@ async fn a_job_whose_worker_died_on_its_last_attempt_fails_as_worker_lost() {
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"], "worker_lost");
     assert_eq!(kinds(&events(&app, &job).await).last(), Some(&"job_failed"));
+    // The quiet vibe of the dead worker died with it (no broken pipe would have stopped it).
+    app.assert_no_processes_left().await;
 }
 
 #[tokio::test]
@@ -405,6 +409,7 @@ async fn sigterm_stops_a_worker_process_cleanly_and_gives_its_job_back() {
         .await;
     assert_eq!(back["status"], "queued", "{back}");
     assert_eq!(back["attempts"], 0);
+    app.assert_no_processes_left().await;
 }
 
 /// A private PostgreSQL + Redis pair, started by the project's own `scripts/services.sh` in a

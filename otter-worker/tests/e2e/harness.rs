@@ -113,6 +113,10 @@ impl WorkerProcess {
         Self { child }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL the worker");
         self.child.wait().expect("reap the worker");

@@ -396,6 +396,7 @@ async fn an_app_setup_sh_leaves_running_with_the_pipes_open_does_not_hold_the_jo
         .arg("-9")
         .arg(pid.to_string())
         .status();
+    _running.0.assert_no_processes_left().await;
 }
 
 #[tokio::test]
@@ -496,6 +497,7 @@ async fn processes_vibe_leaves_behind_are_stopped() {
         || async move { process_gone(pid).then_some(()) },
     )
     .await;
+    app.assert_no_processes_left().await;
 }
 
 #[tokio::test]
