@@ -24,6 +24,8 @@
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::DirBuilderExt;
+
 use nix::unistd::{Gid, Uid, User};
 
 use crate::config::{CgroupRoot, Config};
@@ -121,12 +123,8 @@ pub enum Containment {
         /// The directory the units' cgroups are made in.
         base: PathBuf,
     },
-    /// No cgroup: every process of a unit carries `OTTER_UNIT=<name>` in its environment, and a
-    /// lock file per unit in `locks` tells live units from dead ones.
-    Marker {
-        /// The directory of the units' lock files (host-local, private to this user).
-        locks: PathBuf,
-    },
+    /// No cgroup: every process of a unit carries `OTTER_UNIT=<name>` in its environment.
+    Marker,
 }
 
 /// Variables a child inherits from Otter's own environment; everything else is dropped (Otter's
@@ -156,23 +154,65 @@ const INHERITED: &[&str] = &[
 pub struct Isolation {
     user: Option<JobUser>,
     containment: Containment,
+    /// The units' lock files (host-local, private to this user): one per unit, held by its
+    /// owner, made before the unit itself.
+    locks: PathBuf,
 }
 
 impl Isolation {
-    /// From `OTTER_JOB_USER` and `OTTER_CGROUP_ROOT`.
+    /// From `OTTER_JOB_USER` and `OTTER_CGROUP_ROOT`, its units in the installation's scope,
+    /// `OTTER_QUEUE_NAME`.
     pub fn from_config(config: &Config) -> Result<Self, IsolationError> {
-        Self::new(Some(&config.job_user), &config.cgroup_root)
+        Self::new(
+            Some(&config.job_user),
+            &config.cgroup_root,
+            &config.queue_name,
+        )
     }
 
     /// Children run as `job_user` (see [`JobUser::resolve`]; `None`: as this process's user),
-    /// contained as `cgroup_root` says.
-    pub fn new(job_user: Option<&str>, cgroup_root: &CgroupRoot) -> Result<Self, IsolationError> {
+    /// contained as `cgroup_root` says. Units are made in `scope` (letters, digits, `-`, `_`):
+    /// the servers and workers of one installation share it, and only clean each other's units
+    /// (one installation's server could not release a session of another's database).
+    pub fn new(
+        job_user: Option<&str>,
+        cgroup_root: &CgroupRoot,
+        scope: &str,
+    ) -> Result<Self, IsolationError> {
+        if scope.is_empty()
+            || !scope
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(IsolationError::Io {
+                what: format!("the units' scope {scope:?}"),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            });
+        }
         let user = match job_user {
             Some(name) => JobUser::resolve(name)?,
             None => None,
         };
-        let containment = containment(cgroup_root)?;
-        Ok(Self { user, containment })
+        let containment = match containment(cgroup_root)? {
+            Containment::Cgroup { base } => {
+                let base = base.join(scope);
+                std::fs::create_dir_all(&base)
+                    .map_err(io(format!("creating cgroup {}", base.display())))?;
+                Containment::Cgroup { base }
+            }
+            Containment::Marker => Containment::Marker,
+        };
+        let locks = lock_dir()?.join(scope);
+        match std::fs::DirBuilder::new().mode(0o700).create(&locks) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(format!("creating {}", locks.display()))(e)),
+        }
+        Ok(Self {
+            user,
+            containment,
+            locks,
+        })
     }
 
     /// The user children run as, when it is not this process's own.
@@ -183,6 +223,27 @@ impl Isolation {
     /// How units are contained.
     pub fn containment(&self) -> &Containment {
         &self.containment
+    }
+
+    /// Removes this scope's directories (its cgroup and its lock directory), with the empty
+    /// cgroups of ended units in it (apps whose processes are gone), if nothing else is left in
+    /// them: for an installation that goes away, such as a test's.
+    pub fn remove_scope_if_empty(&self) {
+        if let Containment::Cgroup { base } = &self.containment {
+            for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    // Fails for a cgroup that still holds processes.
+                    let _ = std::fs::remove_dir(entry.path());
+                }
+            }
+            let _ = std::fs::remove_dir(base);
+        }
+        let _ = std::fs::remove_dir(&self.locks);
+    }
+
+    /// Where the units' lock files are.
+    pub(crate) fn locks(&self) -> &Path {
+        &self.locks
     }
 
     /// The environment every child starts from: [`INHERITED`] variables and `LC_*` of this
@@ -310,7 +371,7 @@ pub fn harden_process() -> Result<(), IsolationError> {
 /// Decides the containment for `OTTER_CGROUP_ROOT`.
 fn containment(root: &CgroupRoot) -> Result<Containment, IsolationError> {
     match root {
-        CgroupRoot::None => marker_containment(),
+        CgroupRoot::None => Ok(Containment::Marker),
         CgroupRoot::Path(path) => {
             cgroup_containment(path).map_err(|reason| IsolationError::Cgroup {
                 path: path.clone(),
@@ -321,18 +382,18 @@ fn containment(root: &CgroupRoot) -> Result<Containment, IsolationError> {
             // Moving a process into a cgroup takes root (or a delegated subtree, which an
             // operator names with a path).
             if !nix::unistd::geteuid().is_root() {
-                return marker_containment();
+                return Ok(Containment::Marker);
             }
             let Some(mount) = procfs::cgroup2_mount() else {
                 tracing::info!("no cgroup v2 mounted; runs are tracked by an environment marker");
-                return marker_containment();
+                return Ok(Containment::Marker);
             };
             let base = mount.join("otter");
             match cgroup_containment(&base) {
                 Ok(containment) => Ok(containment),
                 Err(reason) => {
                     tracing::info!(base = %base.display(), %reason, "cgroups unusable; runs are tracked by an environment marker");
-                    marker_containment()
+                    Ok(Containment::Marker)
                 }
             }
         }
@@ -358,9 +419,9 @@ fn cgroup_containment(base: &Path) -> Result<Containment, String> {
     })
 }
 
-/// The marker containment, with its private lock directory in the temporary directory.
-fn marker_containment() -> Result<Containment, IsolationError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+/// The units' private lock directory in the temporary directory.
+fn lock_dir() -> Result<PathBuf, IsolationError> {
+    use std::os::unix::fs::MetadataExt;
     let euid = nix::unistd::geteuid();
     let locks = std::env::temp_dir().join(format!("otter-units-{euid}"));
     match std::fs::DirBuilder::new().mode(0o700).create(&locks) {
@@ -380,5 +441,5 @@ fn marker_containment() -> Result<Containment, IsolationError> {
             source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         });
     }
-    Ok(Containment::Marker { locks })
+    Ok(locks)
 }

@@ -641,7 +641,8 @@ mod tests {
             .expect("tmp")
             .join(format!("otter-shell-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
-        let own_user = Isolation::new(None, &crate::config::CgroupRoot::None).expect("isolation");
+        let own_user = Isolation::new(None, &crate::config::CgroupRoot::None, "shell-tests")
+            .expect("isolation");
         let marker = CwdFile::create(&own_user).expect("cwd file");
         let status = tokio::process::Command::new("sh")
             .arg("-c")

@@ -86,10 +86,29 @@ impl TestEnv {
         Config::from_map(&self.vars(extra)).expect("a valid test config")
     }
 
+    /// Removes what the test's installation left of its units' scope (`OTTER_QUEUE_NAME`), when
+    /// nothing runs in it any more.
+    fn remove_units_scope(&self) {
+        let isolation = crate::isolation::Isolation::new(
+            None,
+            &crate::config::CgroupRoot::Auto,
+            &self.queue_name,
+        );
+        if let Ok(isolation) = isolation {
+            isolation.remove_scope_if_empty();
+        }
+    }
+
     /// A new directory under the scratch directory.
     pub fn mkdir(&self, name: &str) -> PathBuf {
         let path = self.dir.join(name);
         std::fs::create_dir_all(&path).expect("create a test directory");
         path
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.remove_units_scope();
     }
 }

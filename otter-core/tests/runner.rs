@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use otter_core::CgroupRoot;
-use otter_core::isolation::{Isolation, Unit, UnitName};
+use otter_core::isolation::{Isolation, Unit, UnitKind, UnitName};
 use otter_core::model::OutputStream;
 use otter_core::runner::{self, Line, RunOutcome, RunSpec, RunnerError};
 use tokio::sync::{Semaphore, mpsc};
@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 /// cgroup where one can be made (as root), else with the marker.
 fn isolation() -> &'static Arc<Isolation> {
     static ISOLATION: OnceLock<Arc<Isolation>> = OnceLock::new();
-    ISOLATION.get_or_init(|| Arc::new(Isolation::new(None, &CgroupRoot::Auto).expect("isolation")))
+    ISOLATION.get_or_init(|| {
+        Arc::new(Isolation::new(None, &CgroupRoot::Auto, "runner-tests").expect("isolation"))
+    })
 }
 
 /// A fresh unit of `isolation`.
@@ -368,7 +370,7 @@ async fn output_ends_even_when_a_kept_background_process_holds_the_pipes() {
 /// writable cgroup v2), and the marker everywhere.
 fn containments() -> Vec<Arc<Isolation>> {
     let mut all = vec![Arc::new(
-        Isolation::new(None, &CgroupRoot::None).expect("marker isolation"),
+        Isolation::new(None, &CgroupRoot::None, "runner-tests").expect("marker isolation"),
     )];
     if matches!(
         isolation().containment(),
@@ -503,6 +505,9 @@ async fn a_kept_unit_leaves_its_processes_running_and_a_closed_one_does_not() {
             .arg("-9")
             .arg(pid.to_string())
             .status();
+        wait_gone(pid).await;
+        // A kept unit has no owner: a sweep finds it (and removes it once empty).
+        isolation.sweep(&[UnitKind::Task]).await;
 
         let unit = unit_of(&isolation).await;
         let mut spec = sh_in(

@@ -416,13 +416,21 @@ pub fn reachable_by_jobs(path: &str) -> String {
     if !copy.exists() {
         std::fs::create_dir_all(&dir).expect("create the copy's directory");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        // Copied under a private name, then renamed: test processes may do this at once.
+        // Copied under a private name, then renamed: test processes may do this at once. By
+        // cp, not here: a child forked meanwhile by another thread of this process would hold
+        // the copy open for writing until its exec, and running the copy would fail with
+        // ETXTBSY.
         let partial = dir.join(format!(
             ".{}-{}",
             name.to_string_lossy(),
             uuid::Uuid::new_v4()
         ));
-        std::fs::copy(path, &partial).expect("copy the program");
+        let copied = std::process::Command::new("cp")
+            .arg(path)
+            .arg(&partial)
+            .status()
+            .expect("run cp");
+        assert!(copied.success(), "cp {path} {}", partial.display());
         std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         std::fs::rename(&partial, &copy).expect("put the copy in place");
     }

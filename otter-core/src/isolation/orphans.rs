@@ -38,7 +38,7 @@ impl Isolation {
         self: &Arc<Self>,
         shutdown: CancellationToken,
     ) -> Result<(), IsolationError> {
-        let police = matches!(self.containment(), Containment::Marker { .. });
+        let police = matches!(self.containment(), Containment::Marker);
         if police {
             nix::sys::prctl::set_child_subreaper(true)
                 .map_err(|e| io("PR_SET_CHILD_SUBREAPER")(e.into()))?;

@@ -10,9 +10,11 @@
 //! - **Stopped whole.** [`Unit::kill`] kills every process in the unit (`cgroup.kill`, or a
 //!   freeze by SIGSTOP then SIGKILL of every process the marker or the process tree names)
 //!   and waits until none is left.
-//! - **Owned while alive.** The owner holds an exclusive lock on its unit (on the cgroup
-//!   directory, or on the unit's lock file) until it is closed, and the kernel drops it when
-//!   the owner dies however it dies. A unit whose lock anyone can take belongs to a dead owner:
+//! - **Owned while alive.** The owner holds an exclusive lock on its unit's lock file until the
+//!   unit is closed, and the kernel drops it when the owner dies however it dies. The file is
+//!   made and locked under a temporary name and only then given the unit's name, before the
+//!   cgroup is made: no unit is ever seen unlocked while its owner lives. A unit whose lock
+//!   anyone can take, or a cgroup without a lock file, belongs to a dead owner:
 //!   [`super::Isolation::sweep`] kills and removes it.
 
 use std::collections::BTreeSet;
@@ -25,9 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
-use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use uuid::Uuid;
 
@@ -147,19 +148,18 @@ pub(super) fn spawned() -> MutexGuard<'static, BTreeSet<i32>> {
     SPAWNED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Where a unit lives.
-enum Place {
-    Cgroup {
-        dir: PathBuf,
-        /// The cgroup directory, locked while the owner lives.
-        _lock: Flock<OwnedFd>,
-        /// Its `cgroup.procs`, which each child writes itself into.
-        procs: OwnedFd,
-    },
-    Marker {
-        lock_path: PathBuf,
-        _lock: Flock<File>,
-    },
+/// Where a unit lives: its lock file, and its cgroup when there are cgroups.
+struct Place {
+    lock_path: PathBuf,
+    /// Held while the owner lives.
+    _lock: Flock<File>,
+    cgroup: Option<Cgroup>,
+}
+
+struct Cgroup {
+    dir: PathBuf,
+    /// Its `cgroup.procs`, which each child writes itself into.
+    procs: OwnedFd,
 }
 
 /// The processes of one run, command or app (see the module docs).
@@ -188,53 +188,28 @@ impl Unit {
         isolation: &Arc<Isolation>,
         name: UnitName,
     ) -> Result<Arc<Self>, IsolationError> {
-        let place = match isolation.containment() {
-            Containment::Cgroup { base } => {
-                let dir = base.join(name.as_str());
-                if dir.exists() {
-                    let leftover = Foreign::at(isolation.containment(), name.clone());
-                    leftover.kill().await;
-                    leftover.remove();
+        let leftover = Foreign::at(isolation, name.clone());
+        if leftover.exists() {
+            // This very attempt ran here before (its worker died): it goes first.
+            leftover.kill().await;
+            leftover.remove();
+        }
+        let lock_path = isolation.locks().join(name.as_str());
+        let lock = take_lock_file(&lock_path)?;
+        let cgroup = match isolation.containment() {
+            Containment::Cgroup { base } => match make_cgroup(&base.join(name.as_str())) {
+                Ok(cgroup) => Some(cgroup),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&lock_path);
+                    return Err(e);
                 }
-                std::fs::create_dir(&dir)
-                    .map_err(io(format!("creating cgroup {}", dir.display())))?;
-                let opened = nix::fcntl::open(
-                    &dir,
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| io(format!("opening cgroup {}", dir.display()))(e.into()))?;
-                let lock = Flock::lock(opened, FlockArg::LockExclusiveNonblock)
-                    .map_err(|(_, e)| io(format!("locking cgroup {}", dir.display()))(e.into()))?;
-                let procs = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(dir.join("cgroup.procs"))
-                    .map_err(io(format!("opening {}/cgroup.procs", dir.display())))?;
-                Place::Cgroup {
-                    dir,
-                    _lock: lock,
-                    procs: procs.into(),
-                }
-            }
-            Containment::Marker { locks } => {
-                let lock_path = locks.join(name.as_str());
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .mode(0o600)
-                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                    .open(&lock_path)
-                    .map_err(io(format!("creating {}", lock_path.display())))?;
-                let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-                    .map_err(|(_, e)| io(format!("locking {}", lock_path.display()))(e.into()))?;
-                Place::Marker {
-                    lock_path,
-                    _lock: lock,
-                }
-            }
+            },
+            Containment::Marker => None,
+        };
+        let place = Place {
+            lock_path,
+            _lock: lock,
+            cgroup,
         };
         Ok(Arc::new(Self {
             name,
@@ -255,9 +230,9 @@ impl Unit {
     pub(crate) fn command(&self, program: &Path) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(program);
         command.env_clear().envs(self.isolation.child_env());
-        let procs = match &self.place {
-            Place::Cgroup { procs, .. } => Some(procs.as_raw_fd()),
-            Place::Marker { .. } => {
+        let procs = match &self.place.cgroup {
+            Some(cgroup) => Some(cgroup.procs.as_raw_fd()),
+            None => {
                 command.env(MARKER, self.name.as_str());
                 None
             }
@@ -327,19 +302,18 @@ impl Unit {
             return Ok(());
         }
         self.forget_roots();
-        match &self.place {
-            Place::Cgroup { dir, .. } => {
-                let result = move_all(dir, &dir.with_file_name(app.as_str())).await;
-                let _ = std::fs::remove_dir(dir);
+        // With the marker, its processes keep it, but no lock file names the unit any more: no
+        // sweep or stop looks for them again.
+        let result = match &self.place.cgroup {
+            Some(cgroup) => {
+                let result = move_all(&cgroup.dir, &cgroup.dir.with_file_name(app.as_str())).await;
+                let _ = std::fs::remove_dir(&cgroup.dir);
                 result
             }
-            // Its processes keep their marker, but no lock names it any more: no sweep or
-            // stop looks for them again.
-            Place::Marker { lock_path, .. } => {
-                let _ = std::fs::remove_file(lock_path);
-                Ok(())
-            }
-        }
+            None => Ok(()),
+        };
+        let _ = std::fs::remove_file(&self.place.lock_path);
+        result
     }
 
     /// The pids in the unit now.
@@ -348,12 +322,10 @@ impl Unit {
     }
 
     fn place_ref(&self) -> PlaceRef<'_> {
-        match &self.place {
-            Place::Cgroup { dir, .. } => PlaceRef::Cgroup(dir),
-            Place::Marker { lock_path, .. } => PlaceRef::Marker {
-                lock_path,
-                name: &self.name,
-            },
+        PlaceRef {
+            lock_path: &self.place.lock_path,
+            cgroup: self.place.cgroup.as_ref().map(|c| c.dir.as_path()),
+            name: &self.name,
         }
     }
 
@@ -379,7 +351,7 @@ impl Drop for Unit {
         }
         let place = self.place_ref();
         kill_once(&place, &self.lock_roots());
-        if let PlaceRef::Cgroup(dir) = place {
+        if let Some(dir) = place.cgroup {
             let deadline = std::time::Instant::now() + Duration::from_secs(1);
             while populated(dir) && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
@@ -447,38 +419,81 @@ fn join_in_child(command: &mut tokio::process::Command, procs: Option<i32>, ids:
     }
 }
 
+/// Makes `path` and locks it, made and locked under a temporary name first so that nobody ever
+/// sees it unlocked while its owner lives.
+fn take_lock_file(path: &Path) -> Result<Flock<File>, IsolationError> {
+    let fresh = path.with_file_name(format!(
+        ".{}.{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        Uuid::new_v4().simple()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&fresh)
+        .map_err(io(format!("creating {}", fresh.display())))?;
+    let locked = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| io(format!("locking {}", fresh.display()))(e.into()))
+        .and_then(|lock| {
+            std::fs::rename(&fresh, path)
+                .map_err(io(format!("naming {}", path.display())))
+                .map(|()| lock)
+        });
+    if locked.is_err() {
+        let _ = std::fs::remove_file(&fresh);
+    }
+    locked
+}
+
+/// Makes the cgroup `dir` and opens its `cgroup.procs`.
+fn make_cgroup(dir: &Path) -> Result<Cgroup, IsolationError> {
+    std::fs::create_dir(dir).map_err(io(format!("creating cgroup {}", dir.display())))?;
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(dir.join("cgroup.procs"));
+    match procs {
+        Ok(procs) => Ok(Cgroup {
+            dir: dir.to_path_buf(),
+            procs: procs.into(),
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_dir(dir);
+            Err(io(format!("opening {}/cgroup.procs", dir.display()))(e))
+        }
+    }
+}
+
 /// A unit as the operations on it need it (also for units of other owners).
-enum PlaceRef<'a> {
-    Cgroup(&'a Path),
-    Marker {
-        lock_path: &'a Path,
-        name: &'a UnitName,
-    },
+struct PlaceRef<'a> {
+    lock_path: &'a Path,
+    cgroup: Option<&'a Path>,
+    name: &'a UnitName,
 }
 
 impl PlaceRef<'_> {
+    /// Removes the cgroup (which fails while processes are in it: a kill that timed out), then
+    /// the lock file.
     fn remove(&self) {
-        match self {
-            // Fails while processes are in it (EBUSY): a kill that timed out.
-            Self::Cgroup(dir) => {
-                let _ = std::fs::remove_dir(dir);
-            }
-            Self::Marker { lock_path, .. } => {
-                let _ = std::fs::remove_file(lock_path);
-            }
+        if let Some(dir) = self.cgroup {
+            let _ = std::fs::remove_dir(dir);
         }
+        let _ = std::fs::remove_file(self.lock_path);
     }
 }
 
 /// The pids in a unit: its cgroup's, or those whose environment carries its marker and the
 /// living descendants of `roots`.
 fn members(place: &PlaceRef<'_>, roots: &[i32]) -> Vec<i32> {
-    match place {
-        PlaceRef::Cgroup(dir) => std::fs::read_to_string(dir.join("cgroup.procs"))
+    match place.cgroup {
+        Some(dir) => std::fs::read_to_string(dir.join("cgroup.procs"))
             .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default(),
-        PlaceRef::Marker { name, .. } => {
-            let marker = format!("{MARKER}={name}");
+        None => {
+            let marker = format!("{MARKER}={}", place.name);
             let all = procfs::all();
             let mut found: BTreeSet<i32> = BTreeSet::new();
             let mut frontier: Vec<i32> = roots.to_vec();
@@ -503,7 +518,7 @@ fn members(place: &PlaceRef<'_>, roots: &[i32]) -> Vec<i32> {
 
 /// One SIGKILL to every process in the unit, without waiting.
 fn kill_once(place: &PlaceRef<'_>, roots: &[i32]) {
-    if let PlaceRef::Cgroup(dir) = place
+    if let Some(dir) = place.cgroup
         && write_file(&dir.join("cgroup.kill"), b"1").is_ok()
     {
         return;
@@ -516,8 +531,8 @@ fn kill_once(place: &PlaceRef<'_>, roots: &[i32]) {
 /// Kills every process in the unit and waits until none is left; `false` after [`KILL_WAIT`].
 async fn kill_all(place: &PlaceRef<'_>, roots: &[i32]) -> bool {
     let deadline = tokio::time::Instant::now() + KILL_WAIT;
-    match place {
-        PlaceRef::Cgroup(dir) => {
+    match place.cgroup {
+        Some(dir) => {
             // `cgroup.kill` (Linux 5.14) kills the cgroup at once, forks in flight included;
             // without it, freeze the cgroup so that nothing forks, then kill each process.
             let killed_at_once = write_file(&dir.join("cgroup.kill"), b"1").is_ok();
@@ -541,7 +556,7 @@ async fn kill_all(place: &PlaceRef<'_>, roots: &[i32]) -> bool {
             }
             true
         }
-        PlaceRef::Marker { .. } => loop {
+        None => loop {
             // Freeze first: a stopped process forks no more, so every pass finds more of
             // them until none is left running; then all of them are killed at once.
             let mut stopped: BTreeSet<i32> = BTreeSet::new();
@@ -582,7 +597,15 @@ fn populated(dir: &Path) -> bool {
 /// Moves every process of cgroup `from` into cgroup `to` (made if needed), freezing `from`
 /// first so that nothing forks meanwhile.
 async fn move_all(from: &Path, to: &Path) -> Result<(), IsolationError> {
-    let pids = |dir: &Path| members(&PlaceRef::Cgroup(dir), &[]);
+    let name = UnitName(String::new());
+    let pids = |dir: &Path| {
+        let place = PlaceRef {
+            lock_path: dir,
+            cgroup: Some(dir),
+            name: &name,
+        };
+        members(&place, &[])
+    };
     if pids(from).is_empty() {
         return Ok(());
     }
@@ -625,54 +648,46 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// A unit on this host that this process does not own.
 struct Foreign {
     name: UnitName,
-    path: PathBuf,
-    marker: bool,
+    lock_path: PathBuf,
+    cgroup: Option<PathBuf>,
 }
 
 impl Foreign {
-    fn at(containment: &Containment, name: UnitName) -> Self {
-        match containment {
-            Containment::Cgroup { base } => Self {
-                path: base.join(name.as_str()),
-                name,
-                marker: false,
-            },
-            Containment::Marker { locks } => Self {
-                path: locks.join(name.as_str()),
-                name,
-                marker: true,
-            },
+    fn at(isolation: &Isolation, name: UnitName) -> Self {
+        let cgroup = match isolation.containment() {
+            Containment::Cgroup { base } => Some(base.join(name.as_str())),
+            Containment::Marker => None,
+        };
+        Self {
+            lock_path: isolation.locks().join(name.as_str()),
+            cgroup,
+            name,
         }
     }
 
     fn place(&self) -> PlaceRef<'_> {
-        if self.marker {
-            PlaceRef::Marker {
-                lock_path: &self.path,
-                name: &self.name,
-            }
-        } else {
-            PlaceRef::Cgroup(&self.path)
+        PlaceRef {
+            lock_path: &self.lock_path,
+            cgroup: self.cgroup.as_deref(),
+            name: &self.name,
         }
     }
 
-    /// Whether its owner is gone: its lock can be taken.
+    fn exists(&self) -> bool {
+        self.lock_path.exists() || self.cgroup.as_ref().is_some_and(|c| c.exists())
+    }
+
+    /// Whether its owner is gone: its lock can be taken, or it has none (the lock file is made
+    /// before the cgroup and removed after it).
     fn orphaned(&self) -> bool {
-        let opened = if self.marker {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                .open(&self.path)
-                .map(OwnedFd::from)
-        } else {
-            nix::fcntl::open(
-                &self.path,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(std::io::Error::from)
-        };
-        opened.is_ok_and(|fd| Flock::lock(fd, FlockArg::LockExclusiveNonblock).is_ok())
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&self.lock_path);
+        match opened {
+            Ok(file) => Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
     }
 
     async fn kill(&self) -> bool {
@@ -685,20 +700,22 @@ impl Foreign {
 }
 
 impl Isolation {
-    /// The names of the units of `kinds` on this host.
+    /// The names of the units of `kinds` on this host: those with a lock file, and cgroups.
     fn units(&self, kinds: &[UnitKind]) -> Vec<UnitName> {
-        let dir = match self.containment() {
-            Containment::Cgroup { base } => base,
-            Containment::Marker { locks } => locks,
-        };
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
+        let mut dirs = vec![self.locks()];
+        if let Containment::Cgroup { base } = self.containment() {
+            dirs.push(base);
+        }
+        let mut names: Vec<UnitName> = dirs
+            .into_iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flat_map(|entries| entries.flatten())
             .filter_map(|e| UnitName::parse(e.file_name().to_str()?))
             .filter(|n| n.kind().is_some_and(|k| kinds.contains(&k)))
-            .collect()
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        names.dedup();
+        names
     }
 
     /// Kills and removes every unit of `kinds` on this host whose owner is gone (a server or
@@ -708,11 +725,11 @@ impl Isolation {
     pub async fn sweep(&self, kinds: &[UnitKind]) -> Vec<UnitName> {
         let mut swept = Vec::new();
         for name in self.units(kinds) {
-            let unit = Foreign::at(self.containment(), name);
+            let unit = Foreign::at(self, name);
             if unit.name.kind() == Some(UnitKind::App) {
                 // An app lives as long as it likes; its empty cgroup goes.
-                if matches!(self.containment(), Containment::Cgroup { .. }) {
-                    let _ = std::fs::remove_dir(&unit.path);
+                if let Some(dir) = &unit.cgroup {
+                    let _ = std::fs::remove_dir(dir);
                 }
                 continue;
             }
@@ -742,7 +759,7 @@ impl Isolation {
             .collect();
         for name in &lost {
             tracing::warn!(unit = %name, "stopping a lost run of this workspace before its next one");
-            let unit = Foreign::at(self.containment(), name.clone());
+            let unit = Foreign::at(self, name.clone());
             unit.kill().await;
             unit.remove();
         }
