@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use otter_core::Config;
 use otter_core::isolation::Isolation;
-pub use otter_core::testing::TestEnv;
+pub use otter_core::testing::{TestEnv, reachable_by_jobs};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -396,45 +396,6 @@ pub fn give_to_job_user(dir: &std::path::Path) {
         .status()
         .expect("run chown");
     assert!(status.success(), "chown -R otter-job: {}", dir.display());
-}
-
-/// A copy of the program `path` that the job user can run: Cargo's target directory usually
-/// lies in root's home (mode 0700), out of the job user's reach. Copied once per build of it,
-/// into `/tmp/otter-test-bin-<fingerprint>/` (mode 0755).
-pub fn reachable_by_jobs(path: &str) -> String {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let fingerprint = format!(
-        "{:x}-{:x}-{:x}",
-        meta.ino(),
-        meta.size(),
-        meta.mtime_nsec() ^ meta.mtime()
-    );
-    let dir = std::env::temp_dir().join(format!("otter-test-bin-{fingerprint}"));
-    let name = std::path::Path::new(path).file_name().expect("a file name");
-    let copy = dir.join(name);
-    if !copy.exists() {
-        std::fs::create_dir_all(&dir).expect("create the copy's directory");
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        // Copied under a private name, then renamed: test processes may do this at once. By
-        // cp, not here: a child forked meanwhile by another thread of this process would hold
-        // the copy open for writing until its exec, and running the copy would fail with
-        // ETXTBSY.
-        let partial = dir.join(format!(
-            ".{}-{}",
-            name.to_string_lossy(),
-            uuid::Uuid::new_v4()
-        ));
-        let copied = std::process::Command::new("cp")
-            .arg(path)
-            .arg(&partial)
-            .status()
-            .expect("run cp");
-        assert!(copied.success(), "cp {path} {}", partial.display());
-        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        std::fs::rename(&partial, &copy).expect("put the copy in place");
-    }
-    copy.display().to_string()
 }
 
 /// Says loudly that a test cannot run because `what` is missing, and returns so that the caller
