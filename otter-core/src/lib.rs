@@ -58,7 +58,7 @@
 //! let feed = EventFeed::start(pool.clone(), shutdown.clone()).await?;
 //! // Who vibe runs as (the job user, when this process is root), and how its processes are held.
 //! let isolation = Arc::new(otter_core::isolation::Isolation::from_config(&config)?);
-//! tokio::spawn(otter_worker::run(Arc::new(config.clone()), isolation, shutdown.clone()));
+//! tokio::spawn(otter_worker::run(Arc::new(config.clone()), isolation.clone(), shutdown.clone()));
 //!
 //! let workspace = service::create_workspace(
 //!     &pool,
@@ -88,6 +88,7 @@
 //! assert_eq!(job.output.and_then(|o| o.final_text).as_deref(), Some("Done."));
 //! shutdown.cancel();
 //! # std::fs::remove_dir_all(&scratch).ok();
+//! # isolation.remove_scope_if_empty();
 //! # Ok(())
 //! # }
 //! ```
