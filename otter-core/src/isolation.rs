@@ -246,7 +246,8 @@ impl Isolation {
         &self.locks
     }
 
-    /// The environment every child starts from: [`INHERITED`] variables and `LC_*` of this
+    /// The environment every child starts from: the harmless variables (`PATH`, locale, `TZ`,
+    /// `TERM`, `TMPDIR`, proxies, CA paths) and `LC_*` of this
     /// process, and the identity (`HOME`, `USER`, `LOGNAME`, `SHELL`) of the user it runs as.
     pub fn child_env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = std::env::vars_os()
