@@ -39,7 +39,7 @@ fail() {
 
 command -v docker >/dev/null 2>&1 || fail "docker is not installed"
 docker info >/dev/null 2>&1 || fail "the Docker engine does not answer"
-"$SCRIPT_DIR/services.sh" ensure-tool curl:curl jq:jq
+"$SCRIPT_DIR/services.sh" ensure-tool curl:curl jq:jq openssl:openssl
 
 # ---- base images ----------------------------------------------------------------------------------
 official_present() {
@@ -153,6 +153,19 @@ until curl -fsS "$BASE_URL/healthz" >/dev/null 2>&1; do
   sleep 1
 done
 
+# The extra-CA build input: the script every downloading build step runs trusts a certificate
+# given in OTTER_EXTRA_CA_CERT (a fresh self-signed one), and refuses text that is not one.
+CA_CERT="$(openssl req -x509 -newkey rsa:2048 -nodes -keyout /dev/null -subj "/CN=otter-smoke-ca-$PROJECT" -days 1 2>/dev/null)" ||
+  fail "openssl could not make a test certificate"
+CA_LINE="$(sed -n 2p <<<"$CA_CERT")"
+docker run --rm --user 0 --entrypoint sh -e OTTER_EXTRA_CA_CERT="$CA_CERT" -e CA_LINE="$CA_LINE" \
+  "${OTTER_IMAGE_PREFIX:-otter}/server" -c \
+  'sh /usr/local/lib/otter/trust-extra-ca.sh >/dev/null 2>&1 && grep -qF "$CA_LINE" /etc/ssl/certs/ca-certificates.crt' ||
+  fail "a certificate given in OTTER_EXTRA_CA_CERT is not in the system bundle after trust-extra-ca.sh"
+docker run --rm --user 0 --entrypoint sh -e OTTER_EXTRA_CA_CERT="not a certificate" "${OTTER_IMAGE_PREFIX:-otter}/server" \
+  -c 'sh /usr/local/lib/otter/trust-extra-ca.sh' >/dev/null 2>&1 && fail "OTTER_EXTRA_CA_CERT accepted text that is no certificate"
+log "OTTER_EXTRA_CA_CERT: a given certificate is trusted, other text refused"
+
 # ---- 2. health ----------------------------------------------------------------------------------------
 HEALTH="$(api GET /healthz)"
 [[ "$(jq -r .status <<<"$HEALTH")" == ok ]] || fail "/healthz: $HEALTH"
@@ -203,7 +216,7 @@ log "job succeeded: $SSE_EVENTS events over SSE, entries: $SHAPE; wrote $WRITTEN
 # ---- 4. a workspace command ---------------------------------------------------------------------------
 CMD="$(api POST "/v1/workspaces/$WS_ID/command" "$(jq -n --arg c "cat '$WRITTEN' >/dev/null && id -u && pwd" '{command: $c, timeout_secs: 30}')")"
 [[ "$(jq -r .exit_code <<<"$CMD")" == 0 ]] || fail "the workspace command failed: $CMD"
-[[ "$(jq -r .stdout <<<"$CMD")" == $'10001\n/workspaces/smoke\n' ]] || fail "the command did not run as uid 10001 in the workspace: $CMD"
+[[ "$(jq -r .stdout <<<"$CMD")" == $'10001\n/workspaces/smoke' ]] || fail "the command did not run as uid 10001 in the workspace: $CMD"
 log "workspace command ran as uid 10001 in /workspaces/smoke"
 
 # ---- 5. the runtime API, through the mounted socket ----------------------------------------------------

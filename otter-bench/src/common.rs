@@ -248,17 +248,35 @@ pub(crate) fn vibe_args(out_dir: &std::path::Path) -> Vec<String> {
 
 /// Resident set size of a process, in bytes.
 pub(crate) fn rss_bytes(pid: u32) -> Result<f64> {
+    status_kb(pid, "VmRSS:").map(|kb| kb * 1024.0)
+}
+
+/// Peak resident set size of a process (VmHWM), in bytes.
+pub(crate) fn hwm_bytes(pid: u32) -> Result<f64> {
+    status_kb(pid, "VmHWM:").map(|kb| kb * 1024.0)
+}
+
+/// Resets a process's peak resident set size to its current one (`clear_refs` 5), so that the
+/// next [`hwm_bytes`] is the peak from now on. Best effort: without the right to write the file,
+/// the peak also covers what came before.
+pub(crate) fn reset_hwm(pid: u32) {
+    if let Err(e) = std::fs::write(format!("/proc/{pid}/clear_refs"), "5") {
+        eprintln!("[bench] cannot reset the peak RSS of {pid}: {e}");
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kb(pid: u32, field: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("VmRSS")?;
-    let kb: f64 = line
+        .find(|l| l.starts_with(field))
+        .with_context(|| field.to_owned())?;
+    Ok(line
         .split_whitespace()
         .nth(1)
-        .context("VmRSS value")?
-        .parse()?;
-    Ok(kb * 1024.0)
+        .with_context(|| format!("{field} value"))?
+        .parse()?)
 }
 
 /// CPU time (user + system) of a process, in clock ticks (1/100 s).

@@ -3,7 +3,7 @@
 //! The benchmarks are not tests: they assert no timings.
 //!
 //! ```text
-//! otter-bench <dispatch|throughput|ingest|sse|api|big|idle|all> [--runs N] [--out FILE] [flags]
+//! otter-bench <dispatch|throughput|ingest|sse|api|big|idle|memory|all> [--runs N] [--out FILE] [flags]
 //! ```
 //!
 //! Flags (defaults keep `scripts/bench.sh` within about 10 minutes on the faster 2-core VM, 25
@@ -13,7 +13,8 @@
 //! `--api-secs 4`, `--api-rate 1000`, `--idle-secs 10`, `--queued 100000`,
 //! `--events 10000000` (big: the issue's size; filling takes about 3 minutes here),
 //! `--clients 10000`, `--sse-jobs 100`, `--sse-rate 200`,
-//! `--sse-secs 20`. `--out FILE` writes the Markdown tables there (else stdout).
+//! `--sse-secs 20`, `--memory-runs 1`, `--flood-lines 5000000`, `--flood-secs 10` (memory).
+//! `--out FILE` writes the Markdown tables there (else stdout).
 //!
 //! Every benchmark gets a fresh PostgreSQL database and its own Redis queue name
 //! (`otter_core::testing::TestEnv`: `DATABASE_URL` and `REDIS_URL` must be set, as
@@ -22,11 +23,12 @@
 
 /// `--help`: the flags and their defaults, as in the crate documentation above.
 const USAGE: &str = "
-otter-bench <dispatch|throughput|ingest|sse|api|big|idle|all> [--runs N] [--out FILE] [flags]
+otter-bench <dispatch|throughput|ingest|sse|api|big|idle|memory|all> [--runs N] [--out FILE] [flags]
 
 Flags and defaults: --runs 3, --jobs 1000 (dispatch), --throughput-jobs 300, --lines 1000000,
 --ingest-runs 3, --api-secs 4, --api-rate 1000, --idle-secs 10, --queued 100000,
---events 10000000, --clients 10000, --sse-jobs 100, --sse-rate 200, --sse-secs 20.
+--events 10000000, --clients 10000, --sse-jobs 100, --sse-rate 200, --sse-secs 20,
+--memory-runs 1, --flood-lines 5000000, --flood-secs 10.
 --out FILE writes the Markdown tables there (else stdout). DATABASE_URL and REDIS_URL must be
 set (source scripts/env.sh); scripts/bench.sh runs the whole suite and writes docs/benchmarks.md.
 ";
@@ -35,6 +37,7 @@ mod big;
 mod common;
 mod cpu;
 mod figs;
+mod memory;
 mod sse;
 
 use anyhow::{Result, bail};
@@ -58,6 +61,9 @@ pub(crate) struct Opts {
     pub(crate) sse_jobs: usize,
     pub(crate) sse_rate: f64,
     pub(crate) sse_secs: u64,
+    pub(crate) memory_runs: usize,
+    pub(crate) flood_lines: usize,
+    pub(crate) flood_secs: u64,
     pub(crate) out: Option<String>,
 }
 
@@ -78,12 +84,15 @@ impl Default for Opts {
             sse_jobs: 100,
             sse_rate: 200.0,
             sse_secs: 20,
+            memory_runs: 1,
+            flood_lines: 5_000_000,
+            flood_secs: 10,
             out: None,
         }
     }
 }
 
-const FIGURES: [&str; 7] = [
+const FIGURES: [&str; 8] = [
     "dispatch",
     "throughput",
     "ingest",
@@ -91,6 +100,7 @@ const FIGURES: [&str; 7] = [
     "api",
     "big",
     "idle",
+    "memory",
 ];
 
 fn parse(args: &[String]) -> Result<(Vec<String>, Opts)> {
@@ -117,11 +127,15 @@ fn parse(args: &[String]) -> Result<(Vec<String>, Opts)> {
                 "sse-jobs" => opts.sse_jobs = value.parse()?,
                 "sse-rate" => opts.sse_rate = value.parse()?,
                 "sse-secs" => opts.sse_secs = value.parse()?,
+                "memory-runs" => opts.memory_runs = value.parse()?,
+                "flood-lines" => opts.flood_lines = value.parse()?,
+                "flood-secs" => opts.flood_secs = value.parse()?,
                 "out" => opts.out = Some(value.clone()),
                 other => bail!("unknown flag --{other}"),
             }
         } else if arg == "all" {
-            // The order of the issue's list; SSE last (it needs the most memory).
+            // The order of the issue's list; SSE near the end (it needs the most memory), then
+            // issue 14's bounded-memory cases.
             figures.extend(
                 [
                     "dispatch",
@@ -131,6 +145,7 @@ fn parse(args: &[String]) -> Result<(Vec<String>, Opts)> {
                     "big",
                     "idle",
                     "sse",
+                    "memory",
                 ]
                 .iter()
                 .map(|s| (*s).to_owned()),
@@ -172,6 +187,7 @@ async fn main() -> Result<()> {
             "idle" => figs::idle(&opts).await,
             "big" => big::run(&opts).await,
             "sse" => sse::run(&opts).await,
+            "memory" => memory::run(&opts).await,
             _ => unreachable!("checked by parse"),
         };
         let mut section = match result {

@@ -83,6 +83,64 @@ pub enum CgroupRoot {
     Path(PathBuf),
 }
 
+/// A host name as a `Host` header carries it: a DNS name, an IPv4 address or a bracketed IPv6
+/// address, with an optional port. Names are compared without case and without a final dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostName {
+    /// The name, lowercased (`[::1]` keeps its brackets).
+    pub host: String,
+    /// The port, when one was given.
+    pub port: Option<u16>,
+}
+
+impl HostName {
+    /// Parses `host` or `host:port`; `None` when it is not one (a scheme, a path, a user, an
+    /// empty name, a bad port).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (host, port) = if raw.starts_with('[') {
+            let end = raw.find(']')?;
+            let (host, rest) = raw.split_at(end + 1);
+            let inner = &host[1..host.len() - 1];
+            if inner.parse::<std::net::Ipv6Addr>().is_err() {
+                return None;
+            }
+            (host, rest)
+        } else {
+            match raw.rsplit_once(':') {
+                Some((host, _)) => (host, &raw[host.len()..]),
+                None => (raw, ""),
+            }
+        };
+        let port = match port {
+            "" => None,
+            port => Some(port.strip_prefix(':')?.parse::<u16>().ok()?),
+        };
+        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let name_ok = host.starts_with('[')
+            || (!host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+        name_ok.then_some(Self { host, port })
+    }
+
+    /// Whether `other` (a request's host) is this name: the same host, and the same port when
+    /// this one names a port.
+    pub fn matches(&self, other: &HostName) -> bool {
+        self.host == other.host && self.port.is_none_or(|port| other.port == Some(port))
+    }
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.host),
+            None => f.write_str(&self.host),
+        }
+    }
+}
+
 /// Everything Otter's processes read from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -141,6 +199,23 @@ pub struct Config {
     pub api_tokens: Vec<Secret>,
     /// `OTTER_ALLOW_UNAUTHENTICATED` (default false): allow a non-loopback listener without tokens.
     pub allow_unauthenticated: bool,
+    /// `OTTER_ALLOWED_HOSTS` (optional, comma-separated host names, each with an optional port):
+    /// without tokens, the `Host` names answered besides `localhost`, `127.0.0.1` and `[::1]`
+    /// (a web page reaching Otter through DNS rebinding sends its own name).
+    pub allowed_hosts: Vec<HostName>,
+    /// `OTTER_HEADER_READ_TIMEOUT` (default 10 s): a request's headers must be complete this long
+    /// after its first byte, or the connection is closed.
+    pub header_read_timeout: Duration,
+    /// `OTTER_IDLE_TIMEOUT` (default 30 s): a connection with no request in progress that sends
+    /// nothing this long is closed.
+    pub idle_timeout: Duration,
+    /// `OTTER_MAX_CONNECTIONS` (default: what the file-descriptor limit leaves, see otter-server):
+    /// connections open at once.
+    pub max_connections: Option<usize>,
+    /// `OTTER_MAX_PENDING_CONNECTIONS` (default half of the connections): connections without a
+    /// request in progress (new, idle, or still sending headers); one more closes the one that
+    /// has waited longest.
+    pub max_pending_connections: Option<usize>,
     /// `OTTER_LOG_FORMAT` (`text` or `json`, default `text`).
     pub log_format: LogFormat,
     /// `OTTER_RUNTIME_ENABLED` (default false): sibling runtime containers.
@@ -172,6 +247,15 @@ pub struct Config {
     /// `OTTER_CGROUP_ROOT` (`auto`, `none` or a path; default `auto`): where each run's and
     /// command's cgroup goes, so that every process it starts can be killed.
     pub cgroup_root: CgroupRoot,
+    /// `OTTER_COMMAND_MAX_OUTPUT_BYTES` (default 1048576): bytes of a command's stdout, and of
+    /// its stderr, kept in the answer of the command endpoints (the rest is read and dropped).
+    pub command_max_output_bytes: usize,
+    /// `OTTER_COMMAND_MAX_OUTPUT_LINES` (default 100000): lines likewise.
+    pub command_max_output_lines: usize,
+    /// `OTTER_EVENT_PAGE_MAX_BYTES` (default 1048576): payload bytes of one page of stored events
+    /// (`GET /v1/jobs/{id}/events`, and each read of an SSE replay); a single larger event
+    /// comes alone.
+    pub event_page_max_bytes: usize,
 }
 
 impl Config {
@@ -260,17 +344,15 @@ impl Config {
             job_timeout: env.optional_duration("OTTER_JOB_TIMEOUT")?,
             retry_base_delay: env.duration("OTTER_RETRY_BASE_DELAY", Duration::from_secs(2))?,
             shutdown_grace: env.duration("OTTER_SHUTDOWN_GRACE", Duration::from_secs(30))?,
-            api_tokens: env
-                .get("OTTER_API_TOKENS")
-                .map(|v| {
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|t| !t.is_empty())
-                        .map(Secret::new)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            api_tokens: env.tokens("OTTER_API_TOKENS")?,
             allow_unauthenticated: env.bool("OTTER_ALLOW_UNAUTHENTICATED", false)?,
+            allowed_hosts: env.hosts("OTTER_ALLOWED_HOSTS")?,
+            header_read_timeout: env
+                .duration("OTTER_HEADER_READ_TIMEOUT", Duration::from_secs(10))?,
+            idle_timeout: env.duration("OTTER_IDLE_TIMEOUT", Duration::from_secs(30))?,
+            max_connections: env.optional_parsed("OTTER_MAX_CONNECTIONS", 1..=1_000_000)?,
+            max_pending_connections: env
+                .optional_parsed("OTTER_MAX_PENDING_CONNECTIONS", 1..=1_000_000)?,
             log_format: LogFormat::from_var(env.get("OTTER_LOG_FORMAT").as_deref())?,
             runtime_enabled: env.bool("OTTER_RUNTIME_ENABLED", false)?,
             runtime_docker_socket: env
@@ -311,6 +393,21 @@ impl Config {
                     ));
                 }
             },
+            command_max_output_bytes: env.parsed(
+                "OTTER_COMMAND_MAX_OUTPUT_BYTES",
+                crate::shell::MAX_OUTPUT_BYTES,
+                1024..=64 * 1024 * 1024,
+            )?,
+            command_max_output_lines: env.parsed(
+                "OTTER_COMMAND_MAX_OUTPUT_LINES",
+                crate::shell::MAX_OUTPUT_LINES,
+                1..=10_000_000,
+            )?,
+            event_page_max_bytes: env.parsed(
+                "OTTER_EVENT_PAGE_MAX_BYTES",
+                crate::db::events::PAGE_MAX_BYTES,
+                4096..=64 * 1024 * 1024,
+            )?,
         };
         Ok(config)
     }
@@ -353,8 +450,19 @@ impl Env<'_> {
     where
         T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
     {
+        Ok(self.optional_parsed(name, range)?.unwrap_or(default))
+    }
+
+    fn optional_parsed<T>(
+        &self,
+        name: &'static str,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<Option<T>, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
         let Some(raw) = self.get(name) else {
-            return Ok(default);
+            return Ok(None);
         };
         let value: T = raw
             .parse()
@@ -366,7 +474,49 @@ impl Env<'_> {
                 &format!("must be between {} and {}", range.start(), range.end()),
             ));
         }
-        Ok(value)
+        Ok(Some(value))
+    }
+
+    /// Comma-separated bearer tokens. Unset or blank means none; a value that is set but lists
+    /// no token (`" , "`) is refused rather than read as "no authentication".
+    fn tokens(&self, name: &'static str) -> Result<Vec<Secret>, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(Vec::new());
+        };
+        let tokens: Vec<Secret> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(Secret::new)
+            .collect();
+        if tokens.is_empty() {
+            // Only commas and blanks: nothing secret to hide.
+            return Err(invalid(
+                name,
+                &raw,
+                "lists no token; give at least one, or leave it empty to run without authentication",
+            ));
+        }
+        Ok(tokens)
+    }
+
+    fn hosts(&self, name: &'static str) -> Result<Vec<HostName>, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(Vec::new());
+        };
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|entry| {
+                HostName::parse(entry).ok_or_else(|| {
+                    invalid(
+                        name,
+                        entry,
+                        "expected host names, each with an optional :port (e.g. otter-server or otter.example.com:8443), without a scheme or path",
+                    )
+                })
+            })
+            .collect()
     }
 
     fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
@@ -574,6 +724,80 @@ mod tests {
         assert!(config.allowed_roots.is_empty());
         assert_eq!(config.job_user, "otter-job");
         assert_eq!(config.cgroup_root, CgroupRoot::Auto);
+        assert!(config.api_tokens.is_empty());
+        assert!(config.allowed_hosts.is_empty());
+        assert_eq!(config.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_connections, None);
+        assert_eq!(config.max_pending_connections, None);
+        assert_eq!(config.command_max_output_bytes, 1024 * 1024);
+        assert_eq!(config.command_max_output_lines, 100_000);
+        assert_eq!(config.event_page_max_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn a_token_list_without_a_token_is_refused() {
+        for value in [",", " , ", ",,, ,"] {
+            let mut v = base();
+            v.push(("OTTER_API_TOKENS", value));
+            let err = Config::from_map(&vars(&v)).unwrap_err().to_string();
+            assert!(
+                err.contains("OTTER_API_TOKENS") && err.contains("no token"),
+                "{value:?}: {err}"
+            );
+        }
+        // Empty or blank is unset: no authentication (then only on loopback, see otter-server).
+        for value in ["", "   "] {
+            let mut v = base();
+            v.push(("OTTER_API_TOKENS", value));
+            let config = Config::from_map(&vars(&v)).expect("valid");
+            assert!(config.api_tokens.is_empty(), "{value:?}");
+        }
+        let mut v = base();
+        v.push(("OTTER_API_TOKENS", ", a,,b ,"));
+        assert_eq!(Config::from_map(&vars(&v)).unwrap().api_tokens.len(), 2);
+    }
+
+    #[test]
+    fn allowed_hosts_are_host_names_with_optional_ports() {
+        let mut v = base();
+        v.push((
+            "OTTER_ALLOWED_HOSTS",
+            "otter-server, Otter.Example.COM.:8443,[fd00::1],10.0.0.7:8080",
+        ));
+        let hosts = Config::from_map(&vars(&v)).unwrap().allowed_hosts;
+        let shown: Vec<String> = hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "otter-server",
+                "otter.example.com:8443",
+                "[fd00::1]",
+                "10.0.0.7:8080"
+            ]
+        );
+        let request = |raw: &str| HostName::parse(raw).unwrap();
+        assert!(hosts[0].matches(&request("otter-server:8080")));
+        assert!(hosts[0].matches(&request("OTTER-SERVER")));
+        assert!(hosts[1].matches(&request("otter.example.com:8443")));
+        assert!(!hosts[1].matches(&request("otter.example.com")));
+        assert!(!hosts[1].matches(&request("otter.example.com:80")));
+        assert!(hosts[2].matches(&request("[fd00::1]:1")));
+        assert!(!hosts[0].matches(&request("otter-server.evil.example")));
+        for bad in [
+            "http://otter-server",
+            "otter-server/path",
+            "user@otter-server",
+            "otter-server:http",
+            "otter-server:99999",
+            "[not-v6]",
+            "a b",
+        ] {
+            let mut v = base();
+            v.push(("OTTER_ALLOWED_HOSTS", bad));
+            let err = Config::from_map(&vars(&v)).unwrap_err().to_string();
+            assert!(err.contains("OTTER_ALLOWED_HOSTS"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -658,6 +882,13 @@ mod tests {
             ("OTTER_RUNTIME_ENABLED", "maybe"),
             ("OTTER_WORKER_CONCURRENCY", "0"),
             ("OTTER_CGROUP_ROOT", "relative/otter"),
+            ("OTTER_HEADER_READ_TIMEOUT", "0"),
+            ("OTTER_IDLE_TIMEOUT", "soon"),
+            ("OTTER_MAX_CONNECTIONS", "0"),
+            ("OTTER_MAX_PENDING_CONNECTIONS", "many"),
+            ("OTTER_COMMAND_MAX_OUTPUT_BYTES", "10"),
+            ("OTTER_COMMAND_MAX_OUTPUT_LINES", "lots"),
+            ("OTTER_EVENT_PAGE_MAX_BYTES", "0"),
         ] {
             let mut v = base();
             v.push((var, value));

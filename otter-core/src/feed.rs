@@ -10,8 +10,9 @@
 //! job row and one event: 3,100 transactions/s with the notification, 5,300 without). While
 //! nobody watches, the feed only moves its cursor once a second.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::Stream;
@@ -19,14 +20,17 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::events::{self, EventFilter};
+use crate::db::events::{self, EventFilter, RawEvent};
 use crate::db::{DbError, jobs};
-use crate::model::{Event, JobId, kinds};
+use crate::model::{Event, JobId, ProjectId, WorkspaceId, kinds};
 
 /// How many events a slow subscriber may fall behind before it re-reads from the database.
 const BROADCAST_CAPACITY: usize = 8192;
-/// Rows read per query, by the feed and by a replay.
+/// Rows read per query, by the feed and by a replay (and at most the page's bytes, see
+/// [`events::page_after`]).
 const PAGE: i64 = 500;
+/// Bytes of recent events the feed keeps for its subscribers (see the module's documentation).
+pub const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 /// How often the feed reads while events come, or wait to become final (an older transaction
 /// is still running, see [`events`]).
 pub const POLL_MIN: Duration = Duration::from_millis(5);
@@ -35,19 +39,121 @@ pub const POLL_MAX: Duration = Duration::from_millis(50);
 /// How often it moves its cursor to the head while nobody watches.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// One event with its JSON form, serialised once for every subscriber.
+/// One event in its JSON form, serialised once for every subscriber.
 #[derive(Debug)]
 pub struct FeedEvent {
-    /// The event.
-    pub event: Event,
-    /// `serde_json::to_string(&event)`.
+    /// The event's id.
+    pub id: i64,
+    /// Its job.
+    pub job_id: JobId,
+    /// Its job's workspace.
+    pub workspace_id: WorkspaceId,
+    /// Its job's project, if any.
+    pub project_id: Option<ProjectId>,
+    /// What happened (see [`kinds`]).
+    pub kind: String,
+    /// The event as JSON, in the shape of [`Event`].
     pub json: String,
+    /// Counts the event in its feed's [`EventFeed::held_bytes`] while it lives.
+    held: Held,
 }
 
 impl FeedEvent {
-    fn new(event: Event) -> Arc<Self> {
+    fn new(event: RawEvent, counter: &Arc<AtomicUsize>) -> Arc<Self> {
         let json = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
-        Arc::new(Self { event, json })
+        let bytes = std::mem::size_of::<Self>() + json.len() + event.kind.len();
+        Arc::new(Self {
+            id: event.id,
+            job_id: event.job_id,
+            workspace_id: event.workspace_id,
+            project_id: event.project_id,
+            kind: event.kind,
+            json,
+            held: Held::new(counter, bytes),
+        })
+    }
+
+    /// The event, parsed back from its JSON.
+    pub fn event(&self) -> Result<Event, serde_json::Error> {
+        serde_json::from_str(&self.json)
+    }
+
+    /// The memory it holds, about.
+    fn bytes(&self) -> usize {
+        self.held.bytes
+    }
+}
+
+/// A share of a feed's held bytes, given back when dropped.
+#[derive(Debug)]
+struct Held {
+    counter: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Held {
+    fn new(counter: &Arc<AtomicUsize>, bytes: usize) -> Self {
+        counter.fetch_add(bytes, Ordering::Relaxed);
+        Self {
+            counter: counter.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// What the live broadcast carries for one event: enough to filter it, and a handle that is
+/// good while the event is in the feed's window.
+#[derive(Debug, Clone)]
+struct Live {
+    id: i64,
+    job_id: JobId,
+    workspace_id: WorkspaceId,
+    project_id: Option<ProjectId>,
+    event: Weak<FeedEvent>,
+}
+
+impl Live {
+    fn of(event: &Arc<FeedEvent>) -> Self {
+        Self {
+            id: event.id,
+            job_id: event.job_id,
+            workspace_id: event.workspace_id,
+            project_id: event.project_id,
+            event: Arc::downgrade(event),
+        }
+    }
+}
+
+/// The most recent events, up to [`WINDOW_BYTES`] and [`BROADCAST_CAPACITY`] of them (the
+/// newest always, however large): what keeps the broadcast's handles good.
+#[derive(Default)]
+struct Window {
+    events: VecDeque<Arc<FeedEvent>>,
+    bytes: usize,
+}
+
+impl Window {
+    fn push(&mut self, event: Arc<FeedEvent>) {
+        self.bytes += event.bytes();
+        self.events.push_back(event);
+        while self.events.len() > 1
+            && (self.bytes > WINDOW_BYTES || self.events.len() > BROADCAST_CAPACITY)
+        {
+            if let Some(old) = self.events.pop_front() {
+                self.bytes -= old.bytes();
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.events.clear();
+        self.bytes = 0;
     }
 }
 
@@ -71,16 +177,31 @@ const JOB_CHANNEL_CAPACITY: usize = 1024;
 #[derive(Clone, Debug)]
 pub struct EventFeed {
     pool: PgPool,
-    tx: broadcast::Sender<Arc<FeedEvent>>,
-    jobs: Arc<Mutex<HashMap<JobId, broadcast::Sender<Arc<FeedEvent>>>>>,
+    tx: broadcast::Sender<Live>,
+    jobs: Arc<Mutex<HashMap<JobId, broadcast::Sender<Live>>>>,
     /// Signalled by each new subscriber.
     watched: Arc<Notify>,
+    /// Most payload bytes of one page read from the database.
+    page_bytes: usize,
+    /// Bytes of the events alive that this feed made (see [`EventFeed::held_bytes`]).
+    held: Arc<AtomicUsize>,
 }
 
 impl EventFeed {
     /// Starts the feed; it runs until `shutdown` is cancelled. Events already stored are not
-    /// broadcast (a subscriber replays them from the database).
+    /// broadcast (a subscriber replays them from the database). Pages read from the database
+    /// hold at most [`events::PAGE_MAX_BYTES`] of payloads.
     pub async fn start(pool: PgPool, shutdown: CancellationToken) -> Result<Self, DbError> {
+        Self::start_with(pool, shutdown, events::PAGE_MAX_BYTES).await
+    }
+
+    /// [`EventFeed::start`], with pages of at most `page_bytes` of payloads
+    /// (`OTTER_EVENT_PAGE_MAX_BYTES`).
+    pub async fn start_with(
+        pool: PgPool,
+        shutdown: CancellationToken,
+        page_bytes: usize,
+    ) -> Result<Self, DbError> {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         let cursor = events::head(&pool).await?;
         let feed = Self {
@@ -88,6 +209,8 @@ impl EventFeed {
             tx,
             jobs: Arc::default(),
             watched: Arc::default(),
+            page_bytes,
+            held: Arc::default(),
         };
         tokio::spawn(feed.clone().run(cursor, shutdown));
         Ok(feed)
@@ -96,6 +219,7 @@ impl EventFeed {
     async fn run(self, mut cursor: i64, shutdown: CancellationToken) {
         let mut wait = POLL_MIN;
         let mut forgot = tokio::time::Instant::now();
+        let mut window = Window::default();
         loop {
             let nap = if self.subscribers() > 0 {
                 wait
@@ -113,11 +237,13 @@ impl EventFeed {
                 forgot = tokio::time::Instant::now();
             }
             if self.subscribers() == 0 {
-                // Nobody is watching: move the cursor without reading the rows. The head is read
-                // *before* the count is checked again: a subscriber that arrives after that check
-                // subscribed after the head was read, so its own replay covers everything up to
-                // the head, and the feed broadcasts what comes after. A cursor left behind is
-                // harmless: the feed then reads (and subscribers drop) events they already have.
+                // Nobody is watching: hold nothing, and move the cursor without reading the
+                // rows. The head is read *before* the count is checked again: a subscriber that
+                // arrives after that check subscribed after the head was read, so its own replay
+                // covers everything up to the head, and the feed broadcasts what comes after. A
+                // cursor left behind is harmless: the feed then reads (and subscribers drop)
+                // events they already have.
+                window.clear();
                 match events::head(&self.pool).await {
                     Ok(head) if self.subscribers() == 0 => {
                         cursor = cursor.max(head);
@@ -134,25 +260,25 @@ impl EventFeed {
             // Read often while events come (or wait to become final), less often when quiet.
             let mut busy = false;
             loop {
-                match events::list_after(&self.pool, &EventFilter::default(), cursor, PAGE).await {
+                let all = EventFilter::default();
+                match events::page_after(&self.pool, &all, cursor, PAGE, self.page_bytes).await {
                     Ok(page) => {
-                        let full = page.events.len() as i64 == PAGE;
+                        let more = page.more(PAGE);
                         busy |= page.pending || !page.events.is_empty();
-                        // Held across the page: a job's channel is either there for an event or
-                        // made after it was sent (and then its subscriber's replay has it).
-                        let jobs = self.lock_jobs();
                         for event in page.events {
                             cursor = event.id;
-                            let job_tx = jobs.get(&event.job_id);
-                            let event = FeedEvent::new(event);
-                            if let Some(job_tx) = job_tx {
-                                let _ = job_tx.send(event.clone());
+                            let event = FeedEvent::new(event, &self.held);
+                            let live = Live::of(&event);
+                            window.push(event);
+                            // A job's channel is either there for this event or made after it
+                            // was read (and then its subscriber's replay has it).
+                            if let Some(job_tx) = self.lock_jobs().get(&live.job_id) {
+                                let _ = job_tx.send(live.clone());
                             }
                             // No receiver is not an error: nobody is watching.
-                            let _ = self.tx.send(event);
+                            let _ = self.tx.send(live);
                         }
-                        drop(jobs);
-                        if !full {
+                        if !more {
                             break;
                         }
                     }
@@ -170,6 +296,13 @@ impl EventFeed {
         }
     }
 
+    /// Bytes of events this feed and its streams hold right now: the window of recent events,
+    /// the pages of replays, the event each stream is handing on. Bounded whatever the clients
+    /// do (see the module's documentation).
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// Subscribers currently attached (SSE clients of this process).
     pub fn subscribers(&self) -> usize {
         let per_job: usize = self
@@ -181,7 +314,7 @@ impl EventFeed {
     }
 
     /// A receiver of the events `filter` can match: its job's own channel, or everything.
-    fn subscribe(&self, filter: &EventFilter) -> broadcast::Receiver<Arc<FeedEvent>> {
+    fn subscribe(&self, filter: &EventFilter) -> broadcast::Receiver<Live> {
         self.watched.notify_one();
         match filter.job_id {
             Some(job) => self
@@ -198,9 +331,7 @@ impl EventFeed {
         self.lock_jobs().retain(|_, tx| tx.receiver_count() > 0);
     }
 
-    fn lock_jobs(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<JobId, broadcast::Sender<Arc<FeedEvent>>>> {
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, broadcast::Sender<Live>>> {
         // Nothing panics while holding it; a poisoned map is still consistent.
         self.jobs
             .lock()
@@ -219,6 +350,7 @@ impl EventFeed {
         // replay or in the broadcast (or both; ids already sent are dropped).
         let mut rx = self.subscribe(&filter);
         let pool = self.pool.clone();
+        let (page_bytes, held) = (self.page_bytes, self.held.clone());
         async_stream::try_stream! {
             let mut last = after;
             let mut job_over = match filter.job_id {
@@ -230,17 +362,19 @@ impl EventFeed {
                 if replay {
                     loop {
                         // Events not final yet come later from the feed, which reads them again.
-                        let page = events::list_after(&pool, &filter, last, PAGE).await?.events;
-                        let full = page.len() as i64 == PAGE;
+                        let page = events::page_after(&pool, &filter, last, PAGE, page_bytes).await?;
+                        let more = page.more(PAGE);
+                        let page: Vec<_> =
+                            page.events.into_iter().map(|e| FeedEvent::new(e, &held)).collect();
                         for event in page {
                             last = event.id;
                             let terminal = kinds::is_terminal(&event.kind);
-                            yield StreamItem::Event(FeedEvent::new(event));
+                            yield StreamItem::Event(event);
                             if terminal && filter.job_id.is_some() {
                                 job_over = true;
                             }
                         }
-                        if !full {
+                        if !more {
                             break;
                         }
                     }
@@ -251,12 +385,20 @@ impl EventFeed {
                     }
                 }
                 match rx.recv().await {
-                    Ok(item) => {
-                        if item.event.id <= last || !filter.matches(&item.event) {
+                    Ok(live) => {
+                        if live.id <= last
+                            || !filter.matches_ids(live.job_id, live.workspace_id, live.project_id)
+                        {
                             continue;
                         }
-                        last = item.event.id;
-                        let terminal = kinds::is_terminal(&item.event.kind);
+                        // Gone from the feed's window before this stream got to it: read it
+                        // (and what follows) back from the database.
+                        let Some(item) = live.event.upgrade() else {
+                            replay = true;
+                            continue;
+                        };
+                        last = item.id;
+                        let terminal = kinds::is_terminal(&item.kind);
                         yield StreamItem::Event(item);
                         if terminal && filter.job_id.is_some() {
                             yield StreamItem::End;

@@ -2,30 +2,34 @@
 //! inside the workspace root, listing a directory tree and reading one file.
 //!
 //! A client path is refused before it touches the disk when it is absolute, names `..`, holds a
-//! NUL byte or a backslash, is longer than [`MAX_PATH_BYTES`], or has a component that would
-//! still mean `..` (or hold a separator) if it were percent-decoded once more (see
-//! [`RelPath::parse`]). It is then resolved one component at a time from the canonical root:
-//! a symlink is followed only while every step stays inside the root, so a link that leads out,
-//! even one that comes back in later, is refused. Files and directories are opened without
-//! following a final symlink and, where `/proc` is mounted, the opened descriptor's real path is
-//! checked again, so a component swapped for a symlink between the check and the open is caught.
+//! NUL byte or a backslash, is longer than [`MAX_PATH_BYTES`], has a name longer than
+//! [`MAX_NAME_BYTES`], or has a component that would still mean `..` (or hold a separator) if
+//! it were percent-decoded once more (see [`RelPath::parse`]). It is then walked one name at a
+//! time from the descriptor of the workspace directory that [`open_workspace`] checked (see
+//! [`beneath`]): a symlink is read from its own descriptor and followed only while every step
+//! stays inside the root, so a link that leads out, even one that comes back in later, is
+//! refused. What the walk finds is opened for what it is: a directory's listing is read through
+//! its descriptor, a regular file is reopened from its directory and must still be the inode
+//! that was checked, and a FIFO, socket or device is never opened at all. A name swapped while
+//! it is being read ends in a 409 ([`FilesError::Changed`]), never in reading something else.
 //!
 //! Everything here is blocking filesystem work: call it from `spawn_blocking`.
 
 use std::collections::VecDeque;
-use std::ffi::OsString;
-use std::fs::{File, Metadata, OpenOptions};
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use nix::sys::stat::FileStat;
 use serde::Serialize;
 
+use crate::beneath::{self, Dir, Found, Kind, WalkError};
 use crate::config::Config;
 use crate::workspace::{self, WorkspaceError};
 
+pub use crate::beneath::MAX_NAME_BYTES;
 pub use crate::workspace::MAX_PATH_BYTES;
 
 /// Largest file [`read_file`] returns.
@@ -34,8 +38,6 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 pub const MAX_TREE_ENTRIES: usize = 5000;
 /// Deepest [`tree`] listing.
 pub const MAX_TREE_DEPTH: u32 = 16;
-/// Symlinks followed while resolving one path (Linux's own limit).
-const MAX_SYMLINKS: usize = 40;
 
 /// Why a path was refused or a file could not be read. The messages name the client's path,
 /// never where a refused symlink points.
@@ -72,9 +74,16 @@ pub enum FilesError {
     /// The operating system denied access.
     #[error("permission denied: {0:?}")]
     PermissionDenied(String),
+    /// What the path names was replaced while it was being read (a rename race): asking again
+    /// reads what is there now.
+    #[error("path {0:?} changed while being read; try again")]
+    Changed(String),
     /// The workspace's directory itself is gone, moved or no longer allowed.
     #[error("{0}")]
     Root(String),
+    /// The server is short of a resource (file descriptors, memory): retrying later can work.
+    #[error("{0}")]
+    Unavailable(String),
     /// An unexpected filesystem failure.
     #[error("{what}: {source}")]
     Io {
@@ -86,21 +95,28 @@ pub enum FilesError {
 }
 
 impl FilesError {
-    /// Maps an error of the filesystem about the client's `path`.
+    /// Maps an error of the filesystem about the client's `path`, by kind: what a client (or a
+    /// process in the workspace) can cause is an answer, a real failure stays a failure.
     fn from_io(path: &str, e: std::io::Error) -> Self {
         use std::io::ErrorKind;
+        let shown = path.to_owned();
         match e.kind() {
-            ErrorKind::NotFound => FilesError::NotFound(path.to_owned()),
-            ErrorKind::PermissionDenied => FilesError::PermissionDenied(path.to_owned()),
-            ErrorKind::NotADirectory => FilesError::NotFound(path.to_owned()),
-            ErrorKind::InvalidFilename => {
-                FilesError::InvalidPath(format!("path {path:?} has a name that is too long"))
+            ErrorKind::NotFound | ErrorKind::NotADirectory => FilesError::NotFound(shown),
+            ErrorKind::PermissionDenied => FilesError::PermissionDenied(shown),
+            ErrorKind::IsADirectory => FilesError::IsADirectory(shown),
+            ErrorKind::InvalidFilename => FilesError::InvalidPath(name_too_long(path)),
+            ErrorKind::WouldBlock | ErrorKind::StaleNetworkFileHandle => FilesError::Changed(shown),
+            ErrorKind::OutOfMemory => {
+                FilesError::Unavailable("the server is short of memory; retry shortly".to_owned())
             }
             _ => match e.raw_os_error() {
-                Some(libc::ELOOP) => FilesError::Escapes(path.to_owned()),
-                Some(libc::ENAMETOOLONG) => {
-                    FilesError::InvalidPath(format!("path {path:?} has a name that is too long"))
-                }
+                // Opening a socket, or a device nobody serves.
+                Some(libc::ENXIO | libc::ENODEV | libc::EOPNOTSUPP) => FilesError::NotAFile(shown),
+                Some(libc::ENAMETOOLONG) => FilesError::InvalidPath(name_too_long(path)),
+                Some(libc::ELOOP) => too_many_links(path),
+                Some(libc::EMFILE | libc::ENFILE) => FilesError::Unavailable(
+                    "the server has too many files open; retry shortly".to_owned(),
+                ),
                 _ => FilesError::Io {
                     what: format!("reading {path:?}"),
                     source: e,
@@ -108,6 +124,33 @@ impl FilesError {
             },
         }
     }
+
+    /// Maps why a walk to the client's `path` stopped.
+    fn from_walk(path: &str, e: WalkError) -> Self {
+        let shown = path.to_owned();
+        match e {
+            WalkError::Escapes => FilesError::Escapes(shown),
+            WalkError::TooManyLinks => too_many_links(path),
+            // A component on the way is a file: there is nothing at the path.
+            WalkError::NotADirectory => FilesError::NotFound(shown),
+            WalkError::NameTooLong => FilesError::InvalidPath(name_too_long(path)),
+            WalkError::Changed => FilesError::Changed(shown),
+            WalkError::Os(e) => FilesError::from_io(path, e),
+        }
+    }
+}
+
+fn name_too_long(path: &str) -> String {
+    format!(
+        "path {path:?} has a name that is too long: names are at most {MAX_NAME_BYTES} bytes \
+         (the filesystem's limit)"
+    )
+}
+
+fn too_many_links(path: &str) -> FilesError {
+    FilesError::InvalidPath(format!(
+        "path {path:?} has too many levels of symbolic links"
+    ))
 }
 
 /// A client's path inside a workspace, checked (see [`RelPath::parse`]).
@@ -151,6 +194,13 @@ impl RelPath {
                 ".." => {
                     return Err(FilesError::InvalidPath(format!(
                         "path must not contain '..' (got {raw:?})"
+                    )));
+                }
+                _ if part.len() > MAX_NAME_BYTES => {
+                    return Err(FilesError::InvalidPath(format!(
+                        "path has a name of {} bytes, which is too long: names are at most \
+                         {MAX_NAME_BYTES} bytes (the filesystem's limit)",
+                        part.len()
                     )));
                 }
                 _ if decodes_to_traversal(part) => {
@@ -224,138 +274,37 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Checks a workspace's stored directory before it is used: it must still exist, still be a
+/// Checks a workspace's stored directory before it is used and opens it (see
+/// [`workspace::open_registered`], which the worker calls too): it must still exist, still be a
 /// directory, still be its own canonical path (not replaced by a symlink since it was
-/// registered) and still lie inside `OTTER_ALLOWED_ROOTS`. Returns the canonical root.
-pub fn open_root(config: &Config, stored: &str) -> Result<PathBuf, FilesError> {
-    let stored_path = Path::new(stored);
-    let canonical = stored_path.canonicalize().map_err(|e| {
-        FilesError::Root(format!(
-            "the workspace directory {stored} cannot be used: {e}"
-        ))
-    })?;
-    if canonical != stored_path {
-        return Err(FilesError::Root(format!(
-            "the workspace directory {stored} was replaced by a link since it was registered"
-        )));
-    }
-    if !canonical.is_dir() {
-        return Err(FilesError::Root(format!(
-            "the workspace directory {stored} is no longer a directory"
-        )));
-    }
-    workspace::check_allowed(config, &canonical).map_err(|e| match e {
-        WorkspaceError::NotAllowed { .. } => FilesError::Root(format!("workspace directory: {e}")),
+/// registered) and still lie inside `OTTER_ALLOWED_ROOTS`.
+pub fn open_workspace(config: &Config, stored: &str) -> Result<Dir, FilesError> {
+    workspace::open_registered(config, stored).map_err(|e| match e {
+        WorkspaceError::Unusable(msg) => FilesError::Root(msg),
         other => FilesError::Root(other.to_string()),
-    })?;
-    Ok(canonical)
+    })
 }
 
-/// Resolves `rel` inside the canonical `root`, following symlinks one step at a time; every
+/// Like [`open_workspace`], for callers that need only the checked canonical path.
+pub fn open_root(config: &Config, stored: &str) -> Result<PathBuf, FilesError> {
+    open_workspace(config, stored).map(|dir| dir.path().to_path_buf())
+}
+
+/// Resolves `rel` inside the workspace `root`, following symlinks one step at a time; every
 /// step must stay inside the root. Returns the real (symlink-free) path, which exists.
-pub fn resolve(root: &Path, rel: &RelPath) -> Result<PathBuf, FilesError> {
-    let shown = rel.as_string();
-    let mut pending: VecDeque<OsString> = rel.parts.iter().map(OsString::from).collect();
-    let mut current = root.to_path_buf();
-    let mut links = 0;
-    while let Some(part) = pending.pop_front() {
-        if part == "." || part.is_empty() {
-            continue;
-        }
-        if part == ".." {
-            // Only reachable through a symlink's target: `current` is real, so its parent is
-            // the real parent.
-            if current == root {
-                return Err(FilesError::Escapes(shown));
-            }
-            current.pop();
-            continue;
-        }
-        let next = current.join(&part);
-        let meta = std::fs::symlink_metadata(&next).map_err(|e| FilesError::from_io(&shown, e))?;
-        if !meta.file_type().is_symlink() {
-            if !pending.is_empty() && !meta.is_dir() {
-                return Err(FilesError::NotFound(shown));
-            }
-            current = next;
-            continue;
-        }
-        links += 1;
-        if links > MAX_SYMLINKS {
-            return Err(FilesError::InvalidPath(format!(
-                "path {shown:?} has too many levels of symbolic links"
-            )));
-        }
-        let target = std::fs::read_link(&next).map_err(|e| FilesError::from_io(&shown, e))?;
-        let mut rest: VecDeque<OsString> = VecDeque::new();
-        if target.is_absolute() {
-            // An absolute target is followed only when it names a place inside the root.
-            let Ok(inside) = target.strip_prefix(root) else {
-                return Err(FilesError::Escapes(shown));
-            };
-            current = root.to_path_buf();
-            rest.extend(component_names(inside, &shown)?);
-        } else {
-            rest.extend(component_names(&target, &shown)?);
-        }
-        while let Some(name) = rest.pop_back() {
-            pending.push_front(name);
-        }
-    }
-    // Belt and braces: the kernel's own resolution must agree.
-    let canonical = current
-        .canonicalize()
-        .map_err(|e| FilesError::from_io(&shown, e))?;
-    if !canonical.starts_with(root) {
-        return Err(FilesError::Escapes(shown));
-    }
-    Ok(canonical)
+pub fn resolve(root: &Dir, rel: &RelPath) -> Result<PathBuf, FilesError> {
+    let found = walk(root, rel)?;
+    Ok(found.path_in(root))
 }
 
-/// The components of a symlink target, as names (`..` and `.` kept for [`resolve`]).
-fn component_names(path: &Path, shown: &str) -> Result<Vec<OsString>, FilesError> {
-    path.components()
-        .map(|c| match c {
-            Component::Normal(name) => Ok(name.to_owned()),
-            Component::ParentDir => Ok(OsString::from("..")),
-            Component::CurDir => Ok(OsString::from(".")),
-            Component::RootDir | Component::Prefix(_) => Err(FilesError::Escapes(shown.to_owned())),
-        })
-        .collect()
+/// Walks to `rel` beneath `root`.
+fn walk(root: &Dir, rel: &RelPath) -> Result<Found, FilesError> {
+    beneath::resolve(root, &rel.parts).map_err(|e| FilesError::from_walk(&rel.as_string(), e))
 }
 
-/// Opens the real path `path` without following a final symlink (and, for FIFOs, without
-/// blocking), then checks where the descriptor really points.
-fn open_checked(
-    root: &Path,
-    path: &Path,
-    shown: &str,
-    directory: bool,
-) -> Result<File, FilesError> {
-    let mut flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
-    if directory {
-        flags |= libc::O_DIRECTORY;
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTDIR) if directory => FilesError::NotADirectory(shown.to_owned()),
-            _ => FilesError::from_io(shown, e),
-        })?;
-    // Where /proc is mounted, it names the file the descriptor really refers to: a component
-    // swapped for a symlink after `resolve` shows here. Without /proc, `resolve`'s checks stand.
-    if let Ok(real) = std::fs::read_link(fd_path(&file))
-        && !real.starts_with(root)
-    {
-        return Err(FilesError::Escapes(shown.to_owned()));
-    }
-    Ok(file)
-}
-
-fn fd_path(file: &File) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+/// A modification time from a status.
+fn modified(stat: &FileStat) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(stat.st_mtime, u32::try_from(stat.st_mtime_nsec).ok()?)
 }
 
 /// What a tree entry is. Symlinks are listed as such and never followed by the listing.
@@ -406,24 +355,23 @@ pub struct Tree {
 /// An entry before it is nested: its children are indices into the listing's arena.
 struct Node {
     entry: TreeEntry,
-    real: PathBuf,
+    /// Its real path below the root, one name per component (a listing's names are real).
+    real: Vec<OsString>,
     children: Option<Vec<usize>>,
 }
 
-/// Lists the directory `rel` of the workspace at `root`, `depth` levels deep (1 = its own
+/// Lists the directory `rel` of the workspace `root`, `depth` levels deep (1 = its own
 /// entries), with at most `max_entries` entries in all. Levels are filled breadth first, so a
 /// large subdirectory cannot crowd out its siblings. Symlinks are listed, never entered.
-pub fn tree(
-    root: &Path,
-    rel: &RelPath,
-    depth: u32,
-    max_entries: usize,
-) -> Result<Tree, FilesError> {
+pub fn tree(root: &Dir, rel: &RelPath, depth: u32, max_entries: usize) -> Result<Tree, FilesError> {
     let shown = rel.as_string();
-    let dir = resolve(root, rel)?;
+    let dir = walk(root, rel)?;
+    if dir.kind() != Kind::Directory {
+        return Err(FilesError::NotADirectory(shown));
+    }
     let mut nodes: Vec<Node> = Vec::new();
     let mut truncated = false;
-    let top = read_level(root, &dir, &shown, &mut nodes, max_entries, &mut truncated)?;
+    let top = read_level(&dir, &shown, &mut nodes, max_entries, &mut truncated)?;
     let mut queue: VecDeque<(usize, u32)> = top.iter().map(|&i| (i, 2)).collect();
     while let Some((index, level)) = queue.pop_front() {
         if level > depth || nodes[index].entry.kind != EntryKind::Directory {
@@ -433,17 +381,14 @@ pub fn tree(
             truncated = true;
             break;
         }
-        let real = nodes[index].real.clone();
         let prefix = nodes[index].entry.path.clone();
-        // A subdirectory that cannot be read is listed without children.
-        let Ok(children) = read_level(
-            root,
-            &real,
-            &prefix,
-            &mut nodes,
-            max_entries,
-            &mut truncated,
-        ) else {
+        // Entered by its real names, following no symlink: a directory swapped for a link since
+        // it was listed, or one that cannot be read, is listed without children.
+        let Ok(sub) = beneath::open_real(root, &nodes[index].real) else {
+            continue;
+        };
+        let Ok(children) = read_level(&sub, &prefix, &mut nodes, max_entries, &mut truncated)
+        else {
             continue;
         };
         queue.extend(children.iter().map(|&i| (i, level + 1)));
@@ -470,58 +415,63 @@ fn nest(slots: &mut [Option<Node>], index: usize) -> Option<TreeEntry> {
     Some(entry)
 }
 
-/// Reads the entries of the real directory `dir` (the client's `shown`) into `nodes`, sorted,
-/// within the budget; returns their indices.
+/// Reads the entries of the directory `dir` (the client's `shown`) into `nodes`, sorted,
+/// within the budget; returns their indices. The listing and each entry's status are read
+/// through the directory's descriptor: they are of the directory that was walked to.
 fn read_level(
-    root: &Path,
-    dir: &Path,
+    dir: &Found,
     shown: &str,
     nodes: &mut Vec<Node>,
     max_entries: usize,
     truncated: &mut bool,
 ) -> Result<Vec<usize>, FilesError> {
-    let handle = open_checked(root, dir, shown, true)?;
-    // Read through the checked descriptor where /proc allows it, so that the listing is of the
-    // directory that was checked.
-    let through = fd_path(&handle);
-    let reader = std::fs::read_dir(&through)
-        .or_else(|_| std::fs::read_dir(dir))
-        .map_err(|e| FilesError::from_io(shown, e))?;
-    let mut level = Vec::new();
-    for item in reader {
-        if nodes.len() + level.len() >= max_entries {
+    let mut listing = dir
+        .open_listing()
+        .map_err(|e| FilesError::from_walk(shown, e))?;
+    let mut names: Vec<OsString> = Vec::new();
+    for item in listing.iter() {
+        let Ok(item) = item else { continue };
+        let name = OsStr::from_bytes(item.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        if nodes.len() + names.len() >= max_entries {
             *truncated = true;
             break;
         }
-        let Ok(item) = item else { continue };
-        let name = item.file_name().to_string_lossy().into_owned();
-        // `DirEntry::metadata` does not follow symlinks.
-        let meta: Option<Metadata> = item.metadata().ok();
-        let kind = match item.file_type() {
-            Ok(t) if t.is_symlink() => EntryKind::Symlink,
-            Ok(t) if t.is_dir() => EntryKind::Directory,
-            Ok(t) if t.is_file() => EntryKind::File,
-            _ => EntryKind::Other,
-        };
-        level.push(Node {
-            entry: TreeEntry {
-                path: child_path(shown, &name),
-                name,
-                kind,
-                size: meta
-                    .as_ref()
-                    .filter(|_| kind == EntryKind::File)
-                    .map(Metadata::len),
-                modified: meta
-                    .as_ref()
-                    .and_then(|m| m.modified().ok())
-                    .map(DateTime::<Utc>::from),
-                children: None,
-            },
-            real: dir.join(item.file_name()),
-            children: None,
-        });
+        names.push(name.to_owned());
     }
+    let mut level: Vec<Node> = names
+        .into_iter()
+        .map(|raw| {
+            // An entry removed since it was listed is still shown, as what it was: `other`.
+            let stat = dir.stat_entry(&raw).ok();
+            let kind = match stat.as_ref().map(Kind::of) {
+                Some(Kind::Symlink) => EntryKind::Symlink,
+                Some(Kind::Directory) => EntryKind::Directory,
+                Some(Kind::File) => EntryKind::File,
+                Some(Kind::Other) | None => EntryKind::Other,
+            };
+            let name = raw.to_string_lossy().into_owned();
+            let mut real = dir.rel().to_vec();
+            real.push(raw);
+            Node {
+                entry: TreeEntry {
+                    path: child_path(shown, &name),
+                    name,
+                    kind,
+                    size: stat
+                        .as_ref()
+                        .filter(|_| kind == EntryKind::File)
+                        .and_then(|s| u64::try_from(s.st_size).ok()),
+                    modified: stat.as_ref().and_then(modified),
+                    children: None,
+                },
+                real,
+                children: None,
+            }
+        })
+        .collect();
     level.sort_by(|a, b| {
         let dir_first = |n: &Node| n.entry.kind != EntryKind::Directory;
         dir_first(a)
@@ -556,32 +506,35 @@ pub struct FileContent {
     pub content: Option<String>,
 }
 
-/// Reads the file `rel` of the workspace at `root`: at most `max_bytes`, as text unless binary.
-pub fn read_file(root: &Path, rel: &RelPath, max_bytes: u64) -> Result<FileContent, FilesError> {
+/// Reads the file `rel` of the workspace `root`: at most `max_bytes`, as text unless binary.
+/// Only a regular file is opened; what is read is the file that was walked to.
+pub fn read_file(root: &Dir, rel: &RelPath, max_bytes: u64) -> Result<FileContent, FilesError> {
     let shown = rel.as_string();
     if rel.parts.is_empty() {
         return Err(FilesError::IsADirectory(shown));
     }
-    let real = resolve(root, rel)?;
-    let file = open_checked(root, &real, &shown, false)?;
-    let meta = file
-        .metadata()
-        .map_err(|e| FilesError::from_io(&shown, e))?;
-    if meta.is_dir() {
-        return Err(FilesError::IsADirectory(shown));
-    }
-    if !meta.is_file() {
-        return Err(FilesError::NotAFile(shown));
+    let found = walk(root, rel)?;
+    match found.kind() {
+        Kind::File => {}
+        Kind::Directory => return Err(FilesError::IsADirectory(shown)),
+        Kind::Symlink | Kind::Other => return Err(FilesError::NotAFile(shown)),
     }
     let too_large = |size| FilesError::TooLarge {
         path: shown.clone(),
         size,
         limit: max_bytes,
     };
-    if meta.len() > max_bytes {
-        return Err(too_large(meta.len()));
+    let measured = u64::try_from(found.stat().st_size).unwrap_or_default();
+    if measured > max_bytes {
+        return Err(too_large(measured));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let file = found
+        .open_file()
+        .map_err(|e| FilesError::from_walk(&shown, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| FilesError::from_io(&shown, e))?;
+    let mut bytes = Vec::with_capacity(meta.len().min(max_bytes) as usize);
     file.take(max_bytes + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| FilesError::from_io(&shown, e))?;
@@ -589,6 +542,7 @@ pub fn read_file(root: &Path, rel: &RelPath, max_bytes: u64) -> Result<FileConte
     if bytes.len() as u64 > max_bytes {
         return Err(too_large(bytes.len() as u64));
     }
+    let size = bytes.len() as u64;
     let binary = bytes.contains(&0);
     let content = if binary {
         None
@@ -598,7 +552,7 @@ pub fn read_file(root: &Path, rel: &RelPath, max_bytes: u64) -> Result<FileConte
     Ok(FileContent {
         name: rel.parts.last().cloned().unwrap_or_default(),
         path: shown,
-        size: meta.len(),
+        size,
         modified: meta.modified().ok().map(DateTime::<Utc>::from),
         binary: content.is_none(),
         content,
@@ -689,6 +643,10 @@ mod tests {
         RelPath::parse(raw).expect(raw)
     }
 
+    fn open(root: &std::path::Path) -> Dir {
+        Dir::open(root).expect("open the root")
+    }
+
     #[test]
     fn symlinks_are_followed_only_inside_the_root() {
         use std::os::unix::fs::symlink;
@@ -702,9 +660,9 @@ mod tests {
         symlink(root.join("src"), root.join("abs-inside")).expect("link");
 
         let main = root.join("src/main.rs");
-        assert_eq!(resolve(&root, &rel("inside")).expect("inside"), main);
+        assert_eq!(resolve(&open(&root), &rel("inside")).expect("inside"), main);
         assert_eq!(
-            resolve(&root, &rel("abs-inside/main.rs")).expect("inside"),
+            resolve(&open(&root), &rel("abs-inside/main.rs")).expect("inside"),
             main
         );
         for raw in [
@@ -714,22 +672,22 @@ mod tests {
             "out-and-back",
             "loop",
         ] {
-            let err = resolve(&root, &rel(raw)).expect_err(raw);
+            let err = resolve(&open(&root), &rel(raw)).expect_err(raw);
             assert!(
                 matches!(err, FilesError::Escapes(_) | FilesError::InvalidPath(_)),
                 "{raw}: {err:?}"
             );
         }
         assert!(matches!(
-            read_file(&root, &rel("out-rel"), MAX_FILE_BYTES),
+            read_file(&open(&root), &rel("out-rel"), MAX_FILE_BYTES),
             Err(FilesError::Escapes(_))
         ));
         assert!(matches!(
-            resolve(&root, &rel("missing/x")),
+            resolve(&open(&root), &rel("missing/x")),
             Err(FilesError::NotFound(_))
         ));
         assert!(matches!(
-            resolve(&root, &rel("src/main.rs/x")),
+            resolve(&open(&root), &rel("src/main.rs/x")),
             Err(FilesError::NotFound(_))
         ));
         std::fs::remove_dir_all(base).ok();
@@ -743,7 +701,7 @@ mod tests {
         std::fs::write(root.join("src/deep/x.rs"), "x").expect("write");
         std::os::unix::fs::symlink(base.join("outside"), root.join("zlink")).expect("link");
 
-        let one = tree(&root, &rel(""), 1, MAX_TREE_ENTRIES).expect("tree");
+        let one = tree(&open(&root), &rel(""), 1, MAX_TREE_ENTRIES).expect("tree");
         let names: Vec<_> = one.entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["src", "A.txt", "b.txt", "zlink"]);
         assert_eq!(one.entries[0].kind, EntryKind::Directory);
@@ -752,7 +710,7 @@ mod tests {
         assert_eq!(one.entries[3].kind, EntryKind::Symlink);
         assert!(!one.truncated);
 
-        let deep = tree(&root, &rel(""), 3, MAX_TREE_ENTRIES).expect("tree");
+        let deep = tree(&open(&root), &rel(""), 3, MAX_TREE_ENTRIES).expect("tree");
         let src = &deep.entries[0];
         let deep_dir = &src.children.as_ref().expect("children")[0];
         assert_eq!(deep_dir.path, "src/deep");
@@ -766,12 +724,12 @@ mod tests {
         );
         assert_eq!(deep.entry_count, 6);
 
-        let cut = tree(&root, &rel(""), 3, 2).expect("tree");
+        let cut = tree(&open(&root), &rel(""), 3, 2).expect("tree");
         assert!(cut.truncated);
         assert_eq!(cut.entry_count, 2);
 
         assert!(matches!(
-            tree(&root, &rel("A.txt"), 1, 10),
+            tree(&open(&root), &rel("A.txt"), 1, 10),
             Err(FilesError::NotADirectory(_))
         ));
         std::fs::remove_dir_all(base).ok();
@@ -785,24 +743,24 @@ mod tests {
         std::fs::write(root.join("latin1"), [0xe9u8]).expect("write");
         std::fs::write(root.join("big"), vec![b'a'; 11]).expect("write");
 
-        let text = read_file(&root, &rel("t.txt"), 10).expect("text");
+        let text = read_file(&open(&root), &rel("t.txt"), 10).expect("text");
         assert_eq!(text.content.as_deref(), Some("héllo\n"));
         assert!(!text.binary);
         assert_eq!(text.size, 7);
         for raw in ["b.bin", "latin1"] {
-            let bin = read_file(&root, &rel(raw), 10).expect(raw);
+            let bin = read_file(&open(&root), &rel(raw), 10).expect(raw);
             assert!(bin.binary && bin.content.is_none(), "{raw}");
         }
         assert!(matches!(
-            read_file(&root, &rel("big"), 10),
+            read_file(&open(&root), &rel("big"), 10),
             Err(FilesError::TooLarge { size: 11, .. })
         ));
         assert!(matches!(
-            read_file(&root, &rel("src"), 10),
+            read_file(&open(&root), &rel("src"), 10),
             Err(FilesError::IsADirectory(_))
         ));
         assert!(matches!(
-            read_file(&root, &rel(""), 10),
+            read_file(&open(&root), &rel(""), 10),
             Err(FilesError::IsADirectory(_))
         ));
         std::fs::remove_dir_all(base).ok();

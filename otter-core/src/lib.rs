@@ -79,7 +79,7 @@
 //! let mut events = Box::pin(feed.stream(filter, 0));
 //! while let Some(item) = events.next().await {
 //!     match item? {
-//!         StreamItem::Event(e) => println!("{} {}", e.event.kind, e.event.payload),
+//!         StreamItem::Event(e) => println!("{} {}", e.kind, e.json),
 //!         StreamItem::End => break,
 //!     }
 //! }
@@ -93,6 +93,7 @@
 //! # }
 //! ```
 
+pub mod beneath;
 pub mod config;
 pub mod db;
 pub mod demo;
@@ -114,7 +115,7 @@ pub mod testing;
 pub mod vibe;
 pub mod workspace;
 
-pub use config::{CgroupRoot, Config, ConfigError, Secret};
+pub use config::{CgroupRoot, Config, ConfigError, HostName, Secret};
 pub use db::DbError;
 pub use feed::{EventFeed, StreamItem};
 pub use queue::{Queue, QueueError};

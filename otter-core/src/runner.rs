@@ -22,7 +22,7 @@ use crate::vibe::stream::LineSplitter;
 
 mod spill;
 
-pub use spill::SpillSpec;
+pub use spill::{LINE_OVERHEAD_BYTES, MAX_LINE_CHARGE, SpillSpec, line_cost};
 
 /// Longest line kept whole; longer ones are cut into pieces of this size.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
@@ -34,7 +34,8 @@ pub struct Line {
     pub stream: OutputStream,
     /// The line, without its newline, lossily decoded.
     pub text: String,
-    /// The line's share of the output budget ([`RunSpec::output_budget`]); the consumer drops it
+    /// The line's share of the output budget ([`RunSpec::output_budget`], [`line_cost`] permits:
+    /// its text and what a waiting line costs beyond it); the consumer drops it
     /// once the line is safely stored, which lets the reader take more.
     pub permit: Option<OwnedSemaphorePermit>,
 }
@@ -60,7 +61,9 @@ pub struct RunSpec {
     pub timeout: Option<Duration>,
     /// SIGTERM to SIGKILL delay when the run is stopped.
     pub kill_grace: Duration,
-    /// Bytes of output that may wait in the channel at once (one permit a byte). The pipes are
+    /// Bytes of output that may wait in the channel at once: one permit a byte of text, plus
+    /// [`LINE_OVERHEAD_BYTES`] a line (what a line costs beyond its text), so that a flood of
+    /// empty lines is bounded like one of long ones. At least [`MAX_LINE_CHARGE`]. The pipes are
     /// read as fast as the child writes while the consumer keeps up; if it cannot (the database
     /// is behind or down), the lines past the budget go to the spill file ([`RunSpec::spill`]),
     /// or, without one, reading pauses until the budget has room, so the child blocks instead of

@@ -8,8 +8,9 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::db::jobs::{self, NewJob};
-use crate::db::{DbError, workspaces};
-use crate::model::{Job, JobId, ProjectId, Workspace, WorkspaceId};
+use crate::db::{DbError, projects, workspaces};
+use crate::instructions;
+use crate::model::{Job, JobId, Project, ProjectId, Workspace, WorkspaceId};
 use crate::queue::Queue;
 use crate::workspace::{self, WorkspaceError};
 
@@ -19,6 +20,9 @@ pub enum ServiceError {
     /// The request is not acceptable; the message names the field.
     #[error("{0}")]
     Invalid(String),
+    /// A value is longer than Otter can take; the message names it and the limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// A workspace path was refused or could not be prepared.
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
@@ -40,6 +44,45 @@ pub struct CreateWorkspace<'a> {
     pub create: bool,
 }
 
+/// Longest name of a project or a workspace, in characters (as the tables' checks count them:
+/// PostgreSQL's `length` counts characters).
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Longest description of a project, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 10_000;
+
+/// A project or workspace name, trimmed: 1 to [`MAX_NAME_CHARS`] characters.
+pub fn check_name(name: &str) -> Result<&str, ServiceError> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(ServiceError::Invalid(format!(
+            "name must be 1 to {MAX_NAME_CHARS} characters once trimmed (got {chars})"
+        )));
+    }
+    Ok(name)
+}
+
+/// Creates a project: its name is checked by [`check_name`], its description holds at most
+/// [`MAX_DESCRIPTION_CHARS`] characters.
+pub async fn create_project(
+    pool: &PgPool,
+    name: &str,
+    description: Option<&str>,
+) -> Result<Project, ServiceError> {
+    let name = check_name(name)?;
+    if let Some(chars) = description.map(|d| d.chars().count())
+        && chars > MAX_DESCRIPTION_CHARS
+    {
+        return Err(ServiceError::Invalid(format!(
+            "description must be at most {MAX_DESCRIPTION_CHARS} characters (got {chars})"
+        )));
+    }
+    let project = projects::insert(pool, name, description).await?;
+    tracing::info!(project_id = %project.id, "project created");
+    Ok(project)
+}
+
 /// Registers a workspace: checks the path, prepares its own `VIBE_HOME`, then inserts the row.
 /// If the row cannot be written, the home is removed again: nothing is left half-made.
 pub async fn create_workspace(
@@ -47,14 +90,7 @@ pub async fn create_workspace(
     config: &Config,
     req: CreateWorkspace<'_>,
 ) -> Result<Workspace, ServiceError> {
-    if req
-        .name
-        .is_some_and(|name| name.trim().is_empty() || name.len() > 200)
-    {
-        return Err(ServiceError::Invalid(
-            "name must be 1 to 200 characters".to_owned(),
-        ));
-    }
+    let name = req.name.map(check_name).transpose()?;
     let id = WorkspaceId::new();
     let home = workspace::vibe_home_path(config, id);
     let (path, home) = {
@@ -69,11 +105,12 @@ pub async fn create_workspace(
         .await
         .map_err(|e| ServiceError::Invalid(format!("workspace preparation failed: {e}")))??
     };
-    let name = match req.name {
-        Some(name) => name.trim().to_owned(),
+    let name = match name {
+        Some(name) => name.to_owned(),
+        // A directory's name can be longer than a workspace's (up to 255 bytes).
         None => path
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| n.to_string_lossy().chars().take(MAX_NAME_CHARS).collect())
             .unwrap_or_else(|| "workspace".to_owned()),
     };
     let inserted = workspaces::insert(
@@ -157,10 +194,8 @@ pub struct SubmitPrompt<'a> {
     pub max_attempts: Option<i32>,
 }
 
-/// Longest prompt accepted, in bytes.
-pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
-
-/// Validates and stores a job, then pushes it to Redis. A Redis failure does not fail the
+/// Validates and stores a job, then pushes it to Redis. The prompt holds at most
+/// [`instructions::max_prompt_bytes`] bytes. A Redis failure does not fail the
 /// submission: the job is safe in PostgreSQL and the reconciler pushes it.
 pub async fn submit_prompt(
     pool: &PgPool,
@@ -171,9 +206,14 @@ pub async fn submit_prompt(
     if req.prompt.trim().is_empty() {
         return Err(ServiceError::Invalid("prompt must not be empty".to_owned()));
     }
-    if req.prompt.len() > MAX_PROMPT_BYTES {
-        return Err(ServiceError::Invalid(format!(
-            "prompt is longer than {MAX_PROMPT_BYTES} bytes"
+    // vibe gets the prompt as one argument, which Linux bounds: a longer prompt would be
+    // accepted here and fail at every run.
+    let max = instructions::max_prompt_bytes(&config.api_base_url);
+    if req.prompt.len() > max {
+        return Err(ServiceError::TooLarge(format!(
+            "prompt is {} bytes, but at most {max} bytes fit: vibe gets it, with Otter's \
+             instructions, as one command-line argument, and Linux limits one argument to 128 KiB",
+            req.prompt.len()
         )));
     }
     if req.prompt.contains('\0') {

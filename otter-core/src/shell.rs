@@ -5,6 +5,18 @@
 //! working directory persists between commands (`cd` sticks), stored in PostgreSQL so that any
 //! server replica can continue it.
 //!
+//! # Output caps
+//!
+//! Each stream keeps at most `OTTER_COMMAND_MAX_OUTPUT_BYTES` bytes (default
+//! [`MAX_OUTPUT_BYTES`]) and `OTTER_COMMAND_MAX_OUTPUT_LINES` lines (default
+//! [`MAX_OUTPUT_LINES`]); the answer says `truncated`. Past a cap the command is not stopped:
+//! its output is still read, and dropped, until it exits or its timeout kills it. A command is
+//! run for what it does (a build, an install); cutting it short because it talks a lot would
+//! leave that half done, and a command that never stops talking is ended by its timeout like
+//! one that never stops. Memory stays bounded either way: what was kept, plus the lines read but
+//! not yet looked at, which the runner's in-flight budget bounds by their real cost
+//! ([`crate::runner::line_cost`]).
+//!
 //! This is not a sandbox: a command can read and write whatever its user can. What is
 //! guaranteed is that it cannot read the server's secrets, that nothing it starts outlives it
 //! (nor the server), and that a session's *next* command never starts outside its workspace
@@ -51,14 +63,18 @@ use crate::runner::{self, Line, RunOutcome, RunSpec, RunnerError};
 
 /// Longest command accepted, in bytes (Linux refuses single arguments above 128 KiB).
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
-/// Output kept per stream; the rest is dropped and `truncated` set.
+/// Bytes of output kept per stream when `OTTER_COMMAND_MAX_OUTPUT_BYTES` is unset; the rest is
+/// dropped and `truncated` set.
 pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// Lines of output kept per stream when `OTTER_COMMAND_MAX_OUTPUT_LINES` is unset.
+pub const MAX_OUTPUT_LINES: usize = 100_000;
 /// Timeout when the request names none.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
 /// Longest timeout a request may ask for.
 pub const MAX_TIMEOUT_SECS: u64 = 600;
-/// Output read from the pipes but not yet looked at by the collector: bounds memory when a
-/// command floods its output faster than it is consumed.
+/// Output read from the pipes but not yet looked at by the collector, counted as the runner
+/// counts it (text and per-line overhead): bounds memory when a command floods its output
+/// faster than it is consumed. At least [`runner::MAX_LINE_CHARGE`].
 const OUTPUT_IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
 /// SIGTERM to SIGKILL delay when a command times out.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -122,7 +138,8 @@ pub struct CommandResult {
     pub stdout: String,
     /// Its standard error, likewise.
     pub stderr: String,
-    /// Whether either stream was cut at [`MAX_OUTPUT_BYTES`].
+    /// Whether either stream was cut at its cap of bytes or of lines (see the module's
+    /// documentation).
     pub truncated: bool,
     /// The directory the session's next command starts in (canonical, inside the workspace).
     pub cwd: String,
@@ -176,6 +193,10 @@ pub async fn run_command(
         holder,
         command,
         timeout,
+        caps: Caps {
+            bytes: config.command_max_output_bytes,
+            lines: config.command_max_output_lines,
+        },
         cancel,
     };
     tokio::spawn(execution.run())
@@ -231,6 +252,7 @@ struct Execution {
     holder: Uuid,
     command: String,
     timeout: Duration,
+    caps: Caps,
     cancel: CancellationToken,
 }
 
@@ -285,7 +307,7 @@ impl Execution {
         let started = Instant::now();
         let (tx, rx) = mpsc::unbounded_channel::<Line>();
         let (outcome, (stdout, stderr)) =
-            tokio::join!(runner::run(&spec, tx, &self.cancel), collect(rx));
+            tokio::join!(runner::run(&spec, tx, &self.cancel), collect(rx, self.caps));
         // Whatever the command left (the runner has killed it already unless it failed).
         unit.close().await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -552,19 +574,42 @@ fn sh_quote(s: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One stream's kept output.
-#[derive(Debug, Default)]
+/// How much of each stream is kept.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    bytes: usize,
+    lines: usize,
+}
+
+/// One stream's kept output: at most `caps.bytes` bytes and `caps.lines` lines.
+#[derive(Debug)]
 struct Captured {
+    caps: Caps,
     text: String,
+    lines: usize,
     truncated: bool,
 }
 
 impl Captured {
+    fn new(caps: Caps) -> Self {
+        Self {
+            caps,
+            text: String::new(),
+            lines: 0,
+            truncated: false,
+        }
+    }
+
     fn push(&mut self, line: &str) {
         if self.truncated {
             return;
         }
-        let room = MAX_OUTPUT_BYTES - self.text.len();
+        if self.lines == self.caps.lines {
+            self.truncated = true;
+            return;
+        }
+        self.lines += 1;
+        let room = self.caps.bytes - self.text.len();
         if line.len() < room {
             self.text.push_str(line);
             self.text.push('\n');
@@ -579,10 +624,10 @@ impl Captured {
     }
 }
 
-/// Reads the runner's lines to the end, keeping at most [`MAX_OUTPUT_BYTES`] per stream (the
-/// rest is read and dropped, so the command never blocks on a full pipe).
-async fn collect(mut rx: mpsc::UnboundedReceiver<Line>) -> (Captured, Captured) {
-    let (mut stdout, mut stderr) = (Captured::default(), Captured::default());
+/// Reads the runner's lines to the end, keeping at most `caps` of each stream (the rest is read
+/// and dropped, so the command never blocks on a full pipe).
+async fn collect(mut rx: mpsc::UnboundedReceiver<Line>, caps: Caps) -> (Captured, Captured) {
+    let (mut stdout, mut stderr) = (Captured::new(caps), Captured::new(caps));
     while let Some(line) = rx.recv().await {
         match line.stream {
             OutputStream::Stderr => stderr.push(&line.text),
@@ -611,9 +656,14 @@ mod tests {
         }
     }
 
+    const CAPS: Caps = Caps {
+        bytes: MAX_OUTPUT_BYTES,
+        lines: MAX_OUTPUT_LINES,
+    };
+
     #[test]
     fn output_is_capped_on_a_character_boundary() {
-        let mut c = Captured::default();
+        let mut c = Captured::new(CAPS);
         c.push(&"a".repeat(MAX_OUTPUT_BYTES - 2));
         assert!(!c.truncated);
         c.push("éé");
@@ -621,6 +671,27 @@ mod tests {
         assert!(c.text.len() <= MAX_OUTPUT_BYTES);
         c.push("more");
         assert!(!c.text.ends_with("more"));
+    }
+
+    #[test]
+    fn output_is_capped_by_lines_too() {
+        let mut c = Captured::new(Caps {
+            bytes: 100,
+            lines: 3,
+        });
+        for _ in 0..3 {
+            c.push("");
+        }
+        assert!(!c.truncated);
+        assert_eq!(c.text, "\n\n\n");
+        c.push("");
+        assert!(c.truncated);
+        assert_eq!((c.text.as_str(), c.lines), ("\n\n\n", 3));
+        // Bytes still count: a line that does not fit is cut.
+        let mut c = Captured::new(Caps { bytes: 4, lines: 3 });
+        c.push("abcdef");
+        assert!(c.truncated);
+        assert_eq!(c.text, "abcd");
     }
 
     #[test]

@@ -1,12 +1,20 @@
-//! Workspaces on disk: checking a requested path against `OTTER_ALLOWED_ROOTS`, and provisioning
-//! the workspace's own `VIBE_HOME` (DESIGN.md §6), whose `config.toml` the worker brings up to
-//! date before each run ([`refresh_vibe_config`]). When Otter runs as root, what it creates here
-//! belongs to the job user (`OTTER_JOB_USER`), who runs the workspace's jobs and commands: the
-//! `VIBE_HOME`, and the workspace directory when Otter made it. An existing directory registered
-//! as a workspace is never given away: its owner decides who may write it.
+//! Workspaces on disk: checking a requested path against `OTTER_ALLOWED_ROOTS` (and making it
+//! there, never elsewhere), checking a registered workspace's directory each time it is used
+//! ([`open_registered`], for the file and command APIs and for the worker alike), and
+//! provisioning the workspace's own `VIBE_HOME` (DESIGN.md §6), whose `config.toml` the worker
+//! brings up to date before each run ([`refresh_vibe_config`]).
+//!
+//! The roots are compared in their canonical form, whichever way they and the path are
+//! spelled: a root that is itself a symlink is the directory it leads to.
+//!
+//! When Otter runs as root, what it creates here belongs to the job user (`OTTER_JOB_USER`), who
+//! runs the workspace's jobs and commands: the `VIBE_HOME`, and the workspace directory when
+//! Otter made it. An existing directory registered as a workspace is never given away: its
+//! owner decides who may write it.
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::beneath::{self, Dir, Kind, MAX_NAME_BYTES, WalkError};
 use crate::config::Config;
 use crate::demo;
 use crate::isolation::{IsolationError, JobUser};
@@ -29,6 +37,21 @@ pub enum WorkspaceError {
         /// The allowed roots, `:`-separated.
         roots: String,
     },
+    /// A symlink on the path leads outside the allowed root the path is spelled in.
+    #[error("path {path} leads outside the allowed roots ({roots}) through a symbolic link")]
+    LeadsOut {
+        /// The path.
+        path: String,
+        /// The allowed roots, `:`-separated.
+        roots: String,
+    },
+    /// The operating system denied access to the path (or it lies on a read-only filesystem).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A registered workspace's directory cannot be used now: gone, replaced by a link, no
+    /// longer a directory or no longer inside the allowed roots.
+    #[error("{0}")]
+    Unusable(String),
     /// A filesystem operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -47,11 +70,38 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkspaceError 
     move |source| WorkspaceError::Io { what, source }
 }
 
+/// The message for a name longer than the filesystem takes.
+pub(crate) fn name_too_long(len: usize) -> String {
+    format!(
+        "a name in the path is {len} bytes long, but names are at most {MAX_NAME_BYTES} bytes \
+         (the filesystem's limit)"
+    )
+}
+
 /// Checks a client-given workspace path and returns its canonical form: absolute, no NUL, not
-/// too long, an existing directory (created first when `create` is set, and then given to the
-/// job user), and, when `OTTER_ALLOWED_ROOTS` is set, inside one of them after symlinks are
-/// resolved.
+/// too long (in all, and in each name), an existing directory, and, when `OTTER_ALLOWED_ROOTS`
+/// is set, inside one of them after symlinks are resolved.
+///
+/// With `create`, missing directories are made, and with allowed roots set, only beneath the
+/// root the path is spelled in: the path is walked one name at a time from that root's
+/// descriptor (see [`beneath`]), symlinks are followed only while they stay inside it, and each
+/// missing directory is made in the directory the walk holds. Nothing is made outside the roots.
+///
+/// A directory Otter made (the last one of the path) is given to the job user.
 pub fn resolve_path(config: &Config, raw: &str, create: bool) -> Result<PathBuf, WorkspaceError> {
+    let existed = !raw.is_empty() && std::fs::symlink_metadata(raw).is_ok();
+    let path = check_or_create(config, raw, create)?;
+    if create
+        && !existed
+        && let Some(user) = JobUser::resolve(&config.job_user)?
+    {
+        user.give_dir(&path)?;
+    }
+    Ok(path)
+}
+
+/// [`resolve_path`] but for giving what it made away.
+fn check_or_create(config: &Config, raw: &str, create: bool) -> Result<PathBuf, WorkspaceError> {
     if raw.is_empty() {
         return Err(WorkspaceError::InvalidPath(
             "path must not be empty".to_owned(),
@@ -78,56 +128,196 @@ pub fn resolve_path(config: &Config, raw: &str, create: bool) -> Result<PathBuf,
             "path must not contain '..'".to_owned(),
         ));
     }
-    // Check the lexical path first, so that nothing is created outside the roots.
-    check_allowed(config, path)?;
-    if create && std::fs::symlink_metadata(path).is_err() {
-        std::fs::create_dir_all(path).map_err(io(format!("creating {raw}")))?;
-        if let Some(user) = JobUser::resolve(&config.job_user)? {
-            user.give_dir(path)?;
+    if let Some(len) = path
+        .components()
+        .map(|c| c.as_os_str().len())
+        .find(|&len| len > MAX_NAME_BYTES)
+    {
+        return Err(WorkspaceError::InvalidPath(name_too_long(len)));
+    }
+    if create {
+        if config.allowed_roots.is_empty() {
+            // No root to stay inside: any place the server may write is acceptable.
+            std::fs::create_dir_all(path).map_err(|e| refused(raw, "creating", e))?;
+        } else if let Some(made) = create_beneath_a_root(config, raw, path)? {
+            return Ok(made);
+        } else if path.canonicalize().is_err() {
+            // Not spelled under a root, and missing: it would be made outside them.
+            return Err(not_allowed(config, raw));
         }
+        // Not spelled under a root, but it exists: checked below like any existing path.
     }
     let canonical = path.canonicalize().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => WorkspaceError::InvalidPath(format!(
             "{raw} does not exist (pass \"create\": true to create it)"
         )),
-        _ => WorkspaceError::Io {
-            what: format!("resolving {raw}"),
-            source: e,
-        },
+        _ => refused(raw, "resolving", e),
     })?;
     if !canonical.is_dir() {
         return Err(WorkspaceError::InvalidPath(format!(
             "{raw} is not a directory"
         )));
     }
-    // And the resolved one, so that a symlink cannot lead out of the roots.
     check_allowed(config, &canonical)?;
     Ok(canonical)
 }
 
-/// Checks that `path` (already canonical, for a meaningful answer) lies under one of
-/// `OTTER_ALLOWED_ROOTS`; any path passes when none are set.
+/// Makes `path` (with its missing parents) beneath the allowed root it is spelled in, as that
+/// root is configured or in its canonical form; `None` when it is spelled in none.
+fn create_beneath_a_root(
+    config: &Config,
+    raw: &str,
+    path: &Path,
+) -> Result<Option<PathBuf>, WorkspaceError> {
+    let inside = canonical_roots(config)
+        .into_iter()
+        .find_map(|(given, canonical)| {
+            let rest = path
+                .strip_prefix(&given)
+                .or_else(|_| path.strip_prefix(&canonical))
+                .ok()?;
+            Some((canonical, rest.to_path_buf()))
+        });
+    let Some((root, rest)) = inside else {
+        return Ok(None);
+    };
+    let base =
+        Dir::open(&root).map_err(|e| refused(raw, "opening the allowed root of", e.into()))?;
+    let names: Vec<_> = rest.iter().collect();
+    let found = beneath::resolve_or_create(&base, &names).map_err(|e| match e {
+        WalkError::Escapes => WorkspaceError::LeadsOut {
+            path: raw.to_owned(),
+            roots: roots_text(config),
+        },
+        WalkError::NotADirectory => {
+            WorkspaceError::InvalidPath(format!("{raw} is not a directory: a part of it is a file"))
+        }
+        WalkError::NameTooLong => WorkspaceError::InvalidPath(name_too_long(MAX_NAME_BYTES + 1)),
+        WalkError::TooManyLinks => {
+            WorkspaceError::InvalidPath(format!("{raw} has too many levels of symbolic links"))
+        }
+        WalkError::Changed => WorkspaceError::InvalidPath(format!(
+            "{raw} changed while it was being created; try again"
+        )),
+        WalkError::Os(e) => refused(raw, "creating", e),
+    })?;
+    if found.kind() != Kind::Directory {
+        return Err(WorkspaceError::InvalidPath(format!(
+            "{raw} is not a directory"
+        )));
+    }
+    let real = found.path_in(&base);
+    // The walk kept it beneath the root; say so only of a path that really is there.
+    check_allowed(config, &real)?;
+    Ok(Some(real))
+}
+
+/// An error of the filesystem about the client's path `raw`, by kind: what the client can cause
+/// (a file where a directory should be, a path the server may not touch) is a refusal, the rest
+/// a failure.
+fn refused(raw: &str, doing: &str, e: std::io::Error) -> WorkspaceError {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotADirectory | ErrorKind::AlreadyExists => {
+            WorkspaceError::InvalidPath(format!("{raw} is not a directory: a part of it is a file"))
+        }
+        ErrorKind::InvalidFilename => {
+            WorkspaceError::InvalidPath(name_too_long(MAX_NAME_BYTES + 1))
+        }
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+            WorkspaceError::Forbidden(format!("{doing} {raw}: {e}"))
+        }
+        _ if e.raw_os_error() == Some(libc::ELOOP) => {
+            WorkspaceError::InvalidPath(format!("{raw} has too many levels of symbolic links"))
+        }
+        _ => WorkspaceError::Io {
+            what: format!("{doing} {raw}"),
+            source: e,
+        },
+    }
+}
+
+/// Each allowed root as configured, with its canonical form (the configured one when it cannot
+/// be resolved, e.g. it does not exist yet).
+fn canonical_roots(config: &Config) -> Vec<(PathBuf, PathBuf)> {
+    config
+        .allowed_roots
+        .iter()
+        .map(|root| {
+            let canonical = root.canonicalize().unwrap_or_else(|_| root.clone());
+            (root.clone(), canonical)
+        })
+        .collect()
+}
+
+fn roots_text(config: &Config) -> String {
+    config
+        .allowed_roots
+        .iter()
+        .map(|r| r.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn not_allowed(config: &Config, path: &str) -> WorkspaceError {
+    WorkspaceError::NotAllowed {
+        path: path.to_owned(),
+        roots: roots_text(config),
+    }
+}
+
+/// Checks that the canonical `path` lies under one of `OTTER_ALLOWED_ROOTS`, each resolved to
+/// its canonical form; any path passes when none are set.
 pub fn check_allowed(config: &Config, path: &Path) -> Result<(), WorkspaceError> {
     if config.allowed_roots.is_empty() {
         return Ok(());
     }
-    let inside = config.allowed_roots.iter().any(|root| {
-        let root = root.canonicalize().unwrap_or_else(|_| root.clone());
-        path.starts_with(&root)
-    });
+    let inside = canonical_roots(config)
+        .iter()
+        .any(|(_, canonical)| path.starts_with(canonical));
     if inside {
         Ok(())
     } else {
-        Err(WorkspaceError::NotAllowed {
-            path: path.display().to_string(),
-            roots: config
-                .allowed_roots
-                .iter()
-                .map(|r| r.display().to_string())
-                .collect::<Vec<_>>()
-                .join(":"),
-        })
+        Err(not_allowed(config, &path.display().to_string()))
     }
+}
+
+/// Checks a registered workspace's directory at the moment it is about to be used, and opens
+/// it: it must still exist, still be a directory, still be its own canonical path (not
+/// replaced by a symlink since it was registered) and still lie inside `OTTER_ALLOWED_ROOTS`.
+/// The file and command APIs call it before every request, and the worker before it starts vibe
+/// or `setup.sh` there. The returned descriptor is the directory that was checked: walk beneath
+/// it ([`beneath`]) rather than spelling the path again.
+pub fn open_registered(config: &Config, stored: &str) -> Result<Dir, WorkspaceError> {
+    let unusable =
+        |why: String| WorkspaceError::Unusable(format!("the workspace directory {stored} {why}"));
+    let stored_path = Path::new(stored);
+    let canonical = stored_path
+        .canonicalize()
+        .map_err(|e| unusable(format!("cannot be used: {e}")))?;
+    if canonical != stored_path {
+        return Err(unusable(
+            "was replaced by a link since it was registered".to_owned(),
+        ));
+    }
+    let dir = Dir::open(&canonical).map_err(|e| match e {
+        nix::errno::Errno::ELOOP => {
+            unusable("was replaced by a link since it was registered".to_owned())
+        }
+        nix::errno::Errno::ENOTDIR => unusable("is no longer a directory".to_owned()),
+        e => unusable(format!("cannot be used: {}", std::io::Error::from(e))),
+    })?;
+    // Where /proc says where the descriptor is, it must be the path checked above (a parent
+    // swapped for a link in between shows here).
+    if dir.real_path().is_some_and(|real| real != canonical) {
+        return Err(unusable(
+            "was replaced by a link since it was registered".to_owned(),
+        ));
+    }
+    check_allowed(config, &canonical).map_err(|e| {
+        WorkspaceError::Unusable(format!("the workspace directory is no longer allowed: {e}"))
+    })?;
+    Ok(dir)
 }
 
 /// The `VIBE_HOME` of workspace `id`.

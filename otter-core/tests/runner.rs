@@ -48,6 +48,12 @@ fn sh_in(script: &str, unit: Arc<Unit>) -> RunSpec {
     }
 }
 
+/// A budget that holds about `n` lines like `line 1000` at once (each is charged its text and
+/// what a waiting line costs beyond it).
+fn lines_worth(n: usize) -> usize {
+    n * runner::line_cost("line 1000")
+}
+
 async fn run(spec: &RunSpec) -> (RunOutcome, Vec<Line>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
     let outcome = runner::run(spec, tx, &CancellationToken::new())
@@ -180,7 +186,7 @@ async fn what_the_child_left_behind_is_reaped_or_kept_as_asked() {
 #[tokio::test]
 async fn the_output_budget_holds_the_reader_back_without_losing_lines() {
     const LINES: usize = 2000;
-    let budget = Arc::new(Semaphore::new(100));
+    let budget = Arc::new(Semaphore::new(lines_worth(14)));
     let mut spec = sh(&format!(
         "i=0; while [ $i -lt {LINES} ]; do echo \"line $i\"; i=$((i+1)); done"
     ));
@@ -188,10 +194,10 @@ async fn the_output_budget_holds_the_reader_back_without_losing_lines() {
     let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
     let task = tokio::spawn(async move { runner::run(&spec, tx, &CancellationToken::new()).await });
 
-    // Hold on to what arrives: the budget (100 bytes, about 14 lines) is soon spent and the
-    // reader stops taking more.
+    // Hold on to what arrives: the budget (about 14 lines) is soon spent and the reader stops
+    // taking more.
     let mut held = Vec::new();
-    while budget.available_permits() > 10 {
+    while budget.available_permits() >= runner::line_cost("line 0") {
         held.push(rx.recv().await.expect("a line"));
     }
     assert!(
@@ -220,8 +226,46 @@ async fn the_output_budget_holds_the_reader_back_without_losing_lines() {
     assert_eq!(texts, expected);
 }
 
+#[tokio::test]
+async fn every_line_is_charged_its_text_and_what_a_waiting_line_costs_beyond_it() {
+    // Empty lines, a short one, one with invalid bytes (decoded to U+FFFD, longer than read)
+    // and a long one, each held in the channel until the run is over.
+    let mut spec =
+        sh(r"printf '\n\n\nabc\na\377\377b\n'; head -c 100000 /dev/zero | tr '\0' x; echo");
+    let budget = Arc::new(Semaphore::new(runner::MAX_LINE_CHARGE));
+    spec.output_budget = Some(budget.clone());
+    let (outcome, lines) = run(&spec).await;
+    assert_eq!(outcome, RunOutcome::Exited(0));
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts[..5], ["", "", "", "abc", "a\u{fffd}\u{fffd}b"]);
+    assert_eq!(texts[5].len(), 100_000);
+    let mut charged = 0;
+    for line in &lines {
+        let permits = line.permit.as_ref().expect("charged").num_permits();
+        assert_eq!(
+            permits,
+            line.text.len() + runner::LINE_OVERHEAD_BYTES,
+            "{:?}",
+            line.text.get(..10)
+        );
+        assert!(permits >= 128, "an empty line costs far more than nothing");
+        assert_eq!(
+            line.text.capacity(),
+            line.text.len(),
+            "charged what it holds"
+        );
+        charged += permits;
+    }
+    assert_eq!(
+        budget.available_permits(),
+        runner::MAX_LINE_CHARGE - charged
+    );
+    drop(lines);
+    assert_eq!(budget.available_permits(), runner::MAX_LINE_CHARGE);
+}
+
 /// A child printing `lines` numbered lines to stdout and to stderr, then creating a marker
-/// file, run in the background with a 100-byte output budget and a spill file of at most
+/// file, run in the background with an output budget of about 14 lines and a spill file of at most
 /// `max_bytes` in the directory `spill_in` gives for this run's own fresh directory.
 struct Flood {
     dir: std::path::PathBuf,
@@ -250,7 +294,7 @@ impl Flood {
             "i=0; while [ $i -lt {lines} ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done; touch '{}'",
             marker.display()
         ));
-        spec.output_budget = Some(Arc::new(Semaphore::new(100)));
+        spec.output_budget = Some(Arc::new(Semaphore::new(lines_worth(14))));
         spec.spill = Some(runner::SpillSpec {
             dir: spill_in(&dir),
             max_bytes,
@@ -294,7 +338,7 @@ impl Flood {
 async fn past_the_budget_lines_wait_on_disk_and_the_child_is_not_held_up() {
     let mut run = Flood::start("runs", 2000, 1024 * 1024, |d| d.to_path_buf());
 
-    // Hold on to what arrives, so the budget (100 bytes) stays spent: the child still gets
+    // Hold on to what arrives, so the budget (about 14 lines) stays spent: the child still gets
     // to write everything and finish.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !run.marker.exists() {

@@ -45,6 +45,9 @@ pub enum AppError {
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 421: the request names a host this server does not answer for (DNS rebinding).
+    #[error("{0}")]
+    MisdirectedRequest(String),
     /// 422: the workspace's app could not be built or started; `code` says which
     /// (`build_failed`, `start_failed`), `log_tail` holds the end of the build log.
     #[error("{message}")]
@@ -76,6 +79,9 @@ impl AppError {
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            AppError::MisdirectedRequest(_) => {
+                (StatusCode::MISDIRECTED_REQUEST, "misdirected_request")
             }
             AppError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -166,12 +172,17 @@ impl From<ServiceError> for AppError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Invalid(msg) => AppError::Validation(msg),
+            ServiceError::TooLarge(msg) => AppError::PayloadTooLarge(msg),
             ServiceError::Workspace(WorkspaceError::InvalidPath(msg)) => {
                 AppError::Validation(format!("path: {msg}"))
             }
-            ServiceError::Workspace(e @ WorkspaceError::NotAllowed { .. }) => {
-                AppError::Validation(format!("path: {e}"))
+            ServiceError::Workspace(
+                e @ (WorkspaceError::NotAllowed { .. } | WorkspaceError::LeadsOut { .. }),
+            ) => AppError::Validation(format!("path: {e}")),
+            ServiceError::Workspace(WorkspaceError::Forbidden(msg)) => {
+                AppError::Forbidden(format!("path: {msg}"))
             }
+            ServiceError::Workspace(WorkspaceError::Unusable(msg)) => AppError::Conflict(msg),
             ServiceError::Workspace(
                 e @ (WorkspaceError::Io { .. } | WorkspaceError::Isolation(_)),
             ) => AppError::Internal(e.to_string()),
@@ -191,7 +202,9 @@ impl From<FilesError> for AppError {
             FilesError::NotFound(_) => AppError::NotFound(e.to_string()),
             FilesError::TooLarge { .. } => AppError::PayloadTooLarge(e.to_string()),
             FilesError::PermissionDenied(_) => AppError::Forbidden(e.to_string()),
+            FilesError::Changed(_) => AppError::Conflict(e.to_string()),
             FilesError::Root(msg) => AppError::Conflict(msg),
+            FilesError::Unavailable(msg) => AppError::Unavailable(msg),
             FilesError::Io { .. } => AppError::Internal(e.to_string()),
         }
     }

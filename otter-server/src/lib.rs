@@ -4,6 +4,7 @@
 //! and the SSE event stream. [`app`] builds the router (used by `main` and the tests), [`serve`]
 //! runs it until shutdown.
 
+mod connections;
 mod error;
 mod routes;
 mod startup;

@@ -1,17 +1,18 @@
 //! Building the application and serving it: connections, migrations, layers (request ids,
-//! tracing, CORS, body limit, authentication), graceful shutdown.
+//! tracing, CORS, body limit, the host check, authentication), graceful shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use otter_core::isolation::Isolation;
 use otter_core::model::JobId;
-use otter_core::{Config, EventFeed, Queue, db, shell};
+use otter_core::{Config, EventFeed, HostName, Queue, db, shell};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -19,13 +20,15 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::error::{AppError, AppPath};
+use crate::connections::{self, Limits};
+use crate::error::AppError;
 use crate::routes;
 use crate::state::AppState;
 
-/// Largest request body accepted (prompts are capped at 256 KiB). Enforced by the body
-/// extractors, so that a larger body, announced by `Content-Length` or not, gets a 413 in the
-/// API's JSON error shape (tower-http's `RequestBodyLimitLayer` answers in plain text).
+/// Largest request body accepted (a prompt must fit in 128 KiB, see
+/// `otter_core::instructions::max_prompt_bytes`). Enforced by the body extractors, so that a
+/// larger body, announced by `Content-Length` or not, gets a 413 in the API's JSON error shape
+/// (tower-http's `RequestBodyLimitLayer` answers in plain text).
 const BODY_LIMIT: usize = 1024 * 1024;
 
 /// How often the containers of deleted workspaces are looked for and removed (when the runtime
@@ -78,7 +81,8 @@ pub async fn build_state(
         shutdown.clone(),
     ));
     let queue = Queue::connect(config.redis_url.expose(), &config.queue_name).await?;
-    let feed = EventFeed::start(pool.clone(), shutdown.clone()).await?;
+    let feed =
+        EventFeed::start_with(pool.clone(), shutdown.clone(), config.event_page_max_bytes).await?;
     let runtime = config.runtime_enabled.then(|| {
         let runtime = Arc::new(otter_core::runtime::Runtime::from_config(&config));
         runtime
@@ -119,7 +123,7 @@ pub fn app(state: AppState) -> Router {
         state.clone(),
         require_token_or_job_token,
     ));
-    Router::new()
+    let routes = Router::new()
         .merge(routes::public())
         .merge(v1)
         .merge(job_scoped)
@@ -127,7 +131,6 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(cors(&state.config))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
                 let request_id = req
@@ -143,29 +146,105 @@ pub fn app(state: AppState) -> Router {
                 tracing::info_span!("http", method = %req.method(), route = %route, request_id = %request_id)
             }),
         )
+        .with_state(state.clone());
+    // Layers of a `Router` run inside each route, and a route adds `Allow` to whatever its
+    // method fallback answers: what must see every request before routing, and every answer
+    // after, wraps the routes as one service.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::map_response(allow_only_on_405))
+        .layer(middleware::from_fn_with_state(state, check_host))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .with_state(state)
 }
 
 /// An unknown route: 404, but 401 first when tokens are required and none valid was sent, so
 /// that an anonymous client cannot map the API.
 async fn not_found(State(state): State<AppState>, request: Request) -> AppError {
-    let authorized = state.config.api_tokens.is_empty()
-        || presented_token(&request).is_some_and(|token| is_api_token(&state.config, token));
-    if authorized {
+    if authorized(&state.config, &request) {
         AppError::NotFound("no such route".to_owned())
     } else {
         AppError::Unauthorized
     }
 }
 
-/// A known route with a method it does not have.
-async fn method_not_allowed(request: Request) -> AppError {
-    AppError::MethodNotAllowed(format!(
-        "{} is not allowed on {}",
-        request.method(),
-        request.uri().path()
-    ))
+/// A known route with a method it does not have: 405 (with `Allow`), but, like an unknown
+/// route, 401 first when the route needs a token and none valid was sent (authentication runs
+/// only on a route's own methods, and `Allow` would list them).
+async fn method_not_allowed(State(state): State<AppState>, request: Request) -> AppError {
+    let public = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|route| routes::PUBLIC_PATHS.contains(&route.as_str()));
+    if public || authorized(&state.config, &request) {
+        AppError::MethodNotAllowed(format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ))
+    } else {
+        AppError::Unauthorized
+    }
+}
+
+/// Whether `request` may see what the API has: no tokens are required, or it has a valid one.
+fn authorized(config: &Config, request: &Request) -> bool {
+    config.api_tokens.is_empty()
+        || presented_token(request).is_some_and(|token| is_api_token(config, token))
+}
+
+/// `Allow` only on a 405: a route adds it to whatever its method fallback answers, and on a 401
+/// (or a 421) it would list the route's methods to a client that may not see them.
+async fn allow_only_on_405(mut response: Response) -> Response {
+    if response.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        response.headers_mut().remove(header::ALLOW);
+    }
+    response
+}
+
+/// Without tokens, answers only requests for a loopback host name (`localhost`, `127.0.0.1`,
+/// `[::1]`, any port) or one of `OTTER_ALLOWED_HOSTS`; others get 421. A web page that makes its
+/// own name resolve to 127.0.0.1 (DNS rebinding) can reach a loopback Otter from the visitor's
+/// browser, but its requests still carry its name. `/healthz` stays open. A request without a
+/// `Host` is let through: browsers always send one.
+async fn check_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !state.config.api_tokens.is_empty() || request.uri().path() == "/healthz" {
+        return next.run(request).await;
+    }
+    // The Host header, and the target's authority when the request line has one (absolute form).
+    let header = request
+        .headers()
+        .get(header::HOST)
+        .map(|value| value.to_str().unwrap_or("<unreadable>"));
+    let authority = request.uri().authority().map(|a| a.as_str());
+    let refused = header
+        .into_iter()
+        .chain(authority)
+        .find(|&host| !host_allowed(&state.config, host));
+    match refused {
+        None => next.run(request).await,
+        Some(host) => {
+            let shown: String = host.chars().take(100).collect();
+            AppError::MisdirectedRequest(format!(
+                "this Otter has no API tokens, so it answers only for localhost, 127.0.0.1, [::1] \
+                 and the names in OTTER_ALLOWED_HOSTS, not for the host {shown:?}: add the name \
+                 to OTTER_ALLOWED_HOSTS, or set OTTER_API_TOKENS"
+            ))
+            .into_response()
+        }
+    }
+}
+
+/// Whether `host` (a `Host` header's value) is a loopback name or one of `OTTER_ALLOWED_HOSTS`.
+fn host_allowed(config: &Config, host: &str) -> bool {
+    let Some(host) = HostName::parse(host) else {
+        return false;
+    };
+    ["localhost", "127.0.0.1", "[::1]"].contains(&host.host.as_str())
+        || config
+            .allowed_hosts
+            .iter()
+            .any(|allowed| allowed.matches(&host))
 }
 
 fn cors(config: &Config) -> CorsLayer {
@@ -208,9 +287,12 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
 /// Like [`require_token`], but also accepts the job token of the running job named in the
 /// path: what vibe gets (as `OTTER_API_TOKEN`) to post its own job's preview URL, and nothing
 /// else.
+///
+/// The path is read only after an API token was not found: a path that names no job is the
+/// handler's 400 for an API token's holder, and a 401 for anyone else.
 async fn require_token_or_job_token(
     State(state): State<AppState>,
-    AppPath(id): AppPath<JobId>,
+    id: Result<Path<String>, PathRejection>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -223,6 +305,9 @@ async fn require_token_or_job_token(
     if is_api_token(&state.config, token) {
         return next.run(request).await;
     }
+    let Some(id) = id.ok().and_then(|Path(id)| id.parse::<JobId>().ok()) else {
+        return AppError::Unauthorized.into_response();
+    };
     match otter_core::db::jobs::job_token_matches(&state.db, id, token).await {
         Ok(true) => next.run(request).await,
         Ok(false) => AppError::Unauthorized.into_response(),
@@ -299,15 +384,19 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> Result<(), Star
             addr: state.config.listen_addr,
             source,
         })?;
-    tracing::info!(%addr, auth = !state.config.api_tokens.is_empty(), "otter-server listening");
+    let limits = Limits::from_config(&state.config);
+    tracing::info!(
+        %addr,
+        auth = !state.config.api_tokens.is_empty(),
+        max_connections = limits.max_connections,
+        max_pending_connections = limits.max_pending,
+        header_read_timeout_ms = limits.header_read_timeout.as_millis(),
+        idle_timeout_ms = limits.idle_timeout.as_millis(),
+        "otter-server listening"
+    );
     let shutdown = state.shutdown.clone();
     tokio::spawn(give_back_memory(state.feed.clone(), shutdown.clone()));
-    // `into_make_service` shares the router between connections; serving the `Router` itself
-    // rebuilds every route for each connection (about 75 KB each).
-    axum::serve(listener, app(state).into_make_service())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(|source| StartupError::Listen { addr, source })?;
+    connections::serve(listener, app(state), limits, shutdown).await;
     Ok(())
 }
 

@@ -341,6 +341,10 @@ async fn prepare(
     unit: &Arc<Unit>,
 ) -> Result<RunSpec, String> {
     let config = &ctx.config;
+    // Checked now, as the file and command APIs check it: a directory replaced by a link or
+    // moved out of OTTER_ALLOWED_ROOTS since it was registered would have vibe work elsewhere.
+    let root = workspace::open_registered(config, &workspace.path)
+        .map_err(|e| format!("the workspace cannot be used: {e}"))?;
     let instructions = instructions::render(job.id, &config.api_base_url);
     let prepared = {
         let (isolation, home, run_dir) = (
@@ -378,11 +382,10 @@ async fn prepare(
     prepared?;
     let prompt = match ctx.instructions {
         InstructionsVia::AgentsMd => job.prompt.clone(),
-        InstructionsVia::PromptPrefix => format!("{instructions}\n---\n\n{}", job.prompt),
+        InstructionsVia::PromptPrefix => instructions::prefixed(&instructions, &job.prompt),
     };
-    // `--prompt=<P>` in one argument: a prompt that starts with `-` must not read as an option
-    // (vibe's clap would refuse it as an unexpected argument).
-    let mut args: Vec<OsString> = vec![format!("--prompt={prompt}").into()];
+    // One argument, whose length the server checked at submit (`instructions::max_prompt_bytes`).
+    let mut args: Vec<OsString> = vec![instructions::prompt_argument(&prompt).into()];
     args.extend(
         [
             "--output",
@@ -429,7 +432,7 @@ async fn prepare(
     Ok(RunSpec {
         program: config.vibe_bin.clone(),
         args,
-        cwd: PathBuf::from(&workspace.path),
+        cwd: root.path().to_path_buf(),
         unit: unit.clone(),
         env,
         stdout_as: OutputStream::Stdout,
@@ -522,7 +525,14 @@ async fn run_setup(
     tx: &mpsc::UnboundedSender<SinkItem>,
     cancel: &CancellationToken,
 ) -> serde_json::Value {
-    let root = PathBuf::from(&workspace.path);
+    // vibe itself may have replaced the directory: checked again before anything runs there.
+    let root = match workspace::open_registered(config, &workspace.path) {
+        Ok(dir) => dir.path().to_path_buf(),
+        Err(e) => {
+            let error = format!("setup.sh not run: the workspace cannot be used: {e}");
+            return json!({ "setup": { "exit_code": null, "outcome": "failed", "error": error } });
+        }
+    };
     let Some(script) = find_setup(&root) else {
         return json!({ "setup": null });
     };

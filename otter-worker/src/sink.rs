@@ -15,9 +15,11 @@ use otter_core::vibe::{Transcript, parse_line};
 use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-/// Bytes of a run's output that may wait for the database at once: far more than a healthy
-/// database ever lets pile up, small enough that an outage cannot exhaust memory. Past it the
-/// child blocks on its own writes until the database is back; nothing is dropped.
+/// Bytes of a run's output that may wait for the database at once, counted as the runner counts
+/// them (each line's text plus what a waiting line costs beyond it,
+/// `otter_core::runner::LINE_OVERHEAD_BYTES`): far more than a healthy database ever lets pile
+/// up, small enough that an outage cannot exhaust memory. Past it the lines wait on disk (see
+/// [`SPILL_MAX_BYTES`]); nothing is dropped.
 pub(crate) const OUTPUT_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 
 /// Bytes of a run's output that may wait on disk, in the run's directory, past
@@ -27,6 +29,13 @@ pub(crate) const SPILL_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Most events written in one transaction.
 const MAX_BATCH: usize = 1000;
+
+/// Most bytes of encoded payloads in one batch (one event more when it alone is larger). The
+/// lines of a batch keep their share of the budget until it is stored, but an encoded payload can
+/// be several times its line (JSON escapes: a control character takes 6 bytes; the parsed entry
+/// beside the raw text), so the batches the sink holds (one being gathered, one being written,
+/// and the writer's copy of it for PostgreSQL) are bounded by this as well.
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// How long a batch waits for more lines after its first one. A burst of lines (vibe prints a
 /// tool's result, the stand-in prints 20 lines in a millisecond) then goes in one write instead
@@ -72,6 +81,15 @@ struct Batch {
     no: i64,
     events: Vec<EncodedEvent>,
     permits: Vec<OwnedSemaphorePermit>,
+    /// Bytes of the events' encoded payloads.
+    bytes: usize,
+}
+
+impl Batch {
+    /// Whether the batch takes no more events.
+    fn is_full(&self) -> bool {
+        self.events.len() >= MAX_BATCH || self.bytes >= MAX_BATCH_BYTES
+    }
 }
 
 /// Receives a run's output and writes it in two stages. Here, lines are parsed, observed for the
@@ -99,7 +117,7 @@ pub(crate) async fn run(
         let mut next = Some(first);
         while let Some(item) = next.take() {
             add(&mut batch, item, &mut report);
-            if batch.events.len() < MAX_BATCH {
+            if !batch.is_full() {
                 next = match rx.try_recv() {
                     Ok(item) => Some(item),
                     // Nothing waiting: linger a little (a closed channel ends it at once).
@@ -125,8 +143,7 @@ pub(crate) async fn run(
         }
         if report.lease_lost {
             // Nothing more is written: drop the lines, give their budget back.
-            batch.events.clear();
-            batch.permits.clear();
+            batch = Batch::default();
             continue;
         }
         // Hand the batch over; while the writer is busy, what arrives joins it.
@@ -148,7 +165,7 @@ pub(crate) async fn run(
                     }
                     break;
                 }
-                item = rx.recv(), if batch.events.len() < MAX_BATCH => match item {
+                item = rx.recv(), if !batch.is_full() => match item {
                     Some(item) => add(&mut batch, item, &mut report),
                     None => closed = true,
                 },
@@ -202,7 +219,9 @@ async fn write(pool: &PgPool, lease: &Lease, batch_no: i64, batch: &[EncodedEven
 /// Adds `item` to `batch`, encoded, with its share of the budget.
 fn add(batch: &mut Batch, item: SinkItem, report: &mut SinkReport) {
     let (event, permit) = to_event(item, report);
-    batch.events.push(EncodedEvent::new(&event));
+    let event = EncodedEvent::new(&event);
+    batch.bytes += event.payload.get().len();
+    batch.events.push(event);
     batch.permits.extend(permit);
 }
 
@@ -331,6 +350,73 @@ mod tests {
         .fetch_all(pool)
         .await
         .unwrap()
+    }
+
+    /// What malloc adds to an allocation of `n` bytes, at most (glibc on 64 bits: an 8-byte
+    /// header, 16-byte alignment, 32 bytes at least).
+    fn malloc_slack(n: usize) -> usize {
+        ((n + 8 + 15) & !15).max(32) - n
+    }
+
+    /// The runner charges each line its text plus `LINE_OVERHEAD_BYTES`; that must cover what
+    /// the line costs here beyond its text, in the channel and then in a batch.
+    #[test]
+    fn a_lines_charge_covers_what_it_holds_in_the_channel_and_in_a_batch() {
+        use otter_core::db::events::EncodedEvent;
+        use otter_core::model::NewEvent;
+        use otter_core::runner::LINE_OVERHEAD_BYTES;
+        use std::mem::size_of;
+        // In the channel: its slot (tokio's blocks of 32 slots, with a header of 4 words), and
+        // malloc's rounding of the text's allocation (none for an empty line).
+        let slot = size_of::<SinkItem>() + (4 * size_of::<usize>()).div_ceil(32);
+        let in_channel = slot + (1..64).map(malloc_slack).max().unwrap();
+        // In a batch: the encoded event and its permit, the payload's JSON around the text,
+        // malloc's rounding of it.
+        let framing = |stream| {
+            let event = EncodedEvent::new(&NewEvent::output(stream, String::new(), None));
+            event.payload.get().len()
+        };
+        let framing = framing(OutputStream::Stderr).max(framing(OutputStream::Stdout));
+        let in_batch = size_of::<EncodedEvent>()
+            + size_of::<tokio::sync::OwnedSemaphorePermit>()
+            + framing
+            + (framing..framing + 64).map(malloc_slack).max().unwrap();
+        eprintln!(
+            "item {} bytes; a line costs {in_channel} bytes beyond its text in the channel, {in_batch} in a batch",
+            size_of::<SinkItem>()
+        );
+        assert!(
+            in_channel <= LINE_OVERHEAD_BYTES && in_batch <= LINE_OVERHEAD_BYTES,
+            "a line costs {in_channel} bytes beyond its text in the channel, {in_batch} in a \
+             batch, but is charged {LINE_OVERHEAD_BYTES}"
+        );
+    }
+
+    #[test]
+    fn a_batch_is_bounded_by_bytes_as_well_as_by_count() {
+        let mut batch = super::Batch::default();
+        let mut report = SinkReport::default();
+        // Control characters: each is 6 bytes once encoded (`\u0001`).
+        let line = "\u{1}".repeat(100_000);
+        while !batch.is_full() {
+            let item = SinkItem::Line(Line {
+                stream: OutputStream::Stdout,
+                text: line.clone(),
+                permit: None,
+            });
+            super::add(&mut batch, item, &mut report);
+        }
+        let one = batch.events[0].payload.get().len();
+        assert!(one > 6 * 100_000, "{one}");
+        assert!(batch.events.len() < super::MAX_BATCH);
+        assert!(batch.bytes >= super::MAX_BATCH_BYTES);
+        assert!(
+            batch.bytes < super::MAX_BATCH_BYTES + one,
+            "{}",
+            batch.bytes
+        );
+        let stored: usize = batch.events.iter().map(|e| e.payload.get().len()).sum();
+        assert_eq!(stored, batch.bytes);
     }
 
     #[tokio::test]

@@ -110,7 +110,7 @@ pub struct NewJob<'a> {
 }
 
 /// Submits a job: the row and its `job_queued` event in one transaction.
-#[tracing::instrument(skip_all, fields(workspace_id = %new.workspace.id), err)]
+#[tracing::instrument(skip_all, fields(workspace_id = %new.workspace.id), err(level = "debug"))]
 pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
     let id = JobId::new();
     let created_at: DateTime<Utc> =
@@ -639,14 +639,14 @@ async fn lock_job(
 
 /// Pauses a queued job: it stays `queued` with `paused: true` and is never claimed. Pausing a
 /// paused job changes nothing; any other state is a conflict.
-#[tracing::instrument(skip_all, fields(job_id = %id), err)]
+#[tracing::instrument(skip_all, fields(job_id = %id), err(level = "debug"))]
 pub async fn pause(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
     set_paused(pool, id, true).await
 }
 
 /// Resumes a paused job: claimable at once. Resuming a queued, unpaused job changes nothing;
 /// any other state is a conflict.
-#[tracing::instrument(skip_all, fields(job_id = %id), err)]
+#[tracing::instrument(skip_all, fields(job_id = %id), err(level = "debug"))]
 pub async fn resume(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
     set_paused(pool, id, false).await
 }
@@ -692,7 +692,7 @@ pub const CANCEL_CHANNEL: &str = "otter_cancel";
 /// `cancel_requested` and its worker is told (NOTIFY on [`CANCEL_CHANNEL`], and the next lease
 /// renewal as a backstop): it stops vibe's whole process group and records `cancelled`. A
 /// finished job is a conflict. Returns the job as it now is.
-#[tracing::instrument(skip_all, fields(job_id = %id), err)]
+#[tracing::instrument(skip_all, fields(job_id = %id), err(level = "debug"))]
 pub async fn cancel(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
     let mut tx = pool.begin().await?;
     match lock_job(&mut tx, id).await? {
@@ -737,7 +737,7 @@ pub async fn cancel(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
 }
 
 /// Changes a queued job's priority (its place in the queue).
-#[tracing::instrument(skip_all, fields(job_id = %id), err)]
+#[tracing::instrument(skip_all, fields(job_id = %id), err(level = "debug"))]
 pub async fn set_priority(pool: &PgPool, id: JobId, priority: i32) -> Result<Job, DbError> {
     let mut tx = pool.begin().await?;
     let (status, paused) = lock_job(&mut tx, id).await?;

@@ -6,7 +6,7 @@ use super::{DbError, Page, PageRequest};
 use crate::model::{Project, ProjectId};
 
 /// Creates a project.
-#[tracing::instrument(skip_all, err)]
+#[tracing::instrument(skip_all, err(level = "debug"))]
 pub async fn insert(
     pool: &PgPool,
     name: &str,

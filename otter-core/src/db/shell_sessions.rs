@@ -65,7 +65,7 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// Creates a session of `workspace_id` starting in `cwd`, already held by `holder` for `hold`.
-#[tracing::instrument(skip_all, fields(workspace_id = %workspace_id), err)]
+#[tracing::instrument(skip_all, fields(workspace_id = %workspace_id), err(level = "debug"))]
 pub async fn create_held(
     pool: &PgPool,
     workspace_id: WorkspaceId,

@@ -8,7 +8,7 @@ use crate::model::{ProjectId, Workspace, WorkspaceId};
 const COLUMNS: &str = "id, project_id, name, path, vibe_home, created_at";
 
 /// Creates a workspace row. A second workspace on the same path is a conflict.
-#[tracing::instrument(skip_all, fields(workspace_id = %id), err)]
+#[tracing::instrument(skip_all, fields(workspace_id = %id), err(level = "debug"))]
 pub async fn insert(
     pool: &PgPool,
     id: WorkspaceId,
@@ -135,7 +135,7 @@ pub async fn check_deletable<'e>(
 /// one of its jobs is queued or running, and, unless `with_jobs`, while it has any job: with
 /// `with_jobs`, its finished jobs are deleted too, and with them (by cascade) their outputs and
 /// events. Rows of other tables that still point at it make the delete a conflict naming them.
-#[tracing::instrument(skip_all, fields(workspace_id = %id), err)]
+#[tracing::instrument(skip_all, fields(workspace_id = %id), err(level = "debug"))]
 pub async fn delete(
     pool: &PgPool,
     id: WorkspaceId,

@@ -3,7 +3,8 @@
 //!
 //! A child blocked on a full pipe is a child not working, so the reader must not stop for long
 //! (issue 7: at most 100 ms). Each line first takes its share of the run's in-memory output
-//! budget ([`super::RunSpec::output_budget`]) and goes to the consumer. When the budget is spent
+//! budget ([`super::RunSpec::output_budget`]: its text plus what a waiting line costs beyond it,
+//! [`LINE_OVERHEAD_BYTES`]) and goes to the consumer. When the budget is spent
 //! (the database is behind, or down), the reader appends the rest of what it read to the spill
 //! file instead and goes on reading; a forwarder task hands the spilled lines on, in order, as
 //! the budget frees up. Once the forwarder has caught up, the reader sends directly again.
@@ -36,6 +37,30 @@ pub struct SpillSpec {
     pub dir: PathBuf,
     /// Most bytes of spilled lines kept at once; past it the reader waits for the forwarder.
     pub max_bytes: u64,
+}
+
+/// What a line costs beyond its text while it waits for its consumer, charged to the output
+/// budget with the text ([`line_cost`]). Where it comes from, on x86-64 with glibc's malloc:
+///
+/// - in the channel: the consumer's item (`Line`, 48 bytes; the worker's `SinkItem`, 56), its
+///   share of the channel's block header (tokio's unbounded channel allocates 32 slots at a
+///   time, about 1 byte a slot), and malloc's rounding of the text's allocation (an 8-byte
+///   header, 16-byte alignment, 32 bytes at least: up to 31 bytes);
+/// - once the worker's sink has it, instead: the encoded event (32 bytes), its permit (16), the
+///   payload's JSON framing (`{"stream":"stderr","text":""}`, 29 bytes) and malloc's rounding.
+///
+/// Both come to about 100 bytes; `otter-worker`'s sink checks the numbers it depends on in a
+/// test. Figure 8 of docs/benchmarks.md measures the whole.
+pub const LINE_OVERHEAD_BYTES: usize = 128;
+
+/// Most a single line is charged, so that a budget of at least this much can always take one:
+/// a piece of [`MAX_LINE_BYTES`] bytes grows at most threefold when decoded (an invalid byte
+/// becomes U+FFFD), plus the overhead.
+pub const MAX_LINE_CHARGE: usize = 3 * MAX_LINE_BYTES + LINE_OVERHEAD_BYTES;
+
+/// A line's share of the output budget: its text's allocation plus [`LINE_OVERHEAD_BYTES`].
+pub fn line_cost(text: &str) -> usize {
+    (text.len() + LINE_OVERHEAD_BYTES).min(MAX_LINE_CHARGE)
 }
 
 /// Spilled bytes are read back in blocks of this size (a longer line is read whole).
@@ -130,15 +155,15 @@ impl<T: From<Line>> Outlet<T> {
             Some(true) => return self.spill_lines(texts).await,
             Some(false) => {}
         }
-        let mut texts = texts.into_iter();
+        let mut texts = texts.into_iter().map(exact);
         while let Some(text) = texts.next() {
-            let permit = match try_take_budget(self.budget.as_ref(), text.len()) {
+            let permit = match try_take_budget(self.budget.as_ref(), &text) {
                 Ok(permit) => permit,
                 Err(()) if self.spill.is_some() => {
                     let rest: Vec<String> = std::iter::once(text).chain(texts).collect();
                     return self.spill_lines(rest).await;
                 }
-                Err(()) => take_budget(self.budget.as_ref(), text.len()).await,
+                Err(()) => take_budget(self.budget.as_ref(), &text).await,
             };
             if !send(&self.lines, self.stream, text, permit) {
                 return false;
@@ -234,8 +259,8 @@ impl<T: From<Line>> Outlet<T> {
                 Some(true) => notified.await,
             }
         }
-        for text in texts {
-            let permit = take_budget(self.budget.as_ref(), text.len()).await;
+        for text in texts.into_iter().map(exact) {
+            let permit = take_budget(self.budget.as_ref(), &text).await;
             if !send(&self.lines, self.stream, text, permit) {
                 return false;
             }
@@ -295,8 +320,8 @@ async fn forward<T: From<Line>>(
                 )
             }
         };
-        for text in texts {
-            let permit = take_budget(budget.as_ref(), text.len()).await;
+        for text in texts.into_iter().map(exact) {
+            let permit = take_budget(budget.as_ref(), &text).await;
             if !send(&lines, stream, text, permit) {
                 shared.lock().closed = true;
                 shared.forwarded.notify_one();
@@ -326,26 +351,35 @@ fn send<T: From<Line>>(
         .is_ok()
 }
 
-/// A line's share of the budget: at least one permit, at most one line's worth.
-fn want(len: usize) -> u32 {
-    len.clamp(1, MAX_LINE_BYTES) as u32
+/// `text` holding no more memory than its length (a lossily decoded line may have grown its
+/// allocation past it), so that its charge is what it holds.
+fn exact(mut text: String) -> String {
+    if text.capacity() > text.len() {
+        text.shrink_to_fit();
+    }
+    text
 }
 
-/// Waits for `len` bytes of the budget.
-async fn take_budget(budget: Option<&Arc<Semaphore>>, len: usize) -> Option<OwnedSemaphorePermit> {
+/// A line's share of the budget, in permits (see [`line_cost`]).
+fn want(text: &str) -> u32 {
+    u32::try_from(line_cost(text)).unwrap_or(u32::MAX)
+}
+
+/// Waits for `text`'s share of the budget.
+async fn take_budget(budget: Option<&Arc<Semaphore>>, text: &str) -> Option<OwnedSemaphorePermit> {
     let budget = budget?;
-    budget.clone().acquire_many_owned(want(len)).await.ok()
+    budget.clone().acquire_many_owned(want(text)).await.ok()
 }
 
-/// Takes `len` bytes of the budget if they are free now.
+/// Takes `text`'s share of the budget if it is free now.
 fn try_take_budget(
     budget: Option<&Arc<Semaphore>>,
-    len: usize,
+    text: &str,
 ) -> Result<Option<OwnedSemaphorePermit>, ()> {
     let Some(budget) = budget else {
         return Ok(None);
     };
-    match budget.clone().try_acquire_many_owned(want(len)) {
+    match budget.clone().try_acquire_many_owned(want(text)) {
         Ok(permit) => Ok(Some(permit)),
         Err(tokio::sync::TryAcquireError::NoPermits) => Err(()),
         // A closed budget hands out nothing, waiting or not.

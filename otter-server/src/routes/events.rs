@@ -81,8 +81,8 @@ async fn stream_events(
             match item {
                 Ok(StreamItem::Event(ev)) => {
                     yield Ok(SseEvent::default()
-                        .id(ev.event.id.to_string())
-                        .event(ev.event.kind.as_str())
+                        .id(ev.id.to_string())
+                        .event(ev.kind.as_str())
                         .data(ev.json.as_str()));
                 }
                 Ok(StreamItem::End) => {

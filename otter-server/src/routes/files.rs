@@ -65,12 +65,12 @@ async fn get_file(
     Ok(AppJson(file))
 }
 
-/// The workspace's canonical root, checked (404 for an unknown workspace, 409 when its directory
-/// is gone or was replaced).
-async fn workspace_root(state: &AppState, id: WorkspaceId) -> Result<std::path::PathBuf> {
+/// The workspace's directory, checked and held open (404 for an unknown workspace, 409 when its
+/// directory is gone, was replaced or is no longer allowed).
+async fn workspace_root(state: &AppState, id: WorkspaceId) -> Result<otter_core::beneath::Dir> {
     let workspace = workspaces::get(&state.db, id).await?;
     let config = state.config.clone();
-    Ok(blocking(move || files::open_root(&config, &workspace.path)).await??)
+    Ok(blocking(move || files::open_workspace(&config, &workspace.path)).await??)
 }
 
 /// Runs blocking filesystem work off the async threads.

@@ -5,9 +5,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use otter_core::db::Page;
+use otter_core::db::events::{self, EventFilter, RawEvent};
 use otter_core::db::jobs::{self, HistoryFilter};
-use otter_core::db::{Page, events};
-use otter_core::model::{Event, Job, JobId, JobStatus, WorkspaceId};
+use otter_core::model::{Job, JobId, JobStatus, WorkspaceId};
 use otter_core::service;
 use serde::Deserialize;
 
@@ -39,14 +40,25 @@ struct EventsQuery {
     limit: Option<i64>,
 }
 
-/// Largest page of events.
+/// Largest page of events, by count (by bytes: `OTTER_EVENT_PAGE_MAX_BYTES`).
 const MAX_EVENTS: i64 = 1000;
+
+/// A page of a job's events.
+#[derive(Debug, serde::Serialize)]
+struct EventsPage {
+    /// Oldest first.
+    items: Vec<RawEvent>,
+    /// All of the job's events, whatever `after` is.
+    total: i64,
+    /// The page stopped at its byte cap before `limit`: more events follow.
+    truncated: bool,
+}
 
 async fn list_job_events(
     State(state): State<AppState>,
     AppPath(id): AppPath<JobId>,
     AppQuery(q): AppQuery<EventsQuery>,
-) -> Result<AppJson<Page<Event>>> {
+) -> Result<AppJson<EventsPage>> {
     let limit = q.limit.unwrap_or(MAX_EVENTS);
     if !(1..=MAX_EVENTS).contains(&limit) {
         return Err(AppError::Validation(format!(
@@ -61,9 +73,18 @@ async fn list_job_events(
     }
     // 404 for an unknown job rather than an empty list.
     jobs::get(&state.db, id).await?;
-    let items = events::list_for_job(&state.db, id, after, limit).await?;
+    let filter = EventFilter {
+        job_id: Some(id),
+        ..Default::default()
+    };
+    let max_bytes = state.config.event_page_max_bytes;
+    let page = events::page_after(&state.db, &filter, after, limit, max_bytes).await?;
     let total = events::count_for_job(&state.db, id).await?;
-    Ok(AppJson(Page { items, total }))
+    Ok(AppJson(EventsPage {
+        items: page.events,
+        total,
+        truncated: page.truncated,
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,6 +43,9 @@ pub(crate) fn job_scoped() -> Router<AppState> {
     preview::router()
 }
 
+/// The paths of [`public`].
+pub(crate) const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/openapi.json"];
+
 /// Routes outside `/v1` (open even when tokens are required).
 pub(crate) fn public() -> Router<AppState> {
     health::router().merge(openapi::router())

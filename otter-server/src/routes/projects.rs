@@ -6,10 +6,11 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use otter_core::db::{Page, projects};
 use otter_core::model::{Project, ProjectId};
+use otter_core::service;
 use serde::Deserialize;
 
 use super::PageQuery;
-use crate::error::{AppError, AppJson, AppPath, AppQuery, Result};
+use crate::error::{AppJson, AppPath, AppQuery, Result};
 use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -29,19 +30,8 @@ async fn create_project(
     State(state): State<AppState>,
     AppJson(body): AppJson<CreateProject>,
 ) -> Result<(StatusCode, AppJson<Project>)> {
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(AppError::Validation(
-            "name must be 1 to 200 characters".to_owned(),
-        ));
-    }
-    if body.description.as_ref().is_some_and(|d| d.len() > 10_000) {
-        return Err(AppError::Validation(
-            "description must be at most 10000 characters".to_owned(),
-        ));
-    }
-    let project = projects::insert(&state.db, name, body.description.as_deref()).await?;
-    tracing::info!(project_id = %project.id, "project created");
+    let project =
+        service::create_project(&state.db, &body.name, body.description.as_deref()).await?;
     Ok((StatusCode::CREATED, AppJson(project)))
 }
 

@@ -301,6 +301,10 @@ async fn open_runtime_shell(
     }))
 }
 
+/// How long a quiet shell socket waits before it sends a ping (the SSE stream's keep-alive
+/// period too).
+const SHELL_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What the shell pump needs besides the terminal's bytes (a trait so that tests can run the
 /// pump without Docker).
 pub(crate) trait ShellControl: Send + Sync + 'static {
@@ -376,8 +380,25 @@ pub(crate) async fn pump_shell<Tx, Rx, E, Out, In, C>(
     let mut tasks = tokio::task::JoinSet::new();
     let to_client_control = control.clone();
     tasks.spawn(async move {
-        while let Some(chunk) = output.next().await {
-            let Ok(bytes) = chunk else { break };
+        // A ping whenever the terminal is quiet this long, so that proxies in front, which
+        // close connections silent for a minute or so, keep the socket open.
+        let mut keep_alive = tokio::time::interval_at(
+            tokio::time::Instant::now() + SHELL_KEEP_ALIVE,
+            SHELL_KEEP_ALIVE,
+        );
+        keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let chunk = tokio::select! {
+                chunk = output.next() => chunk,
+                _ = keep_alive.tick() => {
+                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(Ok(bytes)) = chunk else { break };
+            keep_alive.reset();
             if sink.send(Message::Binary(bytes)).await.is_err() {
                 return;
             }
@@ -514,6 +535,38 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_shell_socket_is_kept_alive_with_pings() {
+        let (sink_tx, mut sink_rx) = mpsc::unbounded::<Message>();
+        let (_client_tx, client_rx) = mpsc::unbounded::<std::result::Result<Message, ()>>();
+        let (out_tx, out_rx) = mpsc::unbounded::<std::result::Result<Bytes, RuntimeError>>();
+        let (terminal, _shell_side) = tokio::io::duplex(1024);
+        let _pump = tokio::spawn(pump_shell(
+            sink_tx,
+            client_rx,
+            out_rx,
+            terminal,
+            Arc::new(FakeShell::default()),
+        ));
+        let start = tokio::time::Instant::now();
+        assert_eq!(text(&sink_rx.next().await.unwrap())["type"], "ready");
+        // Nothing to send: a ping every period (the paused clock jumps to each).
+        for n in 1..=3 {
+            assert_eq!(sink_rx.next().await, Some(Message::Ping(Bytes::new())));
+            assert_eq!(start.elapsed(), SHELL_KEEP_ALIVE * n);
+        }
+        // Output pushes the next ping back.
+        tokio::time::advance(SHELL_KEEP_ALIVE / 2).await;
+        out_tx.unbounded_send(Ok(Bytes::from_static(b"x"))).unwrap();
+        assert_eq!(
+            sink_rx.next().await,
+            Some(Message::Binary(Bytes::from_static(b"x")))
+        );
+        let output_at = start.elapsed();
+        assert_eq!(sink_rx.next().await, Some(Message::Ping(Bytes::new())));
+        assert_eq!(start.elapsed(), output_at + SHELL_KEEP_ALIVE);
     }
 
     #[tokio::test]

@@ -216,15 +216,41 @@ async fn an_oversized_body_gets_a_json_413() {
 }
 
 /// An `otter-server` process on `listen`, with `extra` variables, its stdout captured.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
     log: Vec<String>,
 }
 
 impl ServerProcess {
-    fn start(env: &TestEnv, listen: &str, extra: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_otter-server"))
+    pub(crate) fn start(env: &TestEnv, listen: &str, extra: &[(&str, &str)]) -> Self {
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_otter-server")),
+            env,
+            listen,
+            extra,
+        )
+    }
+
+    /// Like [`ServerProcess::start`], with at most `files` open file descriptors (soft and hard
+    /// limit, so that the server cannot raise it).
+    pub(crate) fn start_with_file_limit(
+        env: &TestEnv,
+        listen: &str,
+        extra: &[(&str, &str)],
+        files: u32,
+    ) -> Self {
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(r#"ulimit -n "$1" && exec "$0""#)
+            .arg(env!("CARGO_BIN_EXE_otter-server"))
+            .arg(files.to_string());
+        Self::spawn(command, env, listen, extra)
+    }
+
+    fn spawn(mut command: Command, env: &TestEnv, listen: &str, extra: &[(&str, &str)]) -> Self {
+        let mut child = command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("OTTER_DATABASE_URL", &env.database_url)
@@ -263,8 +289,13 @@ impl ServerProcess {
         }
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the "listening" line and returns the address it names.
-    fn listening(&mut self) -> String {
+    pub(crate) fn listening(&mut self) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let line = self
@@ -283,7 +314,7 @@ impl ServerProcess {
     }
 
     /// Stops the process and returns everything it printed.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
@@ -370,17 +401,13 @@ async fn a_public_address_needs_tokens_or_an_explicit_opt_out() {
         server.stop();
     }
     // Without either it is refused, naming the way out.
-    let output = Command::new(env!("CARGO_BIN_EXE_otter-server"))
-        .env_clear()
-        .env("OTTER_DATABASE_URL", &env.database_url)
-        .env("OTTER_REDIS_URL", &env.redis_url)
-        .env("OTTER_QUEUE_NAME", &env.queue_name)
-        .env("OTTER_LISTEN_ADDR", "0.0.0.0:0")
-        .env("OTTER_ALLOW_UNAUTHENTICATED", "false")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(
+        &env,
+        &[
+            ("OTTER_LISTEN_ADDR", "0.0.0.0:0"),
+            ("OTTER_ALLOW_UNAUTHENTICATED", "false"),
+        ],
+    );
     assert!(
         stderr.contains("OTTER_API_TOKENS") && stderr.contains("OTTER_ALLOW_UNAUTHENTICATED"),
         "{stderr}"
@@ -436,4 +463,318 @@ async fn browsers_may_pass_the_token_in_the_query_of_the_streaming_routes_only()
         status_of("/metrics?access_token=browser-token".to_owned()).await,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// Sends `method path` with `host` as its `Host` header; returns the status and the body.
+async fn with_host(
+    app: &TestApp,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    host: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let (status, _, body) = app
+        .send(
+            app.builder_as(token, method, path).header("host", host),
+            body,
+        )
+        .await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn without_tokens_only_loopback_and_allowed_host_names_are_answered() {
+    let app =
+        TestApp::spawn_with(&[("OTTER_ALLOWED_HOSTS", "otter-server, otter.example:8443")]).await;
+    let ws = app.workspace("ws").await;
+    let id = ws["id"].as_str().unwrap();
+    let ws_dir = app.env.dir.join("ws");
+    let port = app.base.rsplit(':').next().unwrap().to_owned();
+
+    // A web page that made its own name resolve to 127.0.0.1 (DNS rebinding) gets nothing.
+    for host in [
+        "rebind.evil.example".to_owned(),
+        format!("rebind.evil.example:{port}"),
+        "localhost.evil.example".to_owned(),
+        "127.0.0.1.nip.io".to_owned(),
+        "otter-server.evil.example".to_owned(),
+        "otter.example".to_owned(),
+        "otter.example:8080".to_owned(),
+        "127.0.0.2".to_owned(),
+        "[::2]".to_owned(),
+        "evil:notaport".to_owned(),
+    ] {
+        for (method, path, body) in [
+            (
+                Method::POST,
+                "/v1/workspaces/command".to_owned(),
+                Some(json!({ "command": "touch rebound", "workspace_id": id })),
+            ),
+            (
+                Method::POST,
+                format!("/v1/workspaces/{id}/command"),
+                Some(json!({ "command": "touch rebound" })),
+            ),
+            (Method::GET, "/v1/projects".to_owned(), None),
+            (Method::GET, "/openapi.json".to_owned(), None),
+            (Method::GET, "/v1/no-such-route".to_owned(), None),
+            (Method::PUT, "/v1/queue".to_owned(), None),
+        ] {
+            let (status, answer) = with_host(&app, None, method, &path, &host, body).await;
+            let message = assert_error(
+                status,
+                &answer,
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_request",
+            );
+            assert!(
+                message.contains(&format!("{host:?}")) && message.contains("OTTER_ALLOWED_HOSTS"),
+                "{host}: {message}"
+            );
+        }
+    }
+    assert!(!ws_dir.join("rebound").exists(), "a rebound command ran");
+    // Nor does it learn a route's methods.
+    let (status, headers, _) = app
+        .send(
+            app.builder_as(None, Method::PUT, "/v1/queue")
+                .header("host", "rebind.evil.example"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    assert!(headers.get("allow").is_none(), "{headers:?}");
+    // The target of an absolute-form request line counts too.
+    let mut stream = tokio::net::TcpStream::connect(app.base.strip_prefix("http://").unwrap())
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            b"GET http://rebind.evil.example/v1/projects HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+
+    // Loopback names, any port and any case, and the allowed names are answered.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".to_owned(),
+        "localhost".to_owned(),
+        format!("LocalHost:{port}"),
+        "localhost.".to_owned(),
+        "[::1]:8080".to_owned(),
+        "otter-server:8080".to_owned(),
+        "otter-server".to_owned(),
+        "otter.example:8443".to_owned(),
+    ] {
+        let (status, answer) = with_host(
+            &app,
+            None,
+            Method::POST,
+            "/v1/workspaces/command",
+            &host,
+            Some(json!({ "command": "true", "workspace_id": id })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{host}: {answer}");
+    }
+    // `/healthz` answers any name (health checks call it by address or by service name).
+    let (status, answer) = with_host(
+        &app,
+        None,
+        Method::GET,
+        "/healthz",
+        "rebind.evil.example",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    // With tokens the page has no token to send, and the host is not checked.
+    let locked = TestApp::spawn_with(&[("OTTER_API_TOKENS", "tok")]).await;
+    let (status, answer) = with_host(
+        &locked,
+        Some("tok"),
+        Method::GET,
+        "/v1/projects",
+        "otter.example.com",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) = with_host(
+        &locked,
+        None,
+        Method::GET,
+        "/v1/projects",
+        "rebind.evil.example",
+        None,
+    )
+    .await;
+    assert_error(status, &answer, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn a_token_list_without_a_token_stops_the_server() {
+    let env = TestEnv::new().await;
+    let stderr = refused_start(
+        &env,
+        &[
+            ("OTTER_LISTEN_ADDR", "127.0.0.1:0"),
+            ("OTTER_API_TOKENS", " , "),
+        ],
+    );
+    assert!(
+        stderr.contains("OTTER_API_TOKENS") && stderr.contains("no token"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_a_wrong_method_is_the_same_401_as_an_unknown_route() {
+    let app = TestApp::spawn_with(&[("OTTER_API_TOKENS", "tok")]).await;
+    let job = uuid::Uuid::new_v4();
+    let (status, unknown_headers, unknown) = app
+        .send(app.builder_as(None, Method::GET, "/v1/no-such-thing"), None)
+        .await;
+    assert_error(status, &unknown, StatusCode::UNAUTHORIZED, "unauthorized");
+    for (method, path) in [
+        (Method::PUT, "/v1/queue".to_owned()),
+        (Method::DELETE, "/v1/prompts".to_owned()),
+        (Method::PATCH, "/v1/projects".to_owned()),
+        (Method::GET, format!("/v1/jobs/{job}/preview-url")),
+        (Method::DELETE, format!("/v1/jobs/{job}")),
+        (Method::POST, "/metrics".to_owned()),
+    ] {
+        for token in [None, Some("wrong")] {
+            let (status, headers, body) = app
+                .send(app.builder_as(token, method.clone(), &path), None)
+                .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+            assert_eq!(body, unknown, "{method} {path}");
+            assert!(
+                headers.get("allow").is_none(),
+                "{method} {path}: {headers:?}"
+            );
+            assert_eq!(
+                headers.get("www-authenticate"),
+                unknown_headers.get("www-authenticate")
+            );
+        }
+        // With the token: the 405, in the JSON shape, with `Allow`.
+        let (status, headers, body) = app
+            .send(app.builder_as(Some("tok"), method.clone(), &path), None)
+            .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        );
+        assert!(headers.get("allow").is_some(), "{method} {path}");
+    }
+    // The open routes keep their 405 for everyone.
+    let (status, headers, body) = app
+        .send(app.builder_as(None, Method::POST, "/healthz"), None)
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    assert_eq!(headers["allow"], "GET,HEAD");
+}
+
+#[tokio::test]
+async fn the_preview_route_checks_the_token_before_the_path_and_a_job_token_opens_only_it() {
+    let app = TestApp::spawn_with(&[("OTTER_API_TOKENS", "admin")]).await;
+    let ws = app.workspace("ws").await;
+    let job = app.submit(&ws, "serve it").await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let lease = match otter_core::db::jobs::claim(
+        &app.state.db,
+        id.parse().unwrap(),
+        "test-worker",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    {
+        otter_core::db::jobs::Claim::Claimed { lease, .. } => lease,
+        other => panic!("not claimed: {other:?}"),
+    };
+    let job_token = lease.job_token.to_string();
+    let body = json!({ "preview_url": "http://127.0.0.1:3000" });
+
+    // A path that names no job: 401 for anyone without an API token, a 400 for its holder.
+    for token in [None, Some("wrong"), Some(job_token.as_str())] {
+        for path in [
+            "/v1/jobs/not-a-uuid/preview-url",
+            "/v1/jobs/%FF%FE/preview-url",
+        ] {
+            let (status, answer) = app
+                .request_as(token, Method::POST, path, Some(body.clone()))
+                .await;
+            assert_error(status, &answer, StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    }
+    let (status, answer) = app
+        .request_as(
+            Some("admin"),
+            Method::POST,
+            "/v1/jobs/not-a-uuid/preview-url",
+            Some(body.clone()),
+        )
+        .await;
+    assert_error(status, &answer, StatusCode::BAD_REQUEST, "invalid_input");
+
+    // The job token opens exactly its own job's preview-url route, with its one method.
+    let other = uuid::Uuid::new_v4();
+    for (method, path) in [
+        (Method::POST, format!("/v1/jobs/{other}/preview-url")),
+        (Method::GET, format!("/v1/jobs/{id}/preview-url")),
+        (Method::GET, format!("/v1/jobs/{id}")),
+        (Method::POST, format!("/v1/jobs/{id}/cancel")),
+        (Method::GET, "/v1/no-such-thing".to_owned()),
+    ] {
+        let (status, answer) = app
+            .request_as(Some(&job_token), method.clone(), &path, Some(body.clone()))
+            .await;
+        assert_error(status, &answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let (status, answer) = app
+        .request_as(
+            Some(&job_token),
+            Method::POST,
+            &format!("/v1/jobs/{id}/preview-url"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["preview_url"], "http://127.0.0.1:3000/");
+}
+
+/// Starts the server binary on `env`'s backends with `vars` (nothing else inherited), expects it
+/// to refuse to start, and returns what it printed on stderr.
+fn refused_start(env: &TestEnv, vars: &[(&str, &str)]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_otter-server"))
+        .env_clear()
+        .env("OTTER_DATABASE_URL", &env.database_url)
+        .env("OTTER_REDIS_URL", &env.redis_url)
+        .env("OTTER_QUEUE_NAME", &env.queue_name)
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the server started with {vars:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -4,11 +4,14 @@
 mod attacks;
 mod auth;
 mod commands;
+mod connections;
 mod files;
 mod isolation;
 mod leases;
+mod memory;
 mod openapi;
 mod packaging;
+mod paths;
 mod preview;
 mod queue;
 mod requests;

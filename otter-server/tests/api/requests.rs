@@ -524,3 +524,122 @@ async fn connections_the_database_closed_give_503_then_are_replaced() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_prompt_must_fit_in_the_one_argument_vibe_gets() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let max = otter_core::instructions::max_prompt_bytes(&app.state.config.api_base_url);
+    // Between the argument's limit and the body's: accepted before, failed at every spawn.
+    for len in [max + 1, 128 * 1024, 200 * 1024, 256 * 1024] {
+        let (status, body) = app
+            .post(
+                "/v1/prompts",
+                json!({ "prompt": "x".repeat(len), "workspace_id": ws["id"] }),
+            )
+            .await;
+        let message = assert_error(
+            status,
+            &body,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        );
+        assert!(
+            message.contains(&format!("at most {max} bytes")) && message.contains("128 KiB"),
+            "{len}: {message}"
+        );
+    }
+    // Bytes, not characters: 4-byte characters count four each.
+    let (status, body) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": "🦦".repeat(max / 4 + 1), "workspace_id": ws["id"] }),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    let (_, queue) = app.get("/v1/queue").await;
+    assert_eq!(queue["total"], 0, "nothing was queued");
+
+    // The longest is accepted, and stored whole.
+    let longest = "y".repeat(max);
+    let (status, job) = app
+        .post(
+            "/v1/prompts",
+            json!({ "prompt": longest, "workspace_id": ws["id"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(job["prompt"].as_str().map(str::len), Some(max));
+}
+
+#[tokio::test]
+async fn names_are_counted_in_characters() {
+    let app = TestApp::spawn().await;
+    // 200 characters of 4 bytes each: 800 bytes, still 200 characters.
+    let otters = "🦦".repeat(200);
+    let (status, project) = app.post("/v1/projects", json!({ "name": otters })).await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+    assert_eq!(project["name"], otters);
+    let dir = app.env.mkdir("emoji");
+    let (status, ws) = app
+        .post(
+            "/v1/workspaces",
+            json!({ "name": otters, "path": dir.display().to_string() }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ws}");
+    assert_eq!(ws["name"], otters);
+    // Blanks around a name are trimmed before counting.
+    let (status, project) = app
+        .post("/v1/projects", json!({ "name": format!("  {otters}  ") }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+
+    // 201 characters, of either kind, are refused, naming the limit.
+    let dir = app.env.mkdir("too-long");
+    for name in ["🦦".repeat(201), "a".repeat(201), "  ".to_owned()] {
+        let (status, body) = app.post("/v1/projects", json!({ "name": name })).await;
+        let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+        assert!(message.contains("1 to 200 characters"), "{message}");
+        let (status, body) = app
+            .post(
+                "/v1/workspaces",
+                json!({ "name": name, "path": dir.display().to_string() }),
+            )
+            .await;
+        let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+        assert!(message.contains("1 to 200 characters"), "{message}");
+    }
+    // Descriptions too: 10000 characters, not bytes.
+    let (status, body) = app
+        .post(
+            "/v1/projects",
+            json!({ "name": "d", "description": "é".repeat(10_000) }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/projects",
+            json!({ "name": "d", "description": "é".repeat(10_001) }),
+        )
+        .await;
+    let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+    assert!(message.contains("10000 characters"), "{message}");
+
+    // A workspace named after its directory takes at most 200 of the directory's characters.
+    let long_dir = app.env.mkdir(&"d".repeat(250));
+    let (status, ws) = app
+        .post(
+            "/v1/workspaces",
+            json!({ "path": long_dir.display().to_string() }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ws}");
+    assert_eq!(ws["name"], "d".repeat(200));
+}

@@ -252,7 +252,7 @@ async fn an_older_transaction_committing_last_is_neither_skipped_nor_reordered()
 
     // While the older transaction runs, the newer event is stored but not final.
     let all = events::EventFilter::default();
-    let page = events::list_after(&app.state.db, &all, head, 100)
+    let page = events::page_after(&app.state.db, &all, head, 100, events::PAGE_MAX_BYTES)
         .await
         .unwrap();
     assert!(page.events.iter().all(|e| e.id < older_ids[0].0));
@@ -264,13 +264,13 @@ async fn an_older_transaction_committing_last_is_neither_skipped_nor_reordered()
         job_id: Some(newer_job),
         ..Default::default()
     };
-    let page = events::list_after(&app.state.db, &own, head, 100)
+    let page = events::page_after(&app.state.db, &own, head, 100, events::PAGE_MAX_BYTES)
         .await
         .unwrap();
     assert_eq!(page.events.last().map(|e| e.id), Some(newer_id));
 
     older.commit().await.unwrap();
-    let page = events::list_after(&app.state.db, &all, head, 100)
+    let page = events::page_after(&app.state.db, &all, head, 100, events::PAGE_MAX_BYTES)
         .await
         .unwrap();
     let ids: Vec<i64> = page.events.iter().map(|e| e.id).collect();

@@ -540,3 +540,64 @@ async fn an_older_vibe_gets_the_instructions_as_a_prompt_prefix() {
     assert!(prompt.contains(job["id"].as_str().unwrap()));
     assert!(prompt.ends_with("\n---\n\nBuild it"), "{prompt}");
 }
+
+#[tokio::test]
+async fn a_workspace_replaced_by_a_link_out_of_the_roots_is_not_run() {
+    let scratch =
+        std::env::temp_dir().join(format!("otter-swap-{}", uuid::Uuid::new_v4().simple()));
+    let (allowed, outside) = (scratch.join("allowed"), scratch.join("outside"));
+    std::fs::create_dir_all(allowed.join("ws")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let allowed = allowed.canonicalize().unwrap();
+    let roots = [("OTTER_ALLOWED_ROOTS", allowed.to_str().unwrap())];
+    let app = TestApp::spawn_with(&roots).await;
+    let dir = allowed.join("ws");
+    let (status, ws) = app
+        .post(
+            "/v1/workspaces",
+            json!({ "path": dir.display().to_string() }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{ws}");
+    let tools = scenario("tools", &[]);
+    let _worker = Worker::start(&app, &[roots[0], ("OTTER_VIBE_EXTRA_ENV", tools.as_str())]).await;
+
+    // After registration, the directory becomes a link out of the roots.
+    std::fs::remove_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(&outside, &dir).unwrap();
+    let job = finished(
+        &app,
+        &submit(&app, &ws, "Create hello.txt", json!({})).await,
+    )
+    .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(
+        job["attempts"], 1,
+        "not retried: it would fail the same way: {job}"
+    );
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("workspace") && error.contains("replaced by a link"),
+        "{error}"
+    );
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "vibe ran outside the roots"
+    );
+    let events = events(&app, &job).await;
+    assert!(lines(&events, "stdout").is_empty(), "vibe was started");
+
+    // Put back, the workspace runs again.
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    // As an operator would, for the job user that runs vibe when the worker is root.
+    otter_testkit::give_to_job_user(&dir);
+    let job = finished(
+        &app,
+        &submit(&app, &ws, "Create hello.txt", json!({})).await,
+    )
+    .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(dir.join("hello.txt").is_file());
+    std::fs::remove_dir_all(&scratch).ok();
+}
