@@ -9,6 +9,9 @@
 #   env     print `export` lines (eval "$(scripts/services.sh env)")
 #   drop-test-dbs  drop the databases earlier test and benchmark runs left
 #           (otter_test_<uuid>, one per test); one still in use is kept
+#   job-user  (as root) create OTTER_JOB_USER (default otter-job) if missing;
+#           `start` does it too. Otter running as root runs vibe, setup.sh and
+#           commands as that unprivileged user (docs/workspace-trust-model.md)
 #   ensure-tool CMD:PKG...  install Debian package PKG when command CMD is
 #           missing (helper used by the other scripts, e.g. curl:curl)
 #
@@ -457,8 +460,22 @@ take_lock() {
   flock -w 300 9 || die "another scripts/services.sh holds $STATE/services.lock"
 }
 
+# ensure_job_user: as root, create the unprivileged user Otter runs jobs as
+# (OTTER_JOB_USER, default otter-job): a system user with a home of its own (the
+# tools vibe runs keep caches there) and no login shell. Not root: nothing to do,
+# Otter cannot switch users then.
+ensure_job_user() {
+  is_root || return 0
+  local user="${OTTER_JOB_USER:-otter-job}"
+  if [[ "$user" == root ]] || getent passwd "$user" >/dev/null; then return 0; fi
+  log "creating the job user $user (useradd --system --create-home)"
+  useradd --system --create-home --home-dir "/home/$user" --shell /usr/sbin/nologin \
+    --user-group "$user" || die "could not create the job user $user"
+}
+
 cmd_start() {
   ensure_installed
+  ensure_job_user
   take_lock
   pg_start
   redis_start
@@ -506,12 +523,13 @@ main() {
   status) cmd_status ;;
   env) print_env ;;
   drop-test-dbs) cmd_drop_test_dbs ;;
+  job-user) ensure_job_user ;;
   ensure-tool)
     shift
     ensure_tool "$@"
     ;;
   -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
-  *) die "unknown command '$cmd' (use start|stop|status|env|drop-test-dbs|ensure-tool)" ;;
+  *) die "unknown command '$cmd' (use start|stop|status|env|drop-test-dbs|job-user|ensure-tool)" ;;
   esac
 }
 

@@ -80,13 +80,17 @@ done
 
 # Local-run defaults; each only if not already set (environment or .env).
 : "${OTTER_LISTEN_ADDR:=127.0.0.1:8080}"
-: "${OTTER_VIBE_HOME_BASE:=$OTTER_STATE_DIR/vibe-homes}"
-: "${OTTER_DEFAULT_WORKSPACE_PATH:=$OTTER_STATE_DIR/workspaces/default}"
+# As root, jobs run as OTTER_JOB_USER (scripts/services.sh start creates it), who cannot enter
+# root's home: their homes and the default workspace live under /var/lib/otter then.
+if [[ "$(id -u)" -eq 0 ]]; then DATA_DIR=/var/lib/otter; else DATA_DIR="$OTTER_STATE_DIR"; fi
+: "${OTTER_VIBE_HOME_BASE:=$DATA_DIR/vibe-homes}"
+: "${OTTER_DEFAULT_WORKSPACE_PATH:=$DATA_DIR/workspaces/default}"
 # A wildcard listen address is reachable locally via 127.0.0.1.
 LOCAL_ADDR="${OTTER_LISTEN_ADDR/#0.0.0.0:/127.0.0.1:}"
 : "${OTTER_API_BASE_URL:=http://$LOCAL_ADDR}"
 export OTTER_LISTEN_ADDR OTTER_VIBE_HOME_BASE OTTER_DEFAULT_WORKSPACE_PATH OTTER_API_BASE_URL
-mkdir -p "$OTTER_VIBE_HOME_BASE" "$OTTER_DEFAULT_WORKSPACE_PATH"
+# The default workspace itself is made by Otter on first use, so that it belongs to the job user.
+mkdir -p "$OTTER_VIBE_HOME_BASE" "$(dirname "$OTTER_DEFAULT_WORKSPACE_PATH")"
 
 if ((DEMO)); then
   : "${OTTER_DEMO_MODEL_LISTEN:=127.0.0.1:8090}"
@@ -105,6 +109,11 @@ fi
 
 if [[ -z "${OTTER_VIBE_BIN:-}" ]] && ! command -v vibe >/dev/null 2>&1; then
   warn "'vibe' is not on PATH and OTTER_VIBE_BIN is unset: jobs will fail until you run scripts/install_mistral_vibe.sh (or set OTTER_VIBE_BIN to the vibe binary)."
+elif [[ "$(id -u)" -eq 0 && "${OTTER_JOB_USER:-otter-job}" != root ]]; then
+  VIBE_PATH="$(command -v "${OTTER_VIBE_BIN:-vibe}" || true)"
+  if [[ -n "$VIBE_PATH" ]] && ! runuser -u "${OTTER_JOB_USER:-otter-job}" -- "$VIBE_PATH" --version >/dev/null 2>&1; then
+    warn "$VIBE_PATH cannot be run by the job user ${OTTER_JOB_USER:-otter-job} (is it in root's home?): install vibe where that user can run it (docs/runbook.md), or jobs will fail."
+  fi
 fi
 
 LOG_DIR="$OTTER_STATE_DIR/logs"

@@ -129,7 +129,9 @@ impl Stack {
     pub(crate) fn add_worker(&mut self, spec: &WorkerSpec, i: usize) -> Result<()> {
         let concurrency = spec.concurrency.to_string();
         let id = format!("bench-worker-{i}");
-        let vibe = bin("otter-fake-vibe")?.display().to_string();
+        // Where the job user (when the worker is root) can run it.
+        let vibe =
+            otter_core::testing::reachable_by_jobs(&bin("otter-fake-vibe")?.display().to_string());
         let extra: Vec<(&str, &str)> = spec
             .env
             .iter()

@@ -71,6 +71,18 @@ impl LogFormat {
     }
 }
 
+/// Where the cgroups that hold Otter's children go (`OTTER_CGROUP_ROOT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupRoot {
+    /// `auto` (the default): `<the cgroup v2 mount>/otter` when this process is root and can
+    /// write there, else no cgroups.
+    Auto,
+    /// `none`: no cgroups; children are found by the marker in their environment.
+    None,
+    /// An absolute path to a cgroup v2 directory this process may create cgroups under.
+    Path(PathBuf),
+}
+
 /// A host name as a `Host` header carries it: a DNS name, an IPv4 address or a bracketed IPv6
 /// address, with an optional port. Names are compared without case and without a final dot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +241,12 @@ pub struct Config {
     /// `OTTER_DEMO_MODEL_URL` (default `http://127.0.0.1:8090/v1`): the demo model's API base,
     /// vibe's `api_base` for it.
     pub demo_model_url: String,
+    /// `OTTER_JOB_USER` (default `otter-job`): the user vibe, `setup.sh` and commands run as when
+    /// Otter runs as root, so that they can read none of its secrets (see `isolation`).
+    pub job_user: String,
+    /// `OTTER_CGROUP_ROOT` (`auto`, `none` or a path; default `auto`): where each run's and
+    /// command's cgroup goes, so that every process it starts can be killed.
+    pub cgroup_root: CgroupRoot,
     /// `OTTER_COMMAND_MAX_OUTPUT_BYTES` (default 1048576): bytes of a command's stdout, and of
     /// its stderr, kept in the answer of the command endpoints (the rest is read and dropped).
     pub command_max_output_bytes: usize,
@@ -360,6 +378,21 @@ impl Config {
             mistral_api_key: env.get("MISTRAL_API_KEY").map(Secret::new),
             demo: env.bool("OTTER_DEMO", false)?,
             demo_model_url: env.http_url("OTTER_DEMO_MODEL_URL", "http://127.0.0.1:8090/v1")?,
+            job_user: env
+                .get("OTTER_JOB_USER")
+                .unwrap_or_else(|| "otter-job".to_owned()),
+            cgroup_root: match env.get("OTTER_CGROUP_ROOT").as_deref() {
+                None | Some("auto") => CgroupRoot::Auto,
+                Some("none") => CgroupRoot::None,
+                Some(path) if path.starts_with('/') => CgroupRoot::Path(PathBuf::from(path)),
+                Some(other) => {
+                    return Err(invalid(
+                        "OTTER_CGROUP_ROOT",
+                        other,
+                        "expected auto, none or an absolute path",
+                    ));
+                }
+            },
             command_max_output_bytes: env.parsed(
                 "OTTER_COMMAND_MAX_OUTPUT_BYTES",
                 crate::shell::MAX_OUTPUT_BYTES,
@@ -689,6 +722,8 @@ mod tests {
         assert_eq!(config.cancel_grace, Duration::from_secs(10));
         assert!(config.default_workspace_path.is_none());
         assert!(config.allowed_roots.is_empty());
+        assert_eq!(config.job_user, "otter-job");
+        assert_eq!(config.cgroup_root, CgroupRoot::Auto);
         assert!(config.api_tokens.is_empty());
         assert!(config.allowed_hosts.is_empty());
         assert_eq!(config.header_read_timeout, Duration::from_secs(10));
@@ -846,6 +881,7 @@ mod tests {
             ("OTTER_ALLOWED_ROOTS", "relative/path"),
             ("OTTER_RUNTIME_ENABLED", "maybe"),
             ("OTTER_WORKER_CONCURRENCY", "0"),
+            ("OTTER_CGROUP_ROOT", "relative/otter"),
             ("OTTER_HEADER_READ_TIMEOUT", "0"),
             ("OTTER_IDLE_TIMEOUT", "soon"),
             ("OTTER_MAX_CONNECTIONS", "0"),

@@ -3,7 +3,7 @@
 //! The library under Otter's server and workers, usable on its own: domain types
 //! ([`model`]), configuration ([`config`]), PostgreSQL repositories ([`db`]), the Redis queue
 //! ([`queue`]), the live event feed ([`feed`]), operations that span them ([`service`]), the
-//! process runner ([`runner`]), vibe's output formats ([`vibe`]), workspaces and their `VIBE_HOME`
+//! process runner ([`runner`]) and what keeps its children contained ([`isolation`]), vibe's output formats ([`vibe`]), workspaces and their `VIBE_HOME`
 //! ([`workspace`]), safe file access inside a workspace ([`files`]), shell commands with
 //! persistent sessions ([`shell`]), preview URLs ([`preview`]), runtime containers through the
 //! Docker API ([`runtime`]), Prometheus metrics ([`metrics`]), Otter's instructions to vibe
@@ -56,7 +56,9 @@
 //! let queue = Queue::connect(config.redis_url.expose(), &config.queue_name).await?;
 //! let shutdown = CancellationToken::new();
 //! let feed = EventFeed::start(pool.clone(), shutdown.clone()).await?;
-//! tokio::spawn(otter_worker::run(Arc::new(config.clone()), shutdown.clone()));
+//! // Who vibe runs as (the job user, when this process is root), and how its processes are held.
+//! let isolation = Arc::new(otter_core::isolation::Isolation::from_config(&config)?);
+//! tokio::spawn(otter_worker::run(Arc::new(config.clone()), isolation.clone(), shutdown.clone()));
 //!
 //! let workspace = service::create_workspace(
 //!     &pool,
@@ -86,6 +88,7 @@
 //! assert_eq!(job.output.and_then(|o| o.final_text).as_deref(), Some("Done."));
 //! shutdown.cancel();
 //! # std::fs::remove_dir_all(&scratch).ok();
+//! # isolation.remove_scope_if_empty();
 //! # Ok(())
 //! # }
 //! ```
@@ -97,6 +100,7 @@ pub mod demo;
 pub mod feed;
 pub mod files;
 pub mod instructions;
+pub mod isolation;
 pub mod metrics;
 pub mod model;
 pub mod preview;
@@ -111,7 +115,7 @@ pub mod testing;
 pub mod vibe;
 pub mod workspace;
 
-pub use config::{Config, ConfigError, HostName, Secret};
+pub use config::{CgroupRoot, Config, ConfigError, HostName, Secret};
 pub use db::DbError;
 pub use feed::{EventFeed, StreamItem};
 pub use queue::{Queue, QueueError};

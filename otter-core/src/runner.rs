@@ -1,22 +1,22 @@
-//! Runs one child process (vibe or `setup.sh`) the way Otter needs: argv only (never a shell
-//! string), its own process group, stdin from /dev/null, stdout and stderr read concurrently and
-//! split into lines that go to an unbounded channel (so the pipes are never held up by the
-//! database), and an end that leaves no process of the group behind.
+//! Runs one child process (vibe, `setup.sh` or a command) the way Otter needs: argv only (never
+//! a shell string), inside a [`Unit`] (as the job user, with a built environment, dying with
+//! Otter; see [`crate::isolation`]), stdin from /dev/null, stdout and stderr read concurrently
+//! and split into lines that go to an unbounded channel (so the pipes are never held up by the
+//! database), and an end that leaves no process of the unit behind.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::isolation::Unit;
 use crate::model::OutputStream;
 use crate::vibe::stream::LineSplitter;
 
@@ -49,9 +49,9 @@ pub struct RunSpec {
     pub args: Vec<OsString>,
     /// Its working directory.
     pub cwd: PathBuf,
-    /// Variables removed from the inherited environment (Otter's own secrets).
-    pub env_remove: Vec<String>,
-    /// Variables set on top.
+    /// The unit it runs in: who it runs as, and where every process it starts is found again.
+    pub unit: Arc<Unit>,
+    /// Variables set on top of the unit's child environment (nothing else is inherited).
     pub env: Vec<(String, String)>,
     /// How stdout lines are tagged.
     pub stdout_as: OutputStream,
@@ -72,19 +72,9 @@ pub struct RunSpec {
     /// Where lines past the output budget wait on disk, so that the child is not held up
     /// while the consumer catches up (see `runner/spill.rs`). `None`: the reader waits instead.
     pub spill: Option<SpillSpec>,
-    /// Whether processes the child left in its group are killed when it exits (vibe: yes;
-    /// setup.sh: no, starting the app in the background is its purpose).
+    /// Whether processes the child left in its unit are killed when it exits (vibe, commands:
+    /// yes; setup.sh: no, starting the app in the background is its purpose).
     pub reap_group_on_exit: bool,
-}
-
-/// Otter's own variables, which a child (vibe, `setup.sh`, a command of the command endpoints)
-/// must not inherit: every `OTTER_*` variable of this process (database and Redis URLs, API
-/// tokens) and the unprefixed `DATABASE_URL` and `REDIS_URL`. For [`RunSpec::env_remove`].
-pub fn secret_env_names() -> Vec<String> {
-    std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .filter(|k| k.starts_with("OTTER_") || k == "DATABASE_URL" || k == "REDIS_URL")
-        .collect()
 }
 
 /// How a run ended.
@@ -121,9 +111,9 @@ pub enum RunnerError {
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// Runs `spec`, sending each output line to `lines`, until it exits, `cancel` fires or the
-/// timeout passes. On cancel or timeout the whole process group gets SIGTERM, then SIGKILL after
-/// `kill_grace`. Returns once the child is reaped, the pipes are done (read to their end, or cut
-/// off 2 s after the child exited) and every line read has been sent.
+/// timeout passes. On cancel or timeout every process of the unit gets SIGTERM, then SIGKILL
+/// after `kill_grace`. Returns once the child is reaped, the pipes are done (read to their end,
+/// or cut off 2 s after the child exited) and every line read has been sent.
 pub async fn run<T>(
     spec: &RunSpec,
     lines: mpsc::UnboundedSender<T>,
@@ -132,26 +122,25 @@ pub async fn run<T>(
 where
     T: From<Line> + Send + 'static,
 {
-    let mut command = Command::new(&spec.program);
+    let unit = &spec.unit;
+    let mut command = unit.command(&spec.program);
     command
         .args(&spec.args)
         .current_dir(&spec.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own group, so that every process it starts can be signalled at once; unlike a
-        // pre_exec hook this keeps std's fast posix_spawn path.
+        // Its own group, as a shell would give it (the unit, not the group, is what is killed).
         .process_group(0)
         .kill_on_drop(true);
-    for name in &spec.env_remove {
-        command.env_remove(name);
-    }
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    let mut child = command.spawn().map_err(|source| RunnerError::Spawn {
-        program: spec.program.display().to_string(),
-        source,
-    })?;
-    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let mut child = unit
+        .spawn(&mut command)
+        .map_err(|source| RunnerError::Spawn {
+            program: spec.program.display().to_string(),
+            source,
+        })?;
+    let pid = child.id();
 
     let stop_reading = CancellationToken::new();
     let pumps = [
@@ -186,25 +175,26 @@ where
             }
         }
         () = cancel.cancelled() => {
-            stop_group(pgid, &mut child, spec.kill_grace).await?;
+            stop(unit, &mut child, spec.kill_grace).await?;
             RunOutcome::Cancelled
         }
         () = deadline => {
-            stop_group(pgid, &mut child, spec.kill_grace).await?;
+            stop(unit, &mut child, spec.kill_grace).await?;
             RunOutcome::TimedOut
         }
     };
+    unit.reaped(pid);
 
     if spec.reap_group_on_exit {
-        // Whatever the child left in its group must not outlive the run.
-        signal_group(pgid, Signal::SIGKILL);
+        // Whatever the child left in its unit must not outlive the run.
+        unit.kill().await;
     }
     if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut readers)
         .await
         .is_err()
     {
-        // A process that escaped the group (or setup.sh's app) holds them: stop reading, so
-        // that the consumer sees the end of the run's output. What was read is still handed on.
+        // setup.sh's app holds them: stop reading, so that the consumer sees the end of the
+        // run's output. What was read is still handed on.
         tracing::debug!("pipes still open after the child exited; stopped reading them");
         stop_reading.cancel();
         readers.await;
@@ -217,27 +207,21 @@ where
     Ok(outcome)
 }
 
-/// SIGTERM to the group, SIGKILL after `grace` if the child has not exited, then reap it.
-async fn stop_group(
-    pgid: Option<Pid>,
+/// SIGTERM to every process of the unit, SIGKILL to all of them after `grace` if the child has
+/// not exited, then reap it.
+async fn stop(
+    unit: &Unit,
     child: &mut tokio::process::Child,
     grace: Duration,
 ) -> std::io::Result<()> {
-    signal_group(pgid, Signal::SIGTERM);
+    unit.signal(Signal::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        signal_group(pgid, Signal::SIGKILL);
+        unit.kill().await;
         child.wait().await?;
     }
-    // Children of the group that ignored SIGTERM while the leader exited.
-    signal_group(pgid, Signal::SIGKILL);
+    // What ignored SIGTERM while the child exited.
+    unit.kill().await;
     Ok(())
-}
-
-fn signal_group(pgid: Option<Pid>, signal: Signal) {
-    if let Some(pgid) = pgid {
-        // ESRCH (the group is already gone) is the normal case after a clean exit.
-        let _ = killpg(pgid, signal);
-    }
 }
 
 /// Reads `reader` to its end (or until `stop`), splitting it into lines handed on to `lines`

@@ -1,8 +1,9 @@
 //! Shell commands in a workspace, for the command endpoints (DESIGN.md §6): `sh -c <command>`
-//! run through [`crate::runner`] (its own process group, a timeout that kills the whole group,
-//! Otter's secrets removed from its environment), with capped output and an optional shell
-//! session whose working directory persists between commands (`cd` sticks), stored in
-//! PostgreSQL so that any server replica can continue it.
+//! run through [`crate::runner`] in a unit of its own (as the job user when the server is root,
+//! with none of Otter's secrets in its environment, and a timeout that kills every process it
+//! started; see [`crate::isolation`]), with capped output and an optional shell session whose
+//! working directory persists between commands (`cd` sticks), stored in PostgreSQL so that any
+//! server replica can continue it.
 //!
 //! # Output caps
 //!
@@ -16,16 +17,19 @@
 //! not yet looked at, which the runner's in-flight budget bounds by their real cost
 //! ([`crate::runner::line_cost`]).
 //!
-//! This is not a sandbox: a command runs as the server's user and can read and write whatever
-//! that user can. What is guaranteed is that a session's *next* command never starts outside
-//! its workspace root.
+//! This is not a sandbox: a command can read and write whatever its user can. What is
+//! guaranteed is that it cannot read the server's secrets, that nothing it starts outlives it
+//! (nor the server), and that a session's *next* command never starts outside its workspace
+//! root.
 //!
 //! # How the session learns where a command ended
 //!
 //! The command runs as the body of a small script whose first line is
 //! `trap 'pwd -P >/tmp/otter-cwd-<random>' EXIT`: when the shell exits (normally or through
 //! `exit`), it writes its physical working directory to a fresh file (created by Otter with
-//! `O_EXCL`, mode 0600, outside the workspace). The command's stdout and stderr play no part,
+//! `O_EXCL`, mode 0600, given to the command's user, outside the workspace, and read back
+//! without following a symlink). The server holds a lock on the file while the command runs:
+//! a file nobody holds is a dead server's, and [`recover`] removes it. The command's stdout and stderr play no part,
 //! so nothing it prints can move the session. A command that removes the trap, `exec`s another
 //! program, is killed or times out leaves the file empty, and the session keeps its directory.
 //! A command that writes the file itself can only pick a directory it could have `cd`'d to: the
@@ -35,13 +39,14 @@
 //! root (a symlink swapped in since), the command starts in the root, with a `warning`.
 
 use std::ffi::OsString;
-use std::io::Read;
+use std::fs::File;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc};
@@ -52,6 +57,7 @@ use crate::config::Config;
 use crate::db::DbError;
 use crate::db::shell_sessions::{self, ShellSession, ShellSessionId};
 use crate::files::{self, FilesError};
+use crate::isolation::{Isolation, IsolationError, Unit, UnitKind, UnitName};
 use crate::model::{OutputStream, Workspace, WorkspaceId};
 use crate::runner::{self, Line, RunOutcome, RunSpec, RunnerError};
 
@@ -93,6 +99,9 @@ pub enum ShellError {
     /// `sh` could not be started.
     #[error(transparent)]
     Runner(#[from] RunnerError),
+    /// The command's unit could not be made.
+    #[error(transparent)]
+    Isolation(#[from] IsolationError),
     /// The server is shutting down; the command was stopped.
     #[error("the command was stopped because the server is shutting down")]
     Cancelled,
@@ -147,6 +156,7 @@ pub struct CommandResult {
 pub async fn run_command(
     pool: &PgPool,
     config: &Config,
+    isolation: &Arc<Isolation>,
     workspace: &Workspace,
     req: CommandRequest,
     shutdown: &CancellationToken,
@@ -175,6 +185,7 @@ pub async fn run_command(
     let _stop_when_dropped = cancel.clone().drop_guard();
     let execution = Execution {
         pool: pool.clone(),
+        isolation: isolation.clone(),
         workspace_id: workspace.id,
         vibe_home: workspace.vibe_home.clone(),
         root,
@@ -233,6 +244,7 @@ async fn blocking<T: Send + 'static>(
 /// One command of a held session.
 struct Execution {
     pool: PgPool,
+    isolation: Arc<Isolation>,
     workspace_id: WorkspaceId,
     vibe_home: String,
     root: PathBuf,
@@ -248,16 +260,27 @@ impl Execution {
     async fn run(self) -> Result<CommandResult, ShellError> {
         let root = self.root.clone();
         let stored = PathBuf::from(&self.session.cwd);
+        let isolation = self.isolation.clone();
         let prepared = blocking(move || -> Result<_, ShellError> {
             let (start, warning) = start_dir(&root, &stored);
-            let marker = CwdFile::create()
+            let marker = CwdFile::create(&isolation)
                 .map_err(|e| ShellError::Internal(format!("creating the cwd file: {e}")))?;
             Ok((start, warning, marker))
         })
         .await
         .and_then(|r| r);
-        let (start, mut warnings, marker) = match prepared {
-            Ok((start, warning, marker)) => (start, Vec::from_iter(warning), marker),
+        let unit_name = UnitName::command(self.workspace_id, self.session.id, self.holder);
+        let prepared = match prepared {
+            Ok(prepared) => Unit::create(&self.isolation, unit_name)
+                .await
+                .map(|unit| (prepared, unit))
+                .map_err(ShellError::from),
+            Err(e) => Err(e),
+        };
+        let ((start, mut warnings, marker), unit) = match prepared {
+            Ok(((start, warning, marker), unit)) => {
+                ((start, Vec::from_iter(warning), marker), unit)
+            }
             Err(e) => {
                 self.release(&self.session.cwd.clone()).await;
                 return Err(e);
@@ -267,9 +290,9 @@ impl Execution {
 
         let spec = RunSpec {
             program: PathBuf::from("sh"),
-            args: vec![OsString::from("-c"), script(&self.command, &marker.0)],
+            args: vec![OsString::from("-c"), script(&self.command, &marker.path)],
             cwd: start.clone(),
-            env_remove: runner::secret_env_names(),
+            unit: unit.clone(),
             env: vec![("VIBE_HOME".to_owned(), self.vibe_home.clone())],
             stdout_as: OutputStream::Stdout,
             stderr_as: OutputStream::Stderr,
@@ -285,6 +308,8 @@ impl Execution {
         let (tx, rx) = mpsc::unbounded_channel::<Line>();
         let (outcome, (stdout, stderr)) =
             tokio::join!(runner::run(&spec, tx, &self.cancel), collect(rx, self.caps));
+        // Whatever the command left (the runner has killed it already unless it failed).
+        unit.close().await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let outcome = match outcome {
             Ok(RunOutcome::Cancelled) => {
@@ -408,29 +433,62 @@ fn inside(root: &Path, path: &Path) -> Option<PathBuf> {
         .then_some(canonical)
 }
 
+/// What the cwd files' names start with, in the temporary directory.
+const CWD_FILE_PREFIX: &str = "otter-cwd-";
+
 /// The file the shell writes its final directory to: created fresh (`O_EXCL`, mode 0600) in the
-/// temporary directory, removed when dropped.
-struct CwdFile(PathBuf);
+/// temporary directory, given to the command's user, locked by this server while the command
+/// runs, removed when dropped.
+struct CwdFile {
+    path: PathBuf,
+    /// Held open and locked: read back through this descriptor, never by name again (the
+    /// command could put a symlink or a FIFO in its place), and a file nobody holds is a dead
+    /// server's.
+    file: Flock<File>,
+}
 
 impl CwdFile {
-    fn create() -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("otter-cwd-{}", Uuid::new_v4().simple()));
-        std::fs::OpenOptions::new()
+    fn create(isolation: &Isolation) -> std::io::Result<Self> {
+        let dir = std::env::temp_dir();
+        let id = Uuid::new_v4().simple();
+        // Made and locked under a name `recover` does not look at, then renamed, so that a
+        // server starting meanwhile never sees it unlocked.
+        let fresh = dir.join(format!(".{CWD_FILE_PREFIX}{id}"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)?;
-        Ok(Self(path))
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&fresh)?;
+        let prepared = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| std::io::Error::from(e))
+            .and_then(|file| {
+                if let Some(user) = isolation.job_user() {
+                    nix::unistd::fchown(&*file, Some(user.uid), Some(user.gid))?;
+                }
+                let path = dir.join(format!("{CWD_FILE_PREFIX}{id}"));
+                std::fs::rename(&fresh, &path)?;
+                Ok(Self { path, file })
+            });
+        if prepared.is_err() {
+            let _ = std::fs::remove_file(&fresh);
+        }
+        prepared
     }
 
     /// The directory written, without the newline `pwd` adds; `None` if nothing was.
     fn read(&self) -> Option<PathBuf> {
-        let mut bytes = Vec::new();
-        std::fs::File::open(&self.0)
-            .ok()?
-            .take(files::MAX_PATH_BYTES as u64 + 2)
-            .read_to_end(&mut bytes)
-            .ok()?;
+        let mut bytes = vec![0; files::MAX_PATH_BYTES + 2];
+        let mut len = 0;
+        while len < bytes.len() {
+            match self.file.read_at(&mut bytes[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(_) => return None,
+            }
+        }
+        bytes.truncate(len);
         if bytes.last() == Some(&b'\n') {
             bytes.pop();
         }
@@ -441,7 +499,52 @@ impl CwdFile {
 
 impl Drop for CwdFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Cleans what a server killed on this host (SIGKILL, a crash) left behind: the processes of its
+/// commands (killed), their sessions' holds (released now rather than when they lapse) and its
+/// cwd files. Harmless beside live servers, whose commands are locked: servers run it at start
+/// and then every few seconds.
+pub async fn recover(pool: &PgPool, isolation: &Isolation) {
+    for name in isolation.sweep(&[UnitKind::Command]).await {
+        let Some((session, holder)) = name.command_hold() else {
+            continue;
+        };
+        match shell_sessions::abandon(pool, session, holder).await {
+            Ok(true) => {
+                tracing::warn!(shell_session_id = %session, "released the session of a command whose server died")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(shell_session_id = %session, error = %e, "could not release the session of a command whose server died")
+            }
+        }
+    }
+    let _ = tokio::task::spawn_blocking(remove_dead_cwd_files).await;
+}
+
+/// Removes the cwd files in the temporary directory that no live server holds.
+fn remove_dead_cwd_files() {
+    let dir = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(CWD_FILE_PREFIX) {
+            continue;
+        }
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(entry.path());
+        if let Ok(file) = opened
+            && Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -609,10 +712,12 @@ mod tests {
             .expect("tmp")
             .join(format!("otter-shell-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
-        let marker = CwdFile::create().expect("cwd file");
+        let own_user = Isolation::new(None, &crate::config::CgroupRoot::None, "shell-tests")
+            .expect("isolation");
+        let marker = CwdFile::create(&own_user).expect("cwd file");
         let status = tokio::process::Command::new("sh")
             .arg("-c")
-            .arg(script("cd sub && echo moved; exit 3", &marker.0))
+            .arg(script("cd sub && echo moved; exit 3", &marker.path))
             .current_dir(&dir)
             .stdout(std::process::Stdio::null())
             .status()
@@ -624,11 +729,11 @@ mod tests {
         assert_eq!(next, Some(dir.join("sub").display().to_string()));
         assert!(warning.is_none());
 
-        std::fs::write(&marker.0, "/\n").expect("write");
+        std::fs::write(&marker.path, "/\n").expect("write");
         let (next, warning) = end_dir(&dir.join("sub"), &dir, &marker);
         assert!(next.is_none());
         assert!(warning.expect("warning").contains("outside"));
-        let path = marker.0.clone();
+        let path = marker.path.clone();
         drop(marker);
         assert!(!path.exists());
         std::fs::remove_dir_all(dir).ok();

@@ -47,6 +47,10 @@ impl TestEnv {
         url.set_path(&db_name);
         let dir = std::env::temp_dir().join(format!("otter-test-{id}"));
         std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        // Open to the job user too (vibe's stand-in writes its records and pid files here),
+        // as a temporary directory is.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+            .expect("open the scratch directory");
         Self {
             database_url: url.to_string(),
             redis_url,
@@ -82,10 +86,93 @@ impl TestEnv {
         Config::from_map(&self.vars(extra)).expect("a valid test config")
     }
 
+    /// Removes what the test's installation left of its units' scope (`OTTER_QUEUE_NAME`), when
+    /// nothing runs in it any more.
+    fn remove_units_scope(&self) {
+        let isolation = crate::isolation::Isolation::new(
+            None,
+            &crate::config::CgroupRoot::Auto,
+            &self.queue_name,
+        );
+        if let Ok(isolation) = isolation {
+            isolation.remove_scope_if_empty();
+        }
+    }
+
     /// A new directory under the scratch directory.
     pub fn mkdir(&self, name: &str) -> PathBuf {
         let path = self.dir.join(name);
         std::fs::create_dir_all(&path).expect("create a test directory");
         path
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.remove_units_scope();
+    }
+}
+
+/// A copy of the program `path` that the job user can run: Cargo's target directory usually
+/// lies in root's home (mode 0700), out of the job user's reach. A hard link where it can be
+/// (no space taken), else a copy, made once per build of it into
+/// `/tmp/otter-test-bin-<fingerprint>/` (mode 0755); those of builds older than a day go.
+pub fn reachable_by_jobs(path: &str) -> String {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let fingerprint = format!(
+        "{:x}-{:x}-{:x}",
+        meta.ino(),
+        meta.size(),
+        meta.mtime_nsec() ^ meta.mtime()
+    );
+    let tmp = std::env::temp_dir();
+    let dir = tmp.join(format!("otter-test-bin-{fingerprint}"));
+    let name = std::path::Path::new(path).file_name().expect("a file name");
+    let copy = dir.join(name);
+    if !copy.exists() {
+        remove_stale_copies(&tmp);
+        std::fs::create_dir_all(&dir).expect("create the copy's directory");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // Made under a private name, then renamed: test processes may do this at once. Linked,
+        // or copied by cp, never written here: a child forked meanwhile by another thread of
+        // this process would hold the copy open for writing until its exec, and running it
+        // would fail with ETXTBSY.
+        let partial = dir.join(format!(
+            ".{}-{}",
+            name.to_string_lossy(),
+            uuid::Uuid::new_v4()
+        ));
+        if std::fs::hard_link(path, &partial).is_err() {
+            let copied = std::process::Command::new("cp")
+                .arg(path)
+                .arg(&partial)
+                .status()
+                .expect("run cp");
+            assert!(copied.success(), "cp {path} {}", partial.display());
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
+        std::fs::rename(&partial, &copy).expect("put the copy in place");
+    }
+    copy.display().to_string()
+}
+
+/// Removes the `otter-test-bin-*` directories in `tmp` untouched for a day.
+fn remove_stale_copies(tmp: &std::path::Path) {
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > day));
+        if stale
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("otter-test-bin-")
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }

@@ -6,12 +6,18 @@
 //!
 //! The roots are compared in their canonical form, whichever way they and the path are
 //! spelled: a root that is itself a symlink is the directory it leads to.
+//!
+//! When Otter runs as root, what it creates here belongs to the job user (`OTTER_JOB_USER`), who
+//! runs the workspace's jobs and commands: the `VIBE_HOME`, and the workspace directory when
+//! Otter made it. An existing directory registered as a workspace is never given away: its
+//! owner decides who may write it.
 
 use std::path::{Component, Path, PathBuf};
 
 use crate::beneath::{self, Dir, Kind, MAX_NAME_BYTES, WalkError};
 use crate::config::Config;
 use crate::demo;
+use crate::isolation::{IsolationError, JobUser};
 use crate::model::WorkspaceId;
 
 /// Longest path accepted, in bytes.
@@ -54,6 +60,9 @@ pub enum WorkspaceError {
         /// The error.
         source: std::io::Error,
     },
+    /// The job user could not be found or given the directory.
+    #[error(transparent)]
+    Isolation(#[from] IsolationError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkspaceError {
@@ -77,7 +86,22 @@ pub(crate) fn name_too_long(len: usize) -> String {
 /// root the path is spelled in: the path is walked one name at a time from that root's
 /// descriptor (see [`beneath`]), symlinks are followed only while they stay inside it, and each
 /// missing directory is made in the directory the walk holds. Nothing is made outside the roots.
+///
+/// A directory Otter made (the last one of the path) is given to the job user.
 pub fn resolve_path(config: &Config, raw: &str, create: bool) -> Result<PathBuf, WorkspaceError> {
+    let existed = !raw.is_empty() && std::fs::symlink_metadata(raw).is_ok();
+    let path = check_or_create(config, raw, create)?;
+    if create
+        && !existed
+        && let Some(user) = JobUser::resolve(&config.job_user)?
+    {
+        user.give_dir(&path)?;
+    }
+    Ok(path)
+}
+
+/// [`resolve_path`] but for giving what it made away.
+fn check_or_create(config: &Config, raw: &str, create: bool) -> Result<PathBuf, WorkspaceError> {
     if raw.is_empty() {
         return Err(WorkspaceError::InvalidPath(
             "path must not be empty".to_owned(),
@@ -312,7 +336,8 @@ const OTTER_SETTINGS: &[(&str, &str)] = &[
 /// Creates the workspace's `VIBE_HOME`: the template home copied in first when configured, then
 /// `config.toml` (telemetry and update checks off, the demo model's entry when `OTTER_DEMO` is
 /// on, the template's other settings kept), `trusted_folders.toml` trusting exactly
-/// `workspace_path`, and `.env` with the API key (mode 0600).
+/// `workspace_path`, and `.env` with the API key (mode 0600); all of it then given to the job
+/// user.
 pub fn provision_vibe_home(
     config: &Config,
     home: &Path,
@@ -349,6 +374,9 @@ pub fn provision_vibe_home(
     );
     std::fs::write(&env_path, env).map_err(io(format!("writing {}", env_path.display())))?;
     set_mode(&env_path, 0o600)?;
+    if let Some(user) = JobUser::resolve(&config.job_user)? {
+        user.give_tree(home)?;
+    }
     Ok(())
 }
 

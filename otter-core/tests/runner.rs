@@ -1,20 +1,42 @@
 //! The process runner on real tiny commands: exit codes, both streams, order, timeouts and
-//! cancellation that take the whole process group, the output budget.
+//! cancellation that take every process the child started, the output budget.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use otter_core::CgroupRoot;
+use otter_core::isolation::{Isolation, Unit, UnitKind, UnitName};
 use otter_core::model::OutputStream;
 use otter_core::runner::{self, Line, RunOutcome, RunSpec, RunnerError};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+/// Children run as this process's user (the job user is the end-to-end tests' business), in a
+/// cgroup where one can be made (as root), else with the marker.
+fn isolation() -> &'static Arc<Isolation> {
+    static ISOLATION: OnceLock<Arc<Isolation>> = OnceLock::new();
+    ISOLATION.get_or_init(|| {
+        Arc::new(Isolation::new(None, &CgroupRoot::Auto, "runner-tests").expect("isolation"))
+    })
+}
+
+/// A fresh unit of `isolation`.
+async fn unit_of(isolation: &Arc<Isolation>) -> Arc<Unit> {
+    Unit::create(isolation, UnitName::task())
+        .await
+        .expect("a unit")
+}
+
 fn sh(script: &str) -> RunSpec {
+    sh_in(script, futures::executor::block_on(unit_of(isolation())))
+}
+
+fn sh_in(script: &str, unit: Arc<Unit>) -> RunSpec {
     RunSpec {
         program: "sh".into(),
         args: vec!["-c".into(), script.into()],
         cwd: std::env::temp_dir(),
-        env_remove: vec![],
+        unit,
         env: vec![("OTTER_RUNNER_TEST".to_owned(), "yes".to_owned())],
         stdout_as: OutputStream::Stdout,
         stderr_as: OutputStream::Stderr,
@@ -372,6 +394,8 @@ async fn output_ends_even_when_a_kept_background_process_holds_the_pipes() {
     // setup.sh starting its app without redirecting it: the app inherits the pipes.
     let mut spec = sh("sleep 300 & echo $!");
     spec.reap_group_on_exit = false;
+    // Kept alive here: a unit dropped by its owner is killed.
+    let _unit = spec.unit.clone();
     let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
     let task = tokio::spawn(async move { runner::run(&spec, tx, &CancellationToken::new()).await });
     let pid: u32 = rx.recv().await.expect("the pid").text.parse().unwrap();
@@ -384,4 +408,161 @@ async fn output_ends_even_when_a_kept_background_process_holds_the_pipes() {
         .arg("-9")
         .arg(pid.to_string())
         .status();
+}
+
+/// Every containment this machine offers: the cgroup where one can be made (as root, with a
+/// writable cgroup v2), and the marker everywhere.
+fn containments() -> Vec<Arc<Isolation>> {
+    let mut all = vec![Arc::new(
+        Isolation::new(None, &CgroupRoot::None, "runner-tests").expect("marker isolation"),
+    )];
+    if matches!(
+        isolation().containment(),
+        otter_core::isolation::Containment::Cgroup { .. }
+    ) {
+        all.push(isolation().clone());
+    }
+    all
+}
+
+/// Three ways out of the process group, each printing the pid that ends up sleeping before the
+/// script goes on: a background `setsid`, `setsid -f` (which forks), and a program that moves
+/// itself to a group of its own before it execs (forked by python, which prints its pid).
+const ESCAPES: &str = "setsid sleep 300 >/dev/null 2>&1 </dev/null & echo $!
+setsid -f sh -c 'echo $$; exec sleep 300 >/dev/null 2>&1' </dev/null
+python3 -c 'import os
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)
+    os.execvp(\"sh\", [\"sh\", \"-c\", \"exec sleep 300 >/dev/null 2>&1\"])
+print(pid, flush=True)' </dev/null
+";
+
+/// Reads the three pids [`ESCAPES`] prints.
+async fn escaped_pids(rx: &mut mpsc::UnboundedReceiver<Line>) -> Vec<u32> {
+    let mut pids = Vec::new();
+    while pids.len() < 3 {
+        let line = rx.recv().await.expect("an escaped pid");
+        if let Ok(pid) = line.text.trim().parse() {
+            pids.push(pid);
+        }
+    }
+    for pid in &pids {
+        assert!(alive(*pid), "{pid} runs");
+    }
+    pids
+}
+
+#[tokio::test]
+async fn what_leaves_the_group_is_killed_at_the_timeout_on_cancel_and_at_the_exit() {
+    for isolation in containments() {
+        let what = format!("{:?}", isolation.containment());
+        // The timeout.
+        // The unit is held here, so that only the runner's own stop can kill (a unit dropped
+        // by its owner is killed too).
+        let unit = unit_of(&isolation).await;
+        let mut spec = sh_in(&format!("{ESCAPES}sleep 300"), unit.clone());
+        spec.timeout = Some(Duration::from_secs(1));
+        let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
+        let task =
+            tokio::spawn(async move { runner::run(&spec, tx, &CancellationToken::new()).await });
+        let pids = escaped_pids(&mut rx).await;
+        assert_eq!(task.await.unwrap().unwrap(), RunOutcome::TimedOut, "{what}");
+        for pid in pids {
+            wait_gone(pid).await;
+        }
+
+        // A cancel.
+        let unit = unit_of(&isolation).await;
+        let spec = sh_in(&format!("{ESCAPES}sleep 300"), unit.clone());
+        let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
+        let cancel = CancellationToken::new();
+        let task = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move { runner::run(&spec, tx, &cancel).await })
+        };
+        let pids = escaped_pids(&mut rx).await;
+        cancel.cancel();
+        assert_eq!(
+            task.await.unwrap().unwrap(),
+            RunOutcome::Cancelled,
+            "{what}"
+        );
+        for pid in pids {
+            wait_gone(pid).await;
+        }
+
+        // The child's own exit.
+        let unit = unit_of(&isolation).await;
+        let spec = sh_in(ESCAPES, unit.clone());
+        let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
+        let task =
+            tokio::spawn(async move { runner::run(&spec, tx, &CancellationToken::new()).await });
+        let pids = escaped_pids(&mut rx).await;
+        assert_eq!(
+            task.await.unwrap().unwrap(),
+            RunOutcome::Exited(0),
+            "{what}"
+        );
+        for pid in pids {
+            wait_gone(pid).await;
+        }
+        drop(unit);
+    }
+}
+
+#[tokio::test]
+async fn a_foreground_setsid_is_stopped_at_the_timeout() {
+    for isolation in containments() {
+        // The trap keeps sh from exec'ing its last command, as the command endpoints' script
+        // does: sh waits for a child in a session of its own.
+        let mut spec = sh_in(
+            "trap 'echo done' EXIT; setsid sh -c 'echo $$; exec sleep 300 >/dev/null'",
+            unit_of(&isolation).await,
+        );
+        spec.timeout = Some(Duration::from_secs(1));
+        let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
+        let task =
+            tokio::spawn(async move { runner::run(&spec, tx, &CancellationToken::new()).await });
+        let pid: u32 = rx.recv().await.expect("the pid").text.parse().unwrap();
+        assert_eq!(task.await.unwrap().unwrap(), RunOutcome::TimedOut);
+        wait_gone(pid).await;
+    }
+}
+
+#[tokio::test]
+async fn a_kept_unit_leaves_its_processes_running_and_a_closed_one_does_not() {
+    for isolation in containments() {
+        let unit = unit_of(&isolation).await;
+        let mut spec = sh_in(
+            "setsid sleep 300 >/dev/null 2>&1 </dev/null & echo $!",
+            unit.clone(),
+        );
+        spec.reap_group_on_exit = false;
+        let (_, lines) = run(&spec).await;
+        let pid: u32 = lines[0].text.parse().unwrap();
+        unit.keep(UnitName::task()).await.expect("kept");
+        drop(spec);
+        drop(unit);
+        assert!(alive(pid), "a kept process survives its unit");
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status();
+        wait_gone(pid).await;
+        // A kept unit has no owner: a sweep finds it (and removes it once empty).
+        isolation.sweep(&[UnitKind::Task]).await;
+
+        let unit = unit_of(&isolation).await;
+        let mut spec = sh_in(
+            "setsid sleep 300 >/dev/null 2>&1 </dev/null & echo $!",
+            unit.clone(),
+        );
+        spec.reap_group_on_exit = false;
+        let (_, lines) = run(&spec).await;
+        let pid: u32 = lines[0].text.parse().unwrap();
+        assert!(alive(pid));
+        unit.close().await;
+        wait_gone(pid).await;
+    }
 }

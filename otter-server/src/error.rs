@@ -183,9 +183,9 @@ impl From<ServiceError> for AppError {
                 AppError::Forbidden(format!("path: {msg}"))
             }
             ServiceError::Workspace(WorkspaceError::Unusable(msg)) => AppError::Conflict(msg),
-            ServiceError::Workspace(e @ WorkspaceError::Io { .. }) => {
-                AppError::Internal(e.to_string())
-            }
+            ServiceError::Workspace(
+                e @ (WorkspaceError::Io { .. } | WorkspaceError::Isolation(_)),
+            ) => AppError::Internal(e.to_string()),
             ServiceError::Db(e) => e.into(),
         }
     }
@@ -217,7 +217,9 @@ impl From<ShellError> for AppError {
             ShellError::Files(e) => e.into(),
             ShellError::Db(e) => e.into(),
             ShellError::Cancelled => AppError::Unavailable(e.to_string()),
-            ShellError::Runner(_) | ShellError::Internal(_) => AppError::Internal(e.to_string()),
+            ShellError::Runner(_) | ShellError::Isolation(_) | ShellError::Internal(_) => {
+                AppError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -5,15 +5,22 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use otter_core::Config;
+use otter_core::isolation::{self, Isolation};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // First: from here on no process of this user can read its environment or memory.
+    isolation::harden_process().context("could not protect the server's process")?;
     let config = Config::from_env().context("invalid configuration")?;
     otter_core::telemetry::init(config.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(otter_core::telemetry::cancel_on_signal(shutdown.clone()));
-    let state = otter_server::build_state(Arc::new(config), shutdown)
+    let isolation = Arc::new(Isolation::from_config(&config).context("cannot run commands")?);
+    isolation
+        .supervise_orphans(shutdown.clone())
+        .context("cannot adopt the commands' orphans")?;
+    let state = otter_server::build_state(Arc::new(config), isolation, shutdown)
         .await
         .context("otter-server could not start")?;
     otter_server::serve(state)

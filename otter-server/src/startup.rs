@@ -10,8 +10,10 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use otter_core::isolation::Isolation;
 use otter_core::model::JobId;
-use otter_core::{Config, EventFeed, HostName, Queue, db};
+use otter_core::{Config, EventFeed, HostName, Queue, db, shell};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -32,6 +34,10 @@ const BODY_LIMIT: usize = 1024 * 1024;
 /// How often the containers of deleted workspaces are looked for and removed (when the runtime
 /// is enabled; `POST /v1/runtime/cleanup` does it at once).
 const RUNTIME_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// How often what dead servers on this host left (their commands' processes, session holds and
+/// cwd files) is looked for, besides at start.
+const RECOVER_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why the server could not start. Each message names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -58,13 +64,22 @@ pub enum StartupError {
     Unauthenticated(std::net::SocketAddr),
 }
 
-/// Connects to PostgreSQL (running migrations) and Redis, and starts the event feed.
+/// Connects to PostgreSQL (running migrations) and Redis, starts the event feed, and cleans
+/// what a server killed on this host left behind (then again every 10 s). Commands run as
+/// `isolation` says (`Isolation::from_config`).
 pub async fn build_state(
     config: Arc<Config>,
+    isolation: Arc<Isolation>,
     shutdown: CancellationToken,
 ) -> Result<AppState, StartupError> {
     let pool = db::connect(&config).await?;
     db::migrate(&pool).await?;
+    shell::recover(&pool, &isolation).await;
+    tokio::spawn(recover_now_and_then(
+        pool.clone(),
+        isolation.clone(),
+        shutdown.clone(),
+    ));
     let queue = Queue::connect(config.redis_url.expose(), &config.queue_name).await?;
     let feed =
         EventFeed::start_with(pool.clone(), shutdown.clone(), config.event_page_max_bytes).await?;
@@ -82,7 +97,22 @@ pub async fn build_state(
         config,
         shutdown,
         runtime,
+        isolation,
     })
+}
+
+/// [`shell::recover`] every [`RECOVER_INTERVAL`] until shutdown.
+async fn recover_now_and_then(
+    pool: PgPool,
+    isolation: Arc<Isolation>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RECOVER_INTERVAL) => shell::recover(&pool, &isolation).await,
+        }
+    }
 }
 
 /// The whole application: routes and layers.

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use otter_core::isolation::Isolation;
 use otter_core::runtime::Runtime;
 use otter_core::{Config, EventFeed, Queue};
 use sqlx::PgPool;
@@ -23,4 +24,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The runtime containers' manager; `None` unless `OTTER_RUNTIME_ENABLED=true`.
     pub runtime: Option<Arc<Runtime>>,
+    /// Who the commands run as, and how their processes are kept track of.
+    pub isolation: Arc<Isolation>,
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otter_core::Config;
-pub use otter_core::testing::TestEnv;
+use otter_core::isolation::Isolation;
+pub use otter_core::testing::{TestEnv, reachable_by_jobs};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -64,7 +65,10 @@ impl TestApp {
         let config: Config = env.config(extra);
         let token = config.api_tokens.first().map(|t| t.expose().to_owned());
         let shutdown = CancellationToken::new();
-        let state = otter_server::build_state(Arc::new(config), shutdown.clone())
+        let isolation = Arc::new(Isolation::from_config(&config).expect(
+            "isolation: as root, the job user must exist (scripts/services.sh start creates it)",
+        ));
+        let state = otter_server::build_state(Arc::new(config), isolation, shutdown.clone())
             .await
             .expect("server state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -157,17 +161,38 @@ impl TestApp {
         self.request(Method::POST, path, Some(body)).await
     }
 
-    /// Creates a workspace on a fresh directory and returns its JSON.
+    /// Creates a workspace on a fresh directory (made by Otter, so that it belongs to the job
+    /// user when Otter runs as root) and returns its JSON.
     pub async fn workspace(&self, name: &str) -> Value {
-        let dir = self.env.mkdir(name);
+        let dir = self.env.dir.join(name);
         let (status, body) = self
             .post(
                 "/v1/workspaces",
-                json!({ "name": name, "path": dir.display().to_string() }),
+                json!({ "name": name, "path": dir.display().to_string(), "create": true }),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
+    }
+
+    /// Waits (up to 10 s) until no process started for this test is left: none whose
+    /// environment, command line or working directory names this test's scratch directory
+    /// (every child of Otter's has `VIBE_HOME` below it; the test's own processes carry it in
+    /// `OTTER_VIBE_HOME_BASE`, their arguments or their directory). Panics listing them.
+    pub async fn assert_no_processes_left(&self) {
+        let marker = self.env.dir.display().to_string();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = processes_naming(&marker);
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "processes of this test are still running: {left:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Submits `prompt` to `workspace` (a JSON from [`TestApp::workspace`]) and returns the job's
@@ -316,6 +341,61 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The living processes (pid and command line) whose environment, command line or working
+/// directory contains `marker`; zombies and this process excluded.
+pub fn processes_naming(marker: &str) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let needle = marker.as_bytes();
+    let has = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or_default().trim_start();
+        if state.is_empty() || state.starts_with('Z') || state.starts_with('X') {
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if has(&environ) || has(&cmdline) || has(cwd.as_bytes()) {
+            let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push((pid, shown));
+        }
+    }
+    found
+}
+
+/// What an operator does to an existing directory before registering it as a workspace when
+/// Otter runs as root (Otter gives away only what it creates itself): `chown -R otter-job:` it.
+/// Nothing to do when the tests do not run as root.
+pub fn give_to_job_user(dir: &std::path::Path) {
+    if otter_core::isolation::JobUser::resolve("otter-job")
+        .expect("as root, the job user otter-job must exist")
+        .is_none()
+    {
+        return;
+    }
+    let status = std::process::Command::new("chown")
+        .arg("-R")
+        .arg("otter-job:")
+        .arg(dir)
+        .status()
+        .expect("run chown");
+    assert!(status.success(), "chown -R otter-job: {}", dir.display());
 }
 
 /// Says loudly that a test cannot run because `what` is missing, and returns so that the caller

@@ -1,17 +1,25 @@
 //! One run of one job: write Otter's instructions to the workspace's `VIBE_HOME/AGENTS.md`, run
 //! vibe (DESIGN.md §4), stream its lines, read `export.json`, map the exit code (DESIGN.md §3),
 //! run `setup.sh` after a success, and record the end, all fenced by the run's lease.
+//!
+//! Vibe and `setup.sh` run in one unit ([`otter_core::isolation`]) named after the attempt:
+//! before it is made, any other run of the workspace still on this host (a lost one) is
+//! killed, and when the run ends nothing of it is left but what a successful `setup.sh`
+//! started, which is kept on purpose. Everything the worker does in the workspace's
+//! `VIBE_HOME`, which the job can write, it does with the job user's rights.
 
 use std::ffi::OsString;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use otter_core::db::jobs::{self, Finish, Heartbeat, Lease, RunEnd};
 use otter_core::db::{retry_read, workspaces};
+use otter_core::isolation::{Isolation, Unit, UnitName};
 use otter_core::model::{Job, JobOutput, NewEvent, OutputStream, Workspace, kinds};
-use otter_core::runner::{self, RunOutcome, RunSpec, RunnerError, SpillSpec, secret_env_names};
-use otter_core::vibe::{RunExport, read_export};
+use otter_core::runner::{self, Line, RunOutcome, RunSpec, RunnerError, SpillSpec};
+use otter_core::vibe::{RunExport, parse_export};
 use otter_core::{Config, demo, instructions, workspace};
 use serde_json::json;
 
@@ -80,6 +88,15 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
         Err(e) => return failed(format!("workspace unavailable: {e}"), true, None),
     };
 
+    // The claim is real: any other run of this workspace still on this host is a lost one, and
+    // must be gone before this one starts (one running job per workspace).
+    ctx.isolation.stop_runs_of(workspace.id).await;
+    let unit_name = UnitName::run(workspace.id, job.id, lease.attempt);
+    let unit = match Unit::create(&ctx.isolation, unit_name).await {
+        Ok(unit) => unit,
+        Err(e) => return failed(format!("could not prepare the run: {e}"), true, None),
+    };
+
     let cancel = control.token();
     let heartbeat = heartbeat(ctx, lease, control);
     tokio::pin!(heartbeat);
@@ -89,7 +106,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
 
     let run_dir = run_dir(&workspace, lease);
     let run = async {
-        match prepare(config, ctx.instructions, job, lease, &workspace, &run_dir).await {
+        match prepare(ctx, job, lease, &workspace, &run_dir, &unit).await {
             Ok(spec) => runner::run(&spec, tx.clone(), cancel)
                 .await
                 .map_err(|e| match e {
@@ -106,7 +123,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
         outcome = run => outcome,
         never = &mut heartbeat => match never {},
     };
-    let export = match read_export(&run_dir).await {
+    let export = match read_export(&ctx.isolation, &run_dir).await {
         Ok(export) => export,
         Err(e) => {
             tracing::warn!(job_id = %job.id, error = %e, "export.json unreadable");
@@ -120,12 +137,19 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     };
 
     if matches!(finish.end, RunEnd::Succeeded) && !cancel.is_cancelled() {
-        let setup = run_setup(config, &workspace, &run_dir, &tx, cancel);
+        let setup = run_setup(config, &workspace, &unit, &tx, cancel);
         finish.details = tokio::select! {
             details = setup => details,
             never = &mut heartbeat => match never {},
         };
+        // What setup.sh started is the app: it stays, in a unit of its own.
+        let app = UnitName::app(workspace.id, job.id, lease.attempt);
+        if let Err(e) = unit.keep(app).await {
+            tracing::warn!(job_id = %job.id, error = %e, "could not keep what setup.sh started");
+        }
     }
+    // Nothing else of the run may outlive it.
+    unit.close().await;
 
     drop(tx);
     let report = sink.await.unwrap_or_default();
@@ -202,24 +226,15 @@ pub(crate) enum InstructionsVia {
 }
 
 impl InstructionsVia {
-    /// Asks `vibe --version`: 3.x and later read `AGENTS.md`, older versions get the prefix.
-    /// When the version cannot be told (vibe missing, odd output), `AGENTS.md` is assumed: jobs
-    /// will say what is wrong with vibe when they run it.
-    pub(crate) async fn detect(config: &Config) -> Self {
-        let run = tokio::process::Command::new(&config.vibe_bin)
-            .arg("--version")
-            .envs(config.vibe_extra_env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let output = match tokio::time::timeout(Duration::from_secs(20), run).await {
-            Ok(Ok(output)) => String::from_utf8_lossy(&output.stdout).into_owned(),
-            Ok(Err(e)) => {
+    /// Asks `vibe --version` (run the way jobs run it: as the job user, in a unit of its own):
+    /// 3.x and later read `AGENTS.md`, older versions get the prefix. When the version cannot be
+    /// told (vibe missing, odd output), `AGENTS.md` is assumed: jobs will say what is wrong with
+    /// vibe when they run it.
+    pub(crate) async fn detect(config: &Config, isolation: &Arc<Isolation>) -> Self {
+        let output = match version(config, isolation).await {
+            Ok(output) => output,
+            Err(e) => {
                 tracing::warn!(vibe = %config.vibe_bin.display(), error = %e, "cannot run `vibe --version`");
-                return Self::AgentsMd;
-            }
-            Err(_) => {
-                tracing::warn!(vibe = %config.vibe_bin.display(), "`vibe --version` did not answer");
                 return Self::AgentsMd;
             }
         };
@@ -242,6 +257,63 @@ impl InstructionsVia {
     }
 }
 
+/// What `vibe --version` prints on stdout.
+async fn version(config: &Config, isolation: &Arc<Isolation>) -> Result<String, String> {
+    let unit = Unit::create(isolation, UnitName::task())
+        .await
+        .map_err(|e| e.to_string())?;
+    let spec = RunSpec {
+        program: config.vibe_bin.clone(),
+        args: vec!["--version".into()],
+        cwd: std::env::temp_dir(),
+        unit: unit.clone(),
+        env: config.vibe_extra_env.clone(),
+        stdout_as: OutputStream::Stdout,
+        stderr_as: OutputStream::Stderr,
+        timeout: Some(Duration::from_secs(20)),
+        kill_grace: Duration::from_secs(1),
+        output_budget: None,
+        spill: None,
+        reap_group_on_exit: true,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
+    let outcome = runner::run(&spec, tx, &CancellationToken::new()).await;
+    unit.close().await;
+    let mut stdout = String::new();
+    while let Ok(line) = rx.try_recv() {
+        if line.stream == OutputStream::Stdout {
+            stdout.push_str(&line.text);
+            stdout.push('\n');
+        }
+    }
+    match outcome {
+        Ok(RunOutcome::TimedOut) => Err("it did not answer within 20 s".to_owned()),
+        Ok(_) => Ok(stdout),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Reads `<run_dir>/export.json` as the job user would (the job can write the run directory);
+/// `Ok(None)` when vibe wrote none.
+async fn read_export(
+    isolation: &Arc<Isolation>,
+    run_dir: &Path,
+) -> Result<Option<RunExport>, String> {
+    let isolation = isolation.clone();
+    let path = run_dir.join("export.json");
+    let bytes =
+        tokio::task::spawn_blocking(move || isolation.read_job_file(&path, EXPORT_MAX_BYTES))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("reading export.json: {e}"))?;
+    bytes
+        .map(|b| parse_export(&b).map_err(|e| e.to_string()))
+        .transpose()
+}
+
+/// The largest `export.json` read (the real one is a few KiB).
+const EXPORT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Where vibe writes `export.json` for this attempt.
 fn run_dir(workspace: &Workspace, lease: &Lease) -> PathBuf {
     Path::new(&workspace.vibe_home)
@@ -249,40 +321,66 @@ fn run_dir(workspace: &Workspace, lease: &Lease) -> PathBuf {
         .join(format!("{}-{}", lease.job_id, lease.attempt))
 }
 
-/// Where the output of a run's processes overflows to when the database is behind.
-fn spill_spec(run_dir: &Path) -> SpillSpec {
+/// Where the output of a run's processes overflows to when the database is behind: a directory
+/// of the worker's own beside the homes (not the run directory, which the job can write).
+fn spill_spec(config: &Config) -> SpillSpec {
     SpillSpec {
-        dir: run_dir.to_path_buf(),
+        dir: config.vibe_home_base.join(".spill"),
         max_bytes: SPILL_MAX_BYTES,
     }
 }
 
-/// Writes the instructions and builds vibe's command line.
+/// Makes the run directory and writes the instructions (as the job user, in its `VIBE_HOME`),
+/// then builds vibe's command line.
 async fn prepare(
-    config: &Config,
-    via: InstructionsVia,
+    ctx: &Ctx,
     job: &Job,
     lease: &Lease,
     workspace: &Workspace,
     run_dir: &Path,
+    unit: &Arc<Unit>,
 ) -> Result<RunSpec, String> {
+    let config = &ctx.config;
     // Checked now, as the file and command APIs check it: a directory replaced by a link or
     // moved out of OTTER_ALLOWED_ROOTS since it was registered would have vibe work elsewhere.
     let root = workspace::open_registered(config, &workspace.path)
         .map_err(|e| format!("the workspace cannot be used: {e}"))?;
-    let home = Path::new(&workspace.vibe_home);
-    tokio::fs::create_dir_all(run_dir)
-        .await
-        .map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
-    // The home may predate this worker's configuration (OTTER_DEMO turned on or off since).
-    workspace::refresh_vibe_config(config, home).map_err(|e| e.to_string())?;
     let instructions = instructions::render(job.id, &config.api_base_url);
-    let agents = home.join("AGENTS.md");
-    // Written in both ways: a vibe that reads it is told, one that does not loses nothing.
-    tokio::fs::write(&agents, &instructions)
+    let prepared = {
+        let (isolation, home, run_dir) = (
+            ctx.isolation.clone(),
+            PathBuf::from(&workspace.vibe_home),
+            run_dir.to_path_buf(),
+        );
+        let (instructions, spill) = (instructions.clone(), spill_spec(config).dir);
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            // A home made before Otter switched users, or by a server of another user.
+            isolation.give_tree(&home).map_err(|e| e.to_string())?;
+            isolation.as_job(|| {
+                std::fs::create_dir_all(&run_dir)
+                    .map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
+                // The home may predate this worker's configuration (OTTER_DEMO turned on or off
+                // since).
+                workspace::refresh_vibe_config(&config, &home).map_err(|e| e.to_string())?;
+                let agents = home.join("AGENTS.md");
+                // Written in both ways: a vibe that reads it is told, one that does not loses
+                // nothing.
+                std::fs::write(&agents, &instructions)
+                    .map_err(|e| format!("writing {}: {e}", agents.display()))
+            })?;
+            // Best effort: without it, a run whose output outpaces the database waits instead.
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&spill);
+            Ok(())
+        })
         .await
-        .map_err(|e| format!("writing {}: {e}", agents.display()))?;
-    let prompt = match via {
+        .map_err(|e| format!("preparing the run failed: {e}"))?
+    };
+    prepared?;
+    let prompt = match ctx.instructions {
         InstructionsVia::AgentsMd => job.prompt.clone(),
         InstructionsVia::PromptPrefix => instructions::prefixed(&instructions, &job.prompt),
     };
@@ -335,14 +433,14 @@ async fn prepare(
         program: config.vibe_bin.clone(),
         args,
         cwd: root.path().to_path_buf(),
-        env_remove: secret_env_names(),
+        unit: unit.clone(),
         env,
         stdout_as: OutputStream::Stdout,
         stderr_as: OutputStream::Stderr,
         timeout,
         kill_grace: config.cancel_grace,
         output_budget: Some(Arc::new(Semaphore::new(OUTPUT_BUDGET_BYTES))),
-        spill: Some(spill_spec(run_dir)),
+        spill: Some(spill_spec(config)),
         reap_group_on_exit: true,
     })
 }
@@ -418,11 +516,12 @@ fn output(export: Option<&RunExport>, final_text: Option<&str>) -> JobOutput {
     }
 }
 
-/// Runs `setup.sh` if vibe left one, streaming its lines; returns details for the final event.
+/// Runs `setup.sh` if vibe left one, in the run's unit, streaming its lines; returns details
+/// for the final event.
 async fn run_setup(
     config: &Config,
     workspace: &Workspace,
-    run_dir: &Path,
+    unit: &Arc<Unit>,
     tx: &mpsc::UnboundedSender<SinkItem>,
     cancel: &CancellationToken,
 ) -> serde_json::Value {
@@ -457,14 +556,14 @@ async fn run_setup(
         program,
         args,
         cwd: dir,
-        env_remove: secret_env_names(),
+        unit: unit.clone(),
         env: vec![("VIBE_HOME".to_owned(), workspace.vibe_home.clone())],
         stdout_as: OutputStream::Setup,
         stderr_as: OutputStream::Setup,
         timeout: Some(config.setup_timeout),
         kill_grace: config.cancel_grace,
         output_budget: Some(Arc::new(Semaphore::new(OUTPUT_BUDGET_BYTES))),
-        spill: Some(spill_spec(run_dir)),
+        spill: Some(spill_spec(config)),
         reap_group_on_exit: false,
     };
     let result = match runner::run(&spec, tx.clone(), cancel).await {

@@ -3,7 +3,8 @@
 //! Otter's queue consumer. A worker process takes job ids from Redis, makes each claim real in
 //! PostgreSQL, runs vibe in the job's workspace (then `setup.sh`), writes every output line as an
 //! event and records the result. Any number of workers, on any number of machines, share one
-//! PostgreSQL and one Redis; nothing here assumes it is the only one.
+//! PostgreSQL and one Redis; nothing here assumes it is the only one. Vibe and `setup.sh` run
+//! contained and, when the worker is root, as the job user ([`otter_core::isolation`]).
 
 mod control;
 mod job;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otter_core::db::jobs::{self, Claim};
+use otter_core::isolation::Isolation;
 use otter_core::{Config, Queue, db};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
@@ -43,11 +45,24 @@ pub(crate) struct Ctx {
     pub(crate) controls: control::Controls,
     /// How Otter's instructions reach this vibe (decided once from `vibe --version`).
     pub(crate) instructions: job::InstructionsVia,
+    /// Who runs the jobs, and how their processes are kept track of.
+    pub(crate) isolation: Arc<Isolation>,
 }
 
 /// Runs a worker until `shutdown` is cancelled. On shutdown it stops claiming, lets running jobs
-/// finish within `OTTER_SHUTDOWN_GRACE`, then stops them and puts them back in the queue.
-pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(), WorkerError> {
+/// finish within `OTTER_SHUTDOWN_GRACE`, then stops them and puts them back in the queue. Jobs
+/// run as `isolation` says (`Isolation::from_config`).
+pub async fn run(
+    config: Arc<Config>,
+    isolation: Arc<Isolation>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    if !config.api_tokens.is_empty() {
+        tracing::warn!(
+            "OTTER_API_TOKENS is set, but the worker needs no API token: remove it from the \
+             worker's environment (jobs never get it, but nothing should hold a secret it does not use)"
+        );
+    }
     let pool = db::connect(&config).await?;
     db::migrate(&pool).await?;
     let queue = Queue::connect(config.redis_url.expose(), &config.queue_name).await?;
@@ -64,13 +79,16 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(),
         pool,
         queue,
         controls: control::Controls::default(),
-        instructions: job::InstructionsVia::detect(&config).await,
+        instructions: job::InstructionsVia::detect(&config, &isolation).await,
+        isolation: isolation.clone(),
     };
     tracing::info!(
         worker_id = %config.worker_id,
         concurrency = config.worker_concurrency,
         queue = %config.queue_name,
         vibe = %config.vibe_bin.display(),
+        job_user = isolation.job_user().map_or("(the worker's own)", |u| u.name.as_str()),
+        containment = ?isolation.containment(),
         "worker started"
     );
     if config.demo {

@@ -1,11 +1,12 @@
 //! Background duties every worker shares (running them on several workers is harmless):
 //! re-pushing PostgreSQL's claimable jobs to Redis (so a Redis that lost its data loses no job),
-//! recovering jobs whose worker stopped renewing its lease, and promoting retries whose backoff
-//! has passed.
+//! recovering jobs whose worker stopped renewing its lease, promoting retries whose backoff has
+//! passed, and killing what dead workers on this host left running (their units).
 
 use std::time::Duration;
 
 use otter_core::db::{jobs, workers};
+use otter_core::isolation::UnitKind;
 use otter_core::model::{JobId, WorkspaceId};
 use tokio_util::sync::CancellationToken;
 
@@ -52,8 +53,16 @@ async fn heartbeat(ctx: &Ctx) {
     }
 }
 
-/// One pass: recover expired leases, then make sure every claimable job is in Redis.
+/// One pass: kill what dead workers on this host left, recover expired leases, then make sure
+/// every claimable job is in Redis. The first pass runs as the worker starts.
 pub(crate) async fn reconcile_once(ctx: &Ctx) {
+    for unit in ctx
+        .isolation
+        .sweep(&[UnitKind::Run, UnitKind::App, UnitKind::Task])
+        .await
+    {
+        tracing::warn!(%unit, "killed the processes of a run whose worker died");
+    }
     match jobs::recover_expired(&ctx.pool).await {
         Ok(recovered) => {
             for (id, requeued) in recovered {

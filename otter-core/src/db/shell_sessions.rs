@@ -155,6 +155,22 @@ pub async fn release(
     Ok(done.rows_affected() == 1)
 }
 
+/// Ends `holder`'s hold on session `id` without changing its directory: its command's server
+/// died, and the next command should not have to wait for the hold to lapse. `Ok(false)`: the
+/// hold was gone already.
+#[tracing::instrument(skip_all, fields(shell_session_id = %id), err)]
+pub async fn abandon(pool: &PgPool, id: ShellSessionId, holder: Uuid) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE shell_sessions SET busy_token = NULL, busy_until = NULL
+          WHERE id = $1 AND busy_token = $2",
+    )
+    .bind(id)
+    .bind(holder)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// One session.
 pub async fn get(pool: &PgPool, id: ShellSessionId) -> Result<ShellSession, DbError> {
     sqlx::query_as::<_, ShellSession>(&format!(

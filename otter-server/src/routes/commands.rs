@@ -71,7 +71,14 @@ async fn run(
         shell_session_id: body.shell_session_id,
         timeout_secs: body.timeout_secs,
     };
-    let result =
-        shell::run_command(&state.db, &state.config, workspace, req, &state.shutdown).await?;
+    let result = shell::run_command(
+        &state.db,
+        &state.config,
+        &state.isolation,
+        workspace,
+        req,
+        &state.shutdown,
+    )
+    .await?;
     Ok(AppJson(result))
 }

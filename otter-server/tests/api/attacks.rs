@@ -52,6 +52,8 @@ impl Arena {
         let root = base.join("ws");
         std::fs::create_dir_all(root.join("sub")).unwrap();
         std::fs::write(root.join("ok.txt"), "fine").unwrap();
+        // Commands run as the job user when the server is root.
+        otter_testkit::give_to_job_user(&root);
         let (status, ws) = app
             .post(
                 "/v1/workspaces",

@@ -272,6 +272,7 @@ async fn a_timeout_kills_the_whole_process_group() {
         let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
         assert!(message.contains("timeout_secs"), "{message}");
     }
+    app.assert_no_processes_left().await;
 }
 
 #[tokio::test]
@@ -461,4 +462,5 @@ async fn a_command_of_a_client_that_went_away_is_stopped() {
     )
     .await;
     assert_eq!(next["stdout"], "again\n");
+    app.assert_no_processes_left().await;
 }

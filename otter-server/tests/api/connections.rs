@@ -233,6 +233,8 @@ async fn at_a_file_limit_of_256_three_hundred_half_open_connections_starve_no_on
         .build()
         .unwrap();
     let dir = env.mkdir("ws");
+    // Commands run as the job user when the server is root.
+    otter_testkit::give_to_job_user(&dir);
     let resp = client
         .post(format!("{base}/v1/workspaces"))
         .bearer_auth("tok")

@@ -6,6 +6,7 @@ mod auth;
 mod commands;
 mod connections;
 mod files;
+mod isolation;
 mod leases;
 mod memory;
 mod openapi;

@@ -72,6 +72,8 @@
 //!   executable with a `chmod` effect; in `FAKE_VIBE_SETUP_SUBDIR/` if that is set.
 //! * `stderr-noise`: `tools` with junk on stdout between entries (a non-JSON line, a line
 //!   of invalid UTF-8, an empty line, a 200 KiB line) and one junk line on stderr.
+//! * `probe`: a job trying to reach Otter's secrets (see `--probe` below); its one answer is
+//!   the probe's JSON report.
 //! * `exit:N`: user message, then exit with code N (export outcome `unknown`).
 //!
 //! # Other knobs (environment)
@@ -79,7 +81,10 @@
 //! * `FAKE_VIBE_SLEEP_MS`: delay before every model answer, every scenario (default 0,
 //!   `slow`: 2000).
 //! * `FAKE_VIBE_GRANDCHILD_STDIO=inherit`: the grandchild keeps stdout/stderr (holds the
-//!   pipes open); `FAKE_VIBE_GRANDCHILD_SECS`: its sleep (default 300).
+//!   pipes open); `FAKE_VIBE_GRANDCHILD_SECS`: its sleep (default 300);
+//!   `FAKE_VIBE_GRANDCHILD_SCRIPT=<path>`: the grandchild runs `sh <path>` instead, and the
+//!   stand-in waits for it before it goes on (tests start processes that try to escape,
+//!   `setsid` and the like, this way; the script starts them in the background and ends).
 //! * `FAKE_VIBE_NO_EXPORT=1`: write no `export.json` (a vibe that died before writing it).
 //! * `FAKE_VIBE_VERSION=X.Y.Z`: what `--version` reports (default 3.0.3).
 //! * `FAKE_VIBE_RECORD=<path>`: at startup (every run; not `--version`), append one JSON line
@@ -91,6 +96,18 @@
 //!   `<OTTER_JOB_ID or -> <unix time in ns>` (the moment the process started running).
 //! * `FAKE_VIBE_STALL_FILE=<path>` (benchmarks): keep in `<path>` the longest time, in µs, one
 //!   write of stdout was blocked (a reader that stalls shows up here).
+//! * `--probe` (alone, not a vibe option): print the probe's report and exit 0, for `setup.sh`
+//!   and commands. The probe tries what a job must not manage: read the environment and memory
+//!   of its parent and of each pid in `FAKE_VIBE_PROBE_PIDS` (`:`-separated), read each file in
+//!   `FAKE_VIBE_PROBE_FILES`, find `OTTER_API_TOKENS`, `OTTER_DATABASE_URL`, `DATABASE_URL`,
+//!   `OTTER_REDIS_URL` or `REDIS_URL` in the environment of any process it can read, then call
+//!   `GET /v1/projects` and `POST /v1/workspaces/command` on `OTTER_API_BASE_URL` with every
+//!   token it found and with its own `OTTER_API_TOKEN`, and post a preview URL for its own job
+//!   (`OTTER_JOB_ID`) with that token. The report is one JSON object: `uid`, `own_env` (the
+//!   names of its `OTTER_*`, `DATABASE_URL` and `REDIS_URL` variables), `pids` (per pid:
+//!   `environ` and `mem`, `"read"` or the error), `files` (likewise), `found` (each secret
+//!   variable seen: `pid`, `name`, `value`), `api` (each call: `call`, `token` (`job` or
+//!   `found`), `status`).
 //! * `VIBE_HOME` (default `~/.vibe`), `VIBE_ACTIVE_MODEL` or a top-level `active_model` in
 //!   `$VIBE_HOME/config.toml`, and `VIBE_API_RETRY_MAX_ELAPSED_TIME` are reflected in the
 //!   export's `config`.
@@ -148,6 +165,10 @@ fn main() -> ExitCode {
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    if argv == ["--probe"] {
+        println!("{}", probe::report());
+        return ExitCode::SUCCESS;
+    }
     // `--version` is Otter asking which vibe this is, not a run: it is not recorded.
     if !argv.iter().any(|a| a == "--version" || a == "-V") {
         record_invocation(&argv);
@@ -824,12 +845,13 @@ enum Scenario {
     GrandchildExit,
     Setup,
     StderrNoise,
+    Probe,
     Exit(u8),
 }
 
 const SCENARIO_NAMES: &str = "tools, rich, text, risky, config-error, missing-key, infra-error, \
                               turn-limit, price-limit, token-limit, slow, hang, flood, \
-                              grandchild, grandchild-exit, setup, stderr-noise, exit:N";
+                              grandchild, grandchild-exit, setup, stderr-noise, probe, exit:N";
 
 impl Scenario {
     fn parse(name: &str) -> Option<Scenario> {
@@ -851,6 +873,7 @@ impl Scenario {
             "grandchild-exit" => Scenario::GrandchildExit,
             "setup" => Scenario::Setup,
             "stderr-noise" => Scenario::StderrNoise,
+            "probe" => Scenario::Probe,
             _ => Scenario::Exit(name.strip_prefix("exit:")?.parse().ok()?),
         })
     }
@@ -864,6 +887,7 @@ struct Knobs {
     pidfile: Option<PathBuf>,
     grandchild_inherit: bool,
     grandchild_secs: u64,
+    grandchild_script: Option<PathBuf>,
     setup_subdir: Option<String>,
     no_export: bool,
 }
@@ -908,6 +932,9 @@ impl Knobs {
                 .map(PathBuf::from),
             grandchild_inherit,
             grandchild_secs: env_u64("FAKE_VIBE_GRANDCHILD_SECS", 300)?,
+            grandchild_script: env::var_os("FAKE_VIBE_GRANDCHILD_SCRIPT")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
             setup_subdir: env_string("FAKE_VIBE_SETUP_SUBDIR").filter(|s| !s.is_empty()),
             no_export: env_string("FAKE_VIBE_NO_EXPORT").is_some_and(|v| !v.is_empty() && v != "0"),
         })
@@ -1075,6 +1102,7 @@ fn script(knobs: &Knobs, i: u64) -> Option<Step> {
         }
         Scenario::TurnLimit => Some(step.tool(bash_tool(&format!("echo loop {i}")))),
         Scenario::Hang | Scenario::Grandchild => (i == 0).then(|| Step::new(Delay::Forever)),
+        Scenario::Probe => (i == 0).then(|| step.text(probe::report().to_string())),
         Scenario::Flood => match i {
             0 => {
                 let mut step = step;
@@ -1960,16 +1988,23 @@ fn record_invocation(argv: &[String]) {
 /// reach it), reaped by a thread if it dies first, and writes its pid to the pidfile.
 fn spawn_grandchild(knobs: &Knobs) -> Result<(), String> {
     let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg(format!("sleep {}", knobs.grandchild_secs))
-        .stdin(Stdio::null());
+    match &knobs.grandchild_script {
+        Some(script) => command.arg(script),
+        None => command
+            .arg("-c")
+            .arg(format!("sleep {}", knobs.grandchild_secs)),
+    };
+    command.stdin(Stdio::null());
     if !knobs.grandchild_inherit {
         command.stdout(Stdio::null()).stderr(Stdio::null());
     }
     let mut child = command
         .spawn()
         .map_err(|e| format!("could not start the grandchild: {e}"))?;
+    if knobs.grandchild_script.is_some() {
+        let _ = child.wait();
+        return Ok(());
+    }
     let pid = child.id();
     // Never joined: if we exit first, the grandchild lives on as an orphan.
     let _reaper = std::thread::Builder::new()
@@ -1989,6 +2024,158 @@ fn spawn_grandchild(knobs: &Knobs) -> Result<(), String> {
             })?;
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The probe: a job trying to reach Otter's secrets
+// ---------------------------------------------------------------------------------------
+
+mod probe {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    /// The variables that hold Otter's secrets.
+    const SECRETS: [&str; 5] = [
+        "OTTER_API_TOKENS",
+        "OTTER_DATABASE_URL",
+        "DATABASE_URL",
+        "OTTER_REDIS_URL",
+        "REDIS_URL",
+    ];
+
+    /// `"read"`, or why it could not be.
+    fn try_read(path: &str) -> Value {
+        match std::fs::File::open(path).and_then(|mut f| {
+            let mut buf = vec![0u8; 64];
+            f.read(&mut buf)
+        }) {
+            Ok(_) => json!("read"),
+            Err(e) => json!(e.to_string()),
+        }
+    }
+
+    fn env_of(pid: &str) -> Option<Vec<(String, String)>> {
+        let bytes = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        Some(
+            bytes
+                .split(|&b| b == 0)
+                .filter_map(|e| {
+                    let e = String::from_utf8_lossy(e);
+                    let (k, v) = e.split_once('=')?;
+                    Some((k.to_owned(), v.to_owned()))
+                })
+                .collect(),
+        )
+    }
+
+    /// `METHOD path` on the API at `base` with `token`; the status, or 0 when it failed.
+    fn call(base: &str, method: &str, path: &str, token: &str, body: &str) -> u16 {
+        let Some(host) = base.strip_prefix("http://") else {
+            return 0;
+        };
+        let host = host.split('/').next().unwrap_or_default();
+        let Ok(mut stream) = TcpStream::connect(host) else {
+            return 0;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(request.as_bytes()).is_err() {
+            return 0;
+        }
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub(super) fn report() -> Value {
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+        let own_env: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| k.starts_with("OTTER_") || SECRETS.contains(&k.as_str()))
+            .collect();
+        let mut pids = vec![std::os::unix::process::parent_id().to_string()];
+        pids.extend(
+            std::env::var("FAKE_VIBE_PROBE_PIDS")
+                .unwrap_or_default()
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned),
+        );
+        let per_pid: serde_json::Map<String, Value> = pids
+            .iter()
+            .map(|pid| {
+                let tried = json!({
+                    "environ": try_read(&format!("/proc/{pid}/environ")),
+                    "mem": try_read(&format!("/proc/{pid}/mem")),
+                });
+                (pid.clone(), tried)
+            })
+            .collect();
+        let files: serde_json::Map<String, Value> = std::env::var("FAKE_VIBE_PROBE_FILES")
+            .unwrap_or_default()
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(|p| (p.to_owned(), try_read(p)))
+            .collect();
+        let me = std::process::id().to_string();
+        let mut found = Vec::new();
+        let mut tokens = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+                continue;
+            }
+            for (name, value) in env_of(&pid).unwrap_or_default() {
+                if SECRETS.contains(&name.as_str()) {
+                    if name == "OTTER_API_TOKENS" {
+                        tokens.extend(value.split(',').map(|t| t.trim().to_owned()));
+                    }
+                    found.push(json!({ "pid": pid, "name": name, "value": value }));
+                }
+            }
+        }
+        let base = std::env::var("OTTER_API_BASE_URL").unwrap_or_default();
+        let job_token = std::env::var("OTTER_API_TOKEN").unwrap_or_default();
+        let workspace = json!({ "command": "id", "workspace_id": null }).to_string();
+        let mut api = Vec::new();
+        let mut attempt = |token: &str, kind: &str| {
+            api.push(json!({ "call": "GET /v1/projects", "token": kind,
+                "status": call(&base, "GET", "/v1/projects", token, "") }));
+            api.push(
+                json!({ "call": "POST /v1/workspaces/command", "token": kind,
+                "status": call(&base, "POST", "/v1/workspaces/command", token, &workspace) }),
+            );
+        };
+        attempt(&job_token, "job");
+        for token in tokens.iter().filter(|t| !t.is_empty()) {
+            attempt(token, "found");
+        }
+        if let Ok(job) = std::env::var("OTTER_JOB_ID") {
+            let body = json!({ "preview_url": "http://127.0.0.1:9/probed" }).to_string();
+            api.push(json!({ "call": "POST /v1/jobs/{id}/preview-url", "token": "job",
+                "status": call(&base, "POST", &format!("/v1/jobs/{job}/preview-url"), &job_token, &body) }));
+        }
+        json!({
+            "uid": uid,
+            "own_env": own_env,
+            "pids": per_pid,
+            "files": files,
+            "found": found,
+            "api": api,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use otter_testkit::{SseClient, TestApp, eventually};
@@ -11,51 +12,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    FAKE_VIBE, JOB_WAIT, Worker, app_with_worker, events, finished, kinds, lines, scenario,
+    JOB_WAIT, Worker, WorkerProcess, app_with_worker, events, finished, kinds, lines, scenario,
     status_is, submit,
 };
-
-/// An `otter-worker` process on `app`'s database and queue; killed when dropped.
-struct WorkerProcess {
-    child: Child,
-}
-
-impl WorkerProcess {
-    fn spawn(app: &TestApp, name: &str, extra: &[(&str, &str)]) -> Self {
-        let mut vars = vec![
-            ("OTTER_VIBE_BIN", FAKE_VIBE),
-            ("OTTER_WORKER_ID", name),
-            ("OTTER_RETRY_BASE_DELAY", "100ms"),
-        ];
-        vars.extend_from_slice(extra);
-        let log =
-            std::fs::File::create(app.env.dir.join(format!("{name}.log"))).expect("worker log");
-        let child = Command::new(env!("CARGO_BIN_EXE_otter-worker"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", std::env::var("HOME").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .envs(app.env.vars(&vars))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start otter-worker");
-        Self { child }
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL the worker");
-        self.child.wait().expect("reap the worker");
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// How often each job started: every job must have run exactly once.
 async fn starts(app: &TestApp, job: &Value) -> usize {
@@ -100,7 +59,7 @@ async fn a_worker_killed_mid_job_is_recovered_and_its_events_kept() {
         timing[1],
         ("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[])),
     ];
-    let _survivor = WorkerProcess::spawn(&app, "survivor", &survivor);
+    let survivor = WorkerProcess::spawn(&app, "survivor", &survivor);
     let job = finished(&app, &job).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["attempts"], 2);
@@ -133,6 +92,8 @@ async fn a_worker_killed_mid_job_is_recovered_and_its_events_kept() {
             .iter()
             .any(|e| e["kind"] == "output_chunk")
     );
+    drop(survivor);
+    app.assert_no_processes_left().await;
 }
 
 #[tokio::test]
@@ -161,6 +122,8 @@ async fn a_job_whose_worker_died_on_its_last_attempt_fails_as_worker_lost() {
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"], "worker_lost");
     assert_eq!(kinds(&events(&app, &job).await).last(), Some(&"job_failed"));
+    // The quiet vibe of the dead worker died with it (no broken pipe would have stopped it).
+    app.assert_no_processes_left().await;
 }
 
 #[tokio::test]
@@ -446,6 +409,7 @@ async fn sigterm_stops_a_worker_process_cleanly_and_gives_its_job_back() {
         .await;
     assert_eq!(back["status"], "queued", "{back}");
     assert_eq!(back["attempts"], 0);
+    app.assert_no_processes_left().await;
 }
 
 /// A private PostgreSQL + Redis pair, started by the project's own `scripts/services.sh` in a

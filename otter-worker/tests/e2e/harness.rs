@@ -3,13 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use otter_core::isolation::Isolation;
 use otter_testkit::{TestApp, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-/// The vibe stand-in built with this package.
-pub(crate) const FAKE_VIBE: &str = env!("CARGO_BIN_EXE_otter-fake-vibe");
+/// The vibe stand-in built with this package, where the job user can run it.
+pub(crate) fn fake_vibe() -> String {
+    otter_testkit::reachable_by_jobs(env!("CARGO_BIN_EXE_otter-fake-vibe"))
+}
 
 /// How long a job of the stand-in may take in these tests.
 pub(crate) const JOB_WAIT: Duration = Duration::from_secs(60);
@@ -24,16 +27,18 @@ impl Worker {
     /// Starts a worker on `app`'s database and queue, running the stand-in with `scenario`
     /// and the extra variables `extra` (e.g. `OTTER_VIBE_EXTRA_ENV`).
     pub(crate) async fn start(app: &TestApp, extra: &[(&str, &str)]) -> Self {
+        let vibe = fake_vibe();
         let mut vars = vec![
-            ("OTTER_VIBE_BIN", FAKE_VIBE),
+            ("OTTER_VIBE_BIN", vibe.as_str()),
             ("OTTER_RETRY_BASE_DELAY", "100ms"),
         ];
         vars.extend_from_slice(extra);
         let config = app.env.config(&vars);
+        let isolation = Arc::new(Isolation::from_config(&config).expect("isolation"));
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
-            otter_worker::run(Arc::new(config), token)
+            otter_worker::run(Arc::new(config), isolation, token)
                 .await
                 .expect("worker ran");
         });
@@ -58,6 +63,70 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// An `otter-worker` process on `app`'s database and queue; killed when dropped.
+pub(crate) struct WorkerProcess {
+    pub(crate) child: std::process::Child,
+}
+
+impl WorkerProcess {
+    pub(crate) fn spawn(app: &TestApp, name: &str, extra: &[(&str, &str)]) -> Self {
+        Self::spawn_as(app, name, extra, None)
+    }
+
+    /// Like [`WorkerProcess::spawn`], as the user `ids` (uid, gid) when given (the test must be
+    /// root for that).
+    pub(crate) fn spawn_as(
+        app: &TestApp,
+        name: &str,
+        extra: &[(&str, &str)],
+        ids: Option<(u32, u32)>,
+    ) -> Self {
+        use std::os::unix::process::CommandExt;
+        let vibe = fake_vibe();
+        let mut vars = vec![
+            ("OTTER_VIBE_BIN", vibe.as_str()),
+            ("OTTER_WORKER_ID", name),
+            ("OTTER_RETRY_BASE_DELAY", "100ms"),
+        ];
+        vars.extend_from_slice(extra);
+        let log =
+            std::fs::File::create(app.env.dir.join(format!("{name}.log"))).expect("worker log");
+        // Where that user can run it.
+        let program = otter_testkit::reachable_by_jobs(env!("CARGO_BIN_EXE_otter-worker"));
+        let mut command = std::process::Command::new(program);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(app.env.vars(&vars))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if let Some((uid, gid)) = ids {
+            command.uid(uid).gid(gid);
+        }
+        let child = command.spawn().expect("start otter-worker");
+        Self { child }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL the worker");
+        self.child.wait().expect("reap the worker");
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

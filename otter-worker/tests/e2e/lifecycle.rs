@@ -75,6 +75,7 @@ async fn cancelling_a_running_job_stops_vibe_and_everything_it_started() {
             .any(|e| e["payload"]["text"] == "Stopped: terminated"),
         "vibe's own shutdown line was kept"
     );
+    app.assert_no_processes_left().await;
 }
 
 #[tokio::test]

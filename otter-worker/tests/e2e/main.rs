@@ -5,6 +5,7 @@
 mod chaos;
 mod cli;
 mod harness;
+mod isolation;
 mod lifecycle;
 mod observability;
 mod runs;

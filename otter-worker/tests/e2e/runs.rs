@@ -396,6 +396,7 @@ async fn an_app_setup_sh_leaves_running_with_the_pipes_open_does_not_hold_the_jo
         .arg("-9")
         .arg(pid.to_string())
         .status();
+    _running.0.assert_no_processes_left().await;
 }
 
 #[tokio::test]
@@ -496,6 +497,7 @@ async fn processes_vibe_leaves_behind_are_stopped() {
         || async move { process_gone(pid).then_some(()) },
     )
     .await;
+    app.assert_no_processes_left().await;
 }
 
 #[tokio::test]
@@ -588,6 +590,8 @@ async fn a_workspace_replaced_by_a_link_out_of_the_roots_is_not_run() {
     // Put back, the workspace runs again.
     std::fs::remove_file(&dir).unwrap();
     std::fs::create_dir(&dir).unwrap();
+    // As an operator would, for the job user that runs vibe when the worker is root.
+    otter_testkit::give_to_job_user(&dir);
     let job = finished(
         &app,
         &submit(&app, &ws, "Create hello.txt", json!({})).await,

@@ -40,6 +40,7 @@ async fn with_otter_demo_the_real_vibe_runs_against_the_demo_model_without_a_key
         &app,
         &[
             ("OTTER_VIBE_BIN", &vibe_var),
+            ("OTTER_JOB_USER", install::job_user_for(&vibe)),
             ("OTTER_DEMO", "true"),
             ("OTTER_DEMO_MODEL_URL", &api_base),
         ],
@@ -107,6 +108,7 @@ async fn with_otter_demo_the_real_vibe_runs_against_the_demo_model_without_a_key
         &app,
         &[
             ("OTTER_VIBE_BIN", &vibe_var),
+            ("OTTER_JOB_USER", install::job_user_for(&vibe)),
             ("OTTER_VIBE_EXTRA_ENV", "MISTRAL_API_KEY="),
         ],
     )

@@ -66,3 +66,34 @@ pub(crate) async fn ensure_vibe() -> PathBuf {
     );
     bin
 }
+
+/// `OTTER_JOB_USER` for a worker running `vibe`: the default `otter-job`, unless the tests run as
+/// root and that user cannot run this vibe. The install script puts it in root's home, on a
+/// CPython from pyenv there (the system's is too old), which the job user cannot reach; these
+/// tests are about the vibe contract, so they then run it as root, saying so. The job user's
+/// protections are proven with the stand-in (tests/e2e/isolation.rs); an operator installs vibe
+/// where the job user can run it (docs/runbook.md).
+pub(crate) fn job_user_for(vibe: &Path) -> &'static str {
+    let Some(user) =
+        otter_core::isolation::JobUser::resolve("otter-job").expect("the job user otter-job")
+    else {
+        return "otter-job";
+    };
+    let runs = std::process::Command::new("runuser")
+        .args(["-u", &user.name, "--"])
+        .arg(vibe)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if runs {
+        "otter-job"
+    } else {
+        eprintln!(
+            "{} is out of otter-job's reach (installed in root's home): vibe runs as root here",
+            vibe.display()
+        );
+        "root"
+    }
+}

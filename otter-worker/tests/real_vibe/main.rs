@@ -173,6 +173,7 @@ async fn the_real_vibe_runs_a_prompt_against_a_scripted_model() {
         &app,
         &[
             ("OTTER_VIBE_BIN", &vibe_var),
+            ("OTTER_JOB_USER", install::job_user_for(&vibe)),
             ("OTTER_VIBE_HOME_TEMPLATE", &template_var),
             ("OTTER_VIBE_EXTRA_ENV", &extra_env),
         ],
