@@ -11,8 +11,8 @@
 #   6. cargo test --workspace [CARGO_TEST_ARGS...]  (arguments appended verbatim)
 #   7. scripts/compose-smoke.sh: the compose stack built, brought up and checked from the host
 #      (not run when CARGO_TEST_ARGS are given: they select some tests, not the whole suite)
-# Docker: the runtime tests and the compose smoke test need a Docker engine. Without one they say
-# SKIPPED loudly, unless OTTER_REQUIRE_DOCKER=1 (CI sets it in .ci/run): then they fail.
+# Docker: the runtime tests and the compose smoke test need a Docker engine; without one the run
+# fails at step 2 (nothing is skipped). rustfmt and clippy are installed with rustup when missing.
 # Each step prints a header and its elapsed seconds; the first failure stops
 # the run with a non-zero exit. Plain `cargo test` (not nextest) so cargo's own
 # "test result:" summary lines are what CI reads.
@@ -81,22 +81,16 @@ done_step
 step "runtime test prerequisite: busybox-static"
 # The runtime container tests build their app image FROM scratch around a statically linked
 # busybox (the Docker engine cannot pull images), so Debian's busybox-static must be there.
-HAVE_DOCKER=0
 if docker info >/dev/null 2>&1; then
-  HAVE_DOCKER=1
   "$SCRIPT_DIR/services.sh" ensure-tool busybox:busybox-static
   done_step
-elif [[ "${OTTER_REQUIRE_DOCKER:-}" == 1 ]]; then
-  echo "[test] ERROR: no Docker engine answers (docker info), and OTTER_REQUIRE_DOCKER=1 says it must" >&2
-  exit 1
 else
-  done_step "SKIPPED (no Docker engine: the runtime and compose tests will skip, saying so; OTTER_REQUIRE_DOCKER=1 makes this a failure)"
+  echo "[test] ERROR: no Docker engine answers (docker info): the runtime and compose tests need one (Debian: apt-get install docker.io docker-compose)" >&2
+  exit 1
 fi
 
 step "toolchain components: rustfmt, clippy"
 cargo --version
-SKIP_FMT=0
-SKIP_CLIPPY=0
 for comp in rustfmt clippy; do
   if ! has_component "$comp"; then
     if command -v rustup >/dev/null 2>&1; then
@@ -106,31 +100,19 @@ for comp in rustfmt clippy; do
     fi
   fi
   if ! has_component "$comp"; then
-    if [[ -n "${CI:-}" ]]; then
-      echo "[test] ERROR: $comp is not available and CI must not skip it: 'rustup component add $comp'." >&2
-      exit 1
-    fi
-    echo "[test] WARNING: $comp is not available; its step is SKIPPED. Install it with 'rustup component add $comp'." >&2
-    if [[ "$comp" == rustfmt ]]; then SKIP_FMT=1; else SKIP_CLIPPY=1; fi
+    echo "[test] ERROR: $comp is not available and could not be installed: 'rustup component add $comp'." >&2
+    exit 1
   fi
 done
 done_step
 
 step "cargo fmt --all --check"
-if [[ $SKIP_FMT -eq 1 ]]; then
-  done_step "SKIPPED (rustfmt not installed)"
-else
-  cargo fmt --all --check
-  done_step
-fi
+cargo fmt --all --check
+done_step
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
-if [[ $SKIP_CLIPPY -eq 1 ]]; then
-  done_step "SKIPPED (clippy not installed)"
-else
-  cargo clippy --workspace --all-targets -- -D warnings
-  done_step
-fi
+cargo clippy --workspace --all-targets -- -D warnings
+done_step
 
 step "cargo doc --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
@@ -147,8 +129,6 @@ done_step
 step "compose stack: scripts/compose-smoke.sh"
 if [[ $# -gt 0 ]]; then
   done_step "not run (test arguments were given: run scripts/compose-smoke.sh by itself)"
-elif [[ $HAVE_DOCKER -eq 0 ]]; then
-  done_step "SKIPPED (no Docker engine; OTTER_REQUIRE_DOCKER=1 makes this a failure)"
 else
   "$SCRIPT_DIR/compose-smoke.sh"
   done_step

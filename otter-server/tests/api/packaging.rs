@@ -11,9 +11,9 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Compose v2 (`docker compose`) where the docker CLI has it, else v1 (`docker-compose`); `None`
-/// after saying so (or failing, with `OTTER_REQUIRE_DOCKER=1`) when neither is installed.
-fn compose(test: &str) -> Option<(&'static str, Vec<&'static str>)> {
+/// Compose v2 (`docker compose`) where the docker CLI has it, else v1 (`docker-compose`); fails
+/// the test when neither is installed.
+fn compose(test: &str) -> (&'static str, Vec<&'static str>) {
     let works = |program: &str, args: &[&str]| {
         Command::new(program)
             .args(args)
@@ -21,15 +21,14 @@ fn compose(test: &str) -> Option<(&'static str, Vec<&'static str>)> {
             .is_ok_and(|o| o.status.success())
     };
     if works("docker", &["compose", "version"]) {
-        Some(("docker", vec!["compose"]))
+        ("docker", vec!["compose"])
     } else if works("docker-compose", &["version"]) {
-        Some(("docker-compose", vec![]))
+        ("docker-compose", vec![])
     } else {
-        otter_testkit::missing_prerequisite(
+        otter_testkit::prerequisite_missing(
             test,
             "neither `docker compose` nor `docker-compose` is installed",
-        );
-        None
+        )
     }
 }
 
@@ -89,9 +88,7 @@ fn service_block(resolved: &str, name: &str) -> String {
 
 #[test]
 fn the_compose_file_resolves_with_and_without_a_dot_env() {
-    let Some(compose) = compose("the_compose_file_resolves_with_and_without_a_dot_env") else {
-        return;
-    };
+    let compose = compose("the_compose_file_resolves_with_and_without_a_dot_env");
     for with_env in [true, false] {
         let dir = project(with_env);
         let text = resolved(&compose, &dir, &[], &[]);
@@ -130,10 +127,7 @@ fn the_compose_file_resolves_with_and_without_a_dot_env() {
 
 #[test]
 fn every_base_image_the_port_and_the_docker_group_are_variables() {
-    let Some(compose) = compose("every_base_image_the_port_and_the_docker_group_are_variables")
-    else {
-        return;
-    };
+    let compose = compose("every_base_image_the_port_and_the_docker_group_are_variables");
     let dir = project(false);
     let vars = [
         ("OTTER_RUST_IMAGE", "example.test/rust-standin:1"),

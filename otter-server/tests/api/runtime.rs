@@ -6,7 +6,7 @@
 //! linked busybox of Debian's `busybox-static` (scripts/test.sh installs it) and serves HTTP with
 //! `busybox httpd`. Every container, image and network gets a name unique to its test and is
 //! removed by [`DockerCleanup`] even when the test fails. Where no Docker engine answers at all,
-//! the Docker tests say so loudly and skip, or fail with `OTTER_REQUIRE_DOCKER=1` (CI).
+//! the Docker tests fail, saying so: they never pass without it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -99,20 +99,16 @@ impl Drop for DockerCleanup {
     }
 }
 
-/// A test app with the runtime enabled, or `None` (after saying so loudly) when no Docker
-/// engine answers.
-async fn docker_app(cleanup: &DockerCleanup) -> Option<TestApp> {
+/// A test app with the runtime enabled; fails the test when no Docker engine answers.
+async fn docker_app(cleanup: &DockerCleanup) -> TestApp {
     let app = TestApp::spawn_with(&cleanup.vars()).await;
     let runtime = app.state.runtime.clone().expect("the runtime is enabled");
     match runtime.ping().await {
-        Ok(()) => Some(app),
-        Err(e) => {
-            otter_testkit::missing_prerequisite(
-                "the runtime container tests",
-                &format!("no Docker engine answers ({e}); they need one (DESIGN.md §9)"),
-            );
-            None
-        }
+        Ok(()) => app,
+        Err(e) => otter_testkit::prerequisite_missing(
+            "the runtime container tests",
+            &format!("no Docker engine answers ({e}); they need one (DESIGN.md §9)"),
+        ),
     }
 }
 
@@ -249,9 +245,7 @@ async fn disabled_runtime_answers_503_saying_so() {
 #[tokio::test]
 async fn a_workspace_app_runs_is_previewed_logged_shelled_restarted_stopped_and_deleted() {
     let mut cleanup = DockerCleanup::new();
-    let Some(app) = docker_app(&cleanup).await else {
-        return;
-    };
+    let app = docker_app(&cleanup).await;
     let runtime = app.state.runtime.clone().unwrap();
     let ws = app.workspace("site").await;
     let id = ws["id"].as_str().unwrap().to_owned();
@@ -539,9 +533,7 @@ async fn a_workspace_app_runs_is_previewed_logged_shelled_restarted_stopped_and_
 #[tokio::test]
 async fn builds_that_cannot_run_say_why() {
     let cleanup = DockerCleanup::new();
-    let Some(app) = docker_app(&cleanup).await else {
-        return;
-    };
+    let app = docker_app(&cleanup).await;
     let ws = app.workspace("broken").await;
     let id = ws["id"].as_str().unwrap();
     let dir = PathBuf::from(ws["path"].as_str().unwrap());
@@ -599,9 +591,7 @@ async fn builds_that_cannot_run_say_why() {
 #[tokio::test]
 async fn containers_of_deleted_workspaces_are_found_by_label_and_removed() {
     let mut cleanup = DockerCleanup::new();
-    let Some(app) = docker_app(&cleanup).await else {
-        return;
-    };
+    let app = docker_app(&cleanup).await;
     let ws = app.workspace("orphan").await;
     let id = ws["id"].as_str().unwrap().to_owned();
     write_app(
