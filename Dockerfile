@@ -65,35 +65,37 @@ ENV OTTER_DEMO_MODEL_LISTEN=0.0.0.0:8090
 EXPOSE 8090
 ENTRYPOINT ["/usr/local/bin/otter-demo-model"]
 
-# ---- server: small runtime, non-root ------------------------------------------------------------
+# ---- server: small runtime; root, its commands run as the job user ---------------------------------
+# The server and the worker run as root so that what they run (workspace commands here; vibe and
+# setup.sh in the worker) runs as another user, OTTER_JOB_USER=otter-job (uid 10001, the uid of
+# earlier images' single user, so existing volumes stay usable), who can read neither their
+# environment, memory nor files (docs/workspace-trust-model.md). /workspaces and the VIBE_HOME
+# base stay root's: Otter gives the job user each directory it makes there.
 FROM ${OTTER_DEBIAN_IMAGE} AS server
 LABEL org.otter.stage=server
 ARG OTTER_EXTRA_CA_CERT=
 COPY scripts/docker/trust-extra-ca.sh /usr/local/lib/otter/trust-extra-ca.sh
-# The server registers workspaces, so it writes VIBE_HOMEs too (same uid as the worker).
+COPY scripts/docker/add-job-user.sh /usr/local/lib/otter/add-job-user.sh
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && OTTER_EXTRA_CA_CERT="$OTTER_EXTRA_CA_CERT" sh /usr/local/lib/otter/trust-extra-ca.sh \
- && useradd --system --uid 10001 --home-dir /var/lib/otter --create-home otter \
- && mkdir -p /var/lib/otter/vibe /workspaces \
- && chown -R otter:otter /var/lib/otter /workspaces
+ && sh /usr/local/lib/otter/add-job-user.sh
 COPY --from=build /out/otter-server /usr/local/bin/otter-server
-USER otter
 ENV OTTER_LISTEN_ADDR=0.0.0.0:8080
 EXPOSE 8080
 HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=6 \
   CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
 ENTRYPOINT ["/usr/local/bin/otter-server"]
 
-# ---- worker: CPython + the real vibe + the docker CLI, non-root -----------------------------------
+# ---- worker: CPython + the real vibe + the docker CLI; root, jobs run as the job user --------------
 FROM ${OTTER_PYTHON_IMAGE} AS worker
 LABEL org.otter.stage=worker
 ARG OTTER_EXTRA_CA_CERT=
 COPY scripts/docker/trust-extra-ca.sh /usr/local/lib/otter/trust-extra-ca.sh
 # docker-cli: Otter's instructions tell vibe to build and run the app in Docker (through the
-# mounted socket). Every Python client trusts the system bundle (an extra CA included), not
-# certifi's copy.
+# mounted socket, when OTTER_JOB_DOCKER=true gives jobs its group). Every Python client trusts
+# the system bundle (an extra CA included), not certifi's copy.
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
@@ -101,15 +103,13 @@ ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl git docker-cli \
  && rm -rf /var/lib/apt/lists/* \
- && OTTER_EXTRA_CA_CERT="$OTTER_EXTRA_CA_CERT" sh /usr/local/lib/otter/trust-extra-ca.sh \
- && useradd --system --uid 10001 --home-dir /var/lib/otter --create-home otter \
- && mkdir -p /var/lib/otter/vibe /workspaces \
- && chown -R otter:otter /var/lib/otter /workspaces
+ && OTTER_EXTRA_CA_CERT="$OTTER_EXTRA_CA_CERT" sh /usr/local/lib/otter/trust-extra-ca.sh
+COPY scripts/docker/add-job-user.sh /usr/local/lib/otter/add-job-user.sh
+RUN sh /usr/local/lib/otter/add-job-user.sh
 COPY scripts/install_mistral_vibe.sh /usr/local/lib/otter/install_mistral_vibe.sh
 RUN OTTER_PYTHON="$(command -v python3)" OTTER_VIBE_VENV=/opt/vibe OTTER_BIN_DIR=/usr/local/bin \
     bash /usr/local/lib/otter/install_mistral_vibe.sh
 COPY --from=build /out/otter-worker /usr/local/bin/otter-worker
-USER otter
 ENV OTTER_VIBE_BIN=/usr/local/bin/vibe \
     OTTER_VIBE_HOME_BASE=/var/lib/otter/vibe
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \

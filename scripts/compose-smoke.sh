@@ -8,7 +8,9 @@
 #   3. a prompt run by the REAL vibe inside the worker container against the demo model: it ends
 #      `succeeded`, its events arrive over SSE at the host, and the file vibe wrote shows in the
 #      tree API;
-#   4. a workspace command (it runs as the image's non-root user);
+#   4. a workspace command; who jobs run as: the server and the worker are root, the file vibe
+#      wrote and the command are the job user's (uid 10001), which can read neither process's
+#      /proc/1/environ nor the Docker socket, and the worker holds no API token;
 #   5. the runtime API through the mounted socket: an app image built from a Dockerfile in the
 #      workspace, started, answering at its preview URL from the host; its logs; stop; the
 #      workspace deleted with its container and image;
@@ -218,6 +220,25 @@ CMD="$(api POST "/v1/workspaces/$WS_ID/command" "$(jq -n --arg c "cat '$WRITTEN'
 [[ "$(jq -r .exit_code <<<"$CMD")" == 0 ]] || fail "the workspace command failed: $CMD"
 [[ "$(jq -r .stdout <<<"$CMD")" == $'10001\n/workspaces/smoke' ]] || fail "the command did not run as uid 10001 in the workspace: $CMD"
 log "workspace command ran as uid 10001 in /workspaces/smoke"
+
+# Who jobs run as (docs/workspace-trust-model.md): the server and the worker as root, vibe (the
+# owner of what it wrote) and commands as the job user, who reaches none of their secrets.
+for service in otter-server otter-worker; do
+  [[ "$("${COMPOSE[@]}" exec -T "$service" awk '/^Uid:/ {print $2}' /proc/1/status)" == 0 ]] ||
+    fail "$service does not run as root, so its jobs cannot run as another user"
+  "${COMPOSE[@]}" exec -T --user 10001 "$service" sh -c 'head -c1 /proc/1/environ' >/dev/null 2>&1 &&
+    fail "the job user can read the environment of $service"
+done
+"${COMPOSE[@]}" exec -T otter-worker sh -c 'test -z "${OTTER_API_TOKENS+set}"' ||
+  fail "the worker was given OTTER_API_TOKENS"
+PROBE="$(jq -n --arg c "stat -c %u '$WRITTEN'; env | grep -c '^OTTER_API_TOKENS=\|^OTTER_DATABASE_URL=\|^OTTER_REDIS_URL=' || true
+head -c1 /proc/1/environ >/dev/null 2>&1 && echo environ-read || echo environ-denied
+curl -s --unix-socket /var/run/docker.sock http://docker/version >/dev/null 2>&1 && echo docker-open || echo docker-refused" \
+  '{command: $c, timeout_secs: 30}')"
+CMD="$(api POST "/v1/workspaces/$WS_ID/command" "$PROBE")"
+[[ "$(jq -r .stdout <<<"$CMD")" == $'10001\n0\nenviron-denied\ndocker-refused' ]] ||
+  fail "a job reached what it must not (want: vibe's file owned by 10001, no secret, environ and socket denied): $CMD"
+log "jobs run as uid 10001 (vibe's file, commands): no secret, no /proc/1/environ, no Docker socket; server and worker are root; the worker has no token"
 
 # ---- 5. the runtime API, through the mounted socket ----------------------------------------------------
 APP_BASE="${OTTER_PYTHON_IMAGE:-python:3.12-slim-trixie}"

@@ -244,6 +244,11 @@ pub struct Config {
     /// `OTTER_JOB_USER` (default `otter-job`): the user vibe, `setup.sh` and commands run as when
     /// Otter runs as root, so that they can read none of its secrets (see `isolation`).
     pub job_user: String,
+    /// `OTTER_JOB_DOCKER` (default false): the job user also gets the group of the Docker socket
+    /// (`OTTER_RUNTIME_DOCKER_SOCKET`), so that vibe and `setup.sh` can use the docker CLI.
+    /// Access to the Docker API is root on the host: a job can then read every container's
+    /// environment, Otter's included (docs/workspace-trust-model.md).
+    pub job_docker: bool,
     /// `OTTER_CGROUP_ROOT` (`auto`, `none` or a path; default `auto`): where each run's and
     /// command's cgroup goes, so that every process it starts can be killed.
     pub cgroup_root: CgroupRoot,
@@ -381,6 +386,7 @@ impl Config {
             job_user: env
                 .get("OTTER_JOB_USER")
                 .unwrap_or_else(|| "otter-job".to_owned()),
+            job_docker: env.bool("OTTER_JOB_DOCKER", false)?,
             cgroup_root: match env.get("OTTER_CGROUP_ROOT").as_deref() {
                 None | Some("auto") => CgroupRoot::Auto,
                 Some("none") => CgroupRoot::None,

@@ -35,6 +35,7 @@ mod procfs;
 mod tree;
 mod unit;
 
+pub(crate) use unit::create_locked_file;
 pub use unit::{Unit, UnitKind, UnitName};
 
 /// Why isolation could not be set up, or a unit could not be made. Each message says what to fix.
@@ -162,12 +163,19 @@ pub struct Isolation {
 impl Isolation {
     /// From `OTTER_JOB_USER` and `OTTER_CGROUP_ROOT`, its units in the installation's scope,
     /// `OTTER_QUEUE_NAME`.
+    /// With `OTTER_JOB_DOCKER=true`, the job user also gets the group of the Docker socket.
     pub fn from_config(config: &Config) -> Result<Self, IsolationError> {
-        Self::new(
+        let mut isolation = Self::new(
             Some(&config.job_user),
             &config.cgroup_root,
             &config.queue_name,
-        )
+        )?;
+        if config.job_docker
+            && let Some(user) = isolation.user.as_mut()
+        {
+            user.add_group_of(docker_socket_path(&config.runtime_docker_socket))?;
+        }
+        Ok(isolation)
     }
 
     /// Children run as `job_user` (see [`JobUser::resolve`]; `None`: as this process's user),
@@ -348,12 +356,34 @@ impl JobUser {
         )))
     }
 
+    /// Adds the group that owns `path` (the Docker socket) to the groups of the job user's
+    /// children.
+    pub fn add_group_of(&mut self, path: &Path) -> Result<(), IsolationError> {
+        use std::os::unix::fs::MetadataExt;
+        let gid = std::fs::metadata(path)
+            .map_err(io(format!(
+                "OTTER_JOB_DOCKER is set, but the Docker socket {}",
+                path.display()
+            )))?
+            .gid();
+        let gid = Gid::from_raw(gid);
+        if !self.groups.contains(&gid) {
+            self.groups.push(gid);
+        }
+        Ok(())
+    }
+
     /// Gives the one directory `dir` (not what is in it) to the job user: a workspace directory
     /// Otter has just created. Never follows a symlink.
     pub fn give_dir(&self, dir: &Path) -> Result<(), IsolationError> {
         std::os::unix::fs::lchown(dir, Some(self.uid.as_raw()), Some(self.gid.as_raw()))
             .map_err(io(format!("giving {} to {}", dir.display(), self.name)))
     }
+}
+
+/// The file of a Docker endpoint `unix:///path` (or a bare path).
+fn docker_socket_path(endpoint: &str) -> &Path {
+    Path::new(endpoint.strip_prefix("unix://").unwrap_or(endpoint))
 }
 
 /// Makes this process non-dumpable, so that no process of its own user can read its

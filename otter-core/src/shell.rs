@@ -57,7 +57,7 @@ use crate::config::Config;
 use crate::db::DbError;
 use crate::db::shell_sessions::{self, ShellSession, ShellSessionId};
 use crate::files::{self, FilesError};
-use crate::isolation::{Isolation, IsolationError, Unit, UnitKind, UnitName};
+use crate::isolation::{Isolation, IsolationError, Unit, UnitKind, UnitName, create_locked_file};
 use crate::model::{OutputStream, Workspace, WorkspaceId};
 use crate::runner::{self, Line, RunOutcome, RunSpec, RunnerError};
 
@@ -449,32 +449,12 @@ struct CwdFile {
 
 impl CwdFile {
     fn create(isolation: &Isolation) -> std::io::Result<Self> {
-        let dir = std::env::temp_dir();
-        let id = Uuid::new_v4().simple();
-        // Made and locked under a name `recover` does not look at, then renamed, so that a
+        let path =
+            std::env::temp_dir().join(format!("{CWD_FILE_PREFIX}{}", Uuid::new_v4().simple()));
+        // Made, locked and given away under a hidden name `recover` does not look at, so that a
         // server starting meanwhile never sees it unlocked.
-        let fresh = dir.join(format!(".{CWD_FILE_PREFIX}{id}"));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&fresh)?;
-        let prepared = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| std::io::Error::from(e))
-            .and_then(|file| {
-                if let Some(user) = isolation.job_user() {
-                    nix::unistd::fchown(&*file, Some(user.uid), Some(user.gid))?;
-                }
-                let path = dir.join(format!("{CWD_FILE_PREFIX}{id}"));
-                std::fs::rename(&fresh, &path)?;
-                Ok(Self { path, file })
-            });
-        if prepared.is_err() {
-            let _ = std::fs::remove_file(&fresh);
-        }
-        prepared
+        let file = create_locked_file(&path, isolation.job_user())?;
+        Ok(Self { path, file })
     }
 
     /// The directory written, without the newline `pwd` adds; `None` if nothing was.

@@ -61,7 +61,8 @@ impl TestApp {
         Self::start(env, &extra).await
     }
 
-    async fn start(env: TestEnv, extra: &[(&str, &str)]) -> Self {
+    /// A server on `env` (whose directory a test may prepare first) with `extra` settings.
+    pub async fn start(env: TestEnv, extra: &[(&str, &str)]) -> Self {
         let config: Config = env.config(extra);
         let token = config.api_tokens.first().map(|t| t.expose().to_owned());
         let shutdown = CancellationToken::new();

@@ -32,7 +32,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use uuid::Uuid;
 
-use super::{Containment, Isolation, IsolationError, io, procfs};
+use super::{Containment, Isolation, IsolationError, JobUser, io, procfs};
 use crate::db::shell_sessions::ShellSessionId;
 use crate::model::{JobId, WorkspaceId};
 
@@ -422,6 +422,18 @@ fn join_in_child(command: &mut tokio::process::Command, procs: Option<i32>, ids:
 /// Makes `path` and locks it, made and locked under a temporary name first so that nobody ever
 /// sees it unlocked while its owner lives.
 fn take_lock_file(path: &Path) -> Result<Flock<File>, IsolationError> {
+    create_locked_file(path, None).map_err(io(format!("creating and locking {}", path.display())))
+}
+
+/// Creates `path` fresh (mode 0600, close-on-exec), locked, and given to `owner` when there is
+/// one. It is made, locked and given under a hidden temporary name in the same directory
+/// (`.<name>.<random>`), then renamed into place, so that nobody who looks for locked files by
+/// their names (a sweep of a dead owner's files) ever sees it unlocked or not yet given. On an
+/// error nothing is left.
+pub(crate) fn create_locked_file(
+    path: &Path,
+    owner: Option<&JobUser>,
+) -> std::io::Result<Flock<File>> {
     let fresh = path.with_file_name(format!(
         ".{}.{}",
         path.file_name().unwrap_or_default().to_string_lossy(),
@@ -433,19 +445,20 @@ fn take_lock_file(path: &Path) -> Result<Flock<File>, IsolationError> {
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
-        .open(&fresh)
-        .map_err(io(format!("creating {}", fresh.display())))?;
-    let locked = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| io(format!("locking {}", fresh.display()))(e.into()))
-        .and_then(|lock| {
-            std::fs::rename(&fresh, path)
-                .map_err(io(format!("naming {}", path.display())))
-                .map(|()| lock)
+        .open(&fresh)?;
+    let prepared = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| std::io::Error::from(e))
+        .and_then(|file| {
+            if let Some(user) = owner {
+                nix::unistd::fchown(&*file, Some(user.uid), Some(user.gid))?;
+            }
+            std::fs::rename(&fresh, path)?;
+            Ok(file)
         });
-    if locked.is_err() {
+    if prepared.is_err() {
         let _ = std::fs::remove_file(&fresh);
     }
-    locked
+    prepared
 }
 
 /// Makes the cgroup `dir` and opens its `cgroup.procs`.

@@ -91,6 +91,47 @@ async fn a_command_of_a_root_server_runs_as_the_job_user_and_reads_none_of_its_s
     app.assert_no_processes_left().await;
 }
 
+/// `OTTER_JOB_DOCKER=true` gives the job user the group of the Docker socket, and only then:
+/// without it, a root server's commands cannot use a socket that root can.
+#[tokio::test]
+async fn only_otter_job_docker_gives_commands_the_group_of_the_docker_socket() {
+    if job_user().is_none() {
+        eprintln!("not root: a command has the server's own groups");
+        return;
+    }
+    const SOCKET_GID: u32 = 4242;
+    for job_docker in [false, true] {
+        let env = TestEnv::new().await;
+        let socket = env.dir.join("docker.sock");
+        std::fs::write(&socket, "").unwrap();
+        std::os::unix::fs::chown(&socket, None, Some(SOCKET_GID)).unwrap();
+        let endpoint = format!("unix://{}", socket.display());
+        let app = TestApp::start(
+            env,
+            &[
+                (
+                    "OTTER_JOB_DOCKER",
+                    if job_docker { "true" } else { "false" },
+                ),
+                ("OTTER_RUNTIME_DOCKER_SOCKET", endpoint.as_str()),
+            ],
+        )
+        .await;
+        let ws = app.workspace("ws").await;
+        let result = command(&app, &ws, json!({ "command": "id -G" })).await;
+        let groups: Vec<&str> = result["stdout"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            groups.contains(&SOCKET_GID.to_string().as_str()),
+            job_docker,
+            "OTTER_JOB_DOCKER={job_docker}: groups {groups:?}"
+        );
+    }
+}
+
 /// An `otter-server` process on a free port of 127.0.0.1; killed when dropped.
 struct ServerProcess {
     child: Child,

@@ -121,6 +121,16 @@ fn the_compose_file_resolves_with_and_without_a_dot_env() {
             assert!(text.contains(image), "{image} is not the default:\n{text}");
         }
         assert!(text.contains("127.0.0.1"), "{text}");
+        // The API tokens are the server's alone: a job of the worker must find none.
+        assert!(
+            service_block(&text, "otter-server").contains("OTTER_API_TOKENS"),
+            "{text}"
+        );
+        assert!(
+            !service_block(&text, "otter-worker").contains("OTTER_API_TOKENS"),
+            "the worker is given OTTER_API_TOKENS:\n{}",
+            service_block(&text, "otter-worker")
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }
