@@ -261,6 +261,13 @@ pub struct Config {
     /// (`GET /v1/jobs/{id}/events`, and each read of an SSE replay); a single larger event
     /// comes alone.
     pub event_page_max_bytes: usize,
+    /// `OTTER_CHECKPOINT_DIR` (default `<OTTER_VIBE_HOME_BASE>/.checkpoints`): where the
+    /// checkpoints of workspaces' files are kept (see [`crate::checkpoint`]); the server and
+    /// the workers must share it, as they share the workspaces.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// `OTTER_CHECKPOINT_MAX_FILE_BYTES` (default 5242880): larger files are listed in a
+    /// checkpoint but not kept, and a restore leaves them alone.
+    pub checkpoint_max_file_bytes: u64,
 }
 
 impl Config {
@@ -413,6 +420,12 @@ impl Config {
                 "OTTER_EVENT_PAGE_MAX_BYTES",
                 crate::db::events::PAGE_MAX_BYTES,
                 4096..=64 * 1024 * 1024,
+            )?,
+            checkpoint_dir: env.abs_path("OTTER_CHECKPOINT_DIR")?,
+            checkpoint_max_file_bytes: env.parsed(
+                "OTTER_CHECKPOINT_MAX_FILE_BYTES",
+                5 * 1024 * 1024,
+                1..=1024 * 1024 * 1024,
             )?,
         };
         Ok(config)

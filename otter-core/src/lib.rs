@@ -94,6 +94,7 @@
 //! ```
 
 pub mod beneath;
+pub mod checkpoint;
 pub mod config;
 pub mod db;
 pub mod demo;
