@@ -3,7 +3,7 @@
 //! The benchmarks are not tests: they assert no timings.
 //!
 //! ```text
-//! otter-bench <dispatch|throughput|ingest|sse|api|big|idle|memory|all> [--runs N] [--out FILE] [flags]
+//! otter-bench <dispatch|throughput|ingest|sse|api|big|idle|memory|checkpoint|all> [--runs N] [--out FILE] [flags]
 //! ```
 //!
 //! Flags (defaults keep `scripts/bench.sh` within about 10 minutes on the faster 2-core VM, 25
@@ -13,7 +13,8 @@
 //! `--api-secs 4`, `--api-rate 1000`, `--idle-secs 10`, `--queued 100000`,
 //! `--events 10000000` (big: the issue's size; filling takes about 3 minutes here),
 //! `--clients 10000`, `--sse-jobs 100`, `--sse-rate 200`,
-//! `--sse-secs 20`, `--memory-runs 1`, `--flood-lines 5000000`, `--flood-secs 10` (memory).
+//! `--sse-secs 20`, `--memory-runs 1`, `--flood-lines 5000000`, `--flood-secs 10` (memory),
+//! `--checkpoint-files 10000`, `--checkpoint-mb 100` (checkpoint).
 //! `--out FILE` writes the Markdown tables there (else stdout).
 //!
 //! Every benchmark gets a fresh PostgreSQL database and its own Redis queue name
@@ -23,17 +24,19 @@
 
 /// `--help`: the flags and their defaults, as in the crate documentation above.
 const USAGE: &str = "
-otter-bench <dispatch|throughput|ingest|sse|api|big|idle|memory|all> [--runs N] [--out FILE] [flags]
+otter-bench <dispatch|throughput|ingest|sse|api|big|idle|memory|checkpoint|all> [--runs N] [--out FILE] [flags]
 
 Flags and defaults: --runs 3, --jobs 1000 (dispatch), --throughput-jobs 300, --lines 1000000,
 --ingest-runs 3, --api-secs 4, --api-rate 1000, --idle-secs 10, --queued 100000,
 --events 10000000, --clients 10000, --sse-jobs 100, --sse-rate 200, --sse-secs 20,
---memory-runs 1, --flood-lines 5000000, --flood-secs 10.
+--memory-runs 1, --flood-lines 5000000, --flood-secs 10, --checkpoint-files 10000,
+--checkpoint-mb 100.
 --out FILE writes the Markdown tables there (else stdout). DATABASE_URL and REDIS_URL must be
 set (source scripts/env.sh); scripts/bench.sh runs the whole suite and writes docs/benchmarks.md.
 ";
 
 mod big;
+mod checkpoint;
 mod common;
 mod cpu;
 mod figs;
@@ -64,6 +67,8 @@ pub(crate) struct Opts {
     pub(crate) memory_runs: usize,
     pub(crate) flood_lines: usize,
     pub(crate) flood_secs: u64,
+    pub(crate) checkpoint_files: usize,
+    pub(crate) checkpoint_mb: usize,
     pub(crate) out: Option<String>,
 }
 
@@ -87,12 +92,14 @@ impl Default for Opts {
             memory_runs: 1,
             flood_lines: 5_000_000,
             flood_secs: 10,
+            checkpoint_files: 10_000,
+            checkpoint_mb: 100,
             out: None,
         }
     }
 }
 
-const FIGURES: [&str; 8] = [
+const FIGURES: [&str; 9] = [
     "dispatch",
     "throughput",
     "ingest",
@@ -101,6 +108,7 @@ const FIGURES: [&str; 8] = [
     "big",
     "idle",
     "memory",
+    "checkpoint",
 ];
 
 fn parse(args: &[String]) -> Result<(Vec<String>, Opts)> {
@@ -130,6 +138,8 @@ fn parse(args: &[String]) -> Result<(Vec<String>, Opts)> {
                 "memory-runs" => opts.memory_runs = value.parse()?,
                 "flood-lines" => opts.flood_lines = value.parse()?,
                 "flood-secs" => opts.flood_secs = value.parse()?,
+                "checkpoint-files" => opts.checkpoint_files = value.parse()?,
+                "checkpoint-mb" => opts.checkpoint_mb = value.parse()?,
                 "out" => opts.out = Some(value.clone()),
                 other => bail!("unknown flag --{other}"),
             }
@@ -146,6 +156,7 @@ fn parse(args: &[String]) -> Result<(Vec<String>, Opts)> {
                     "idle",
                     "sse",
                     "memory",
+                    "checkpoint",
                 ]
                 .iter()
                 .map(|s| (*s).to_owned()),
@@ -188,6 +199,7 @@ async fn main() -> Result<()> {
             "big" => big::run(&opts).await,
             "sse" => sse::run(&opts).await,
             "memory" => memory::run(&opts).await,
+            "checkpoint" => checkpoint::run(&opts).await,
             _ => unreachable!("checked by parse"),
         };
         let mut section = match result {
