@@ -258,6 +258,13 @@ async fn create_chat_completion(
     tracing::info!(
         asked = request.model.as_deref().unwrap_or(""),
         messages = request.messages.len(),
+        // The conversation's shape (a resumed session sends its earlier turns back).
+        roles = %request
+            .messages
+            .iter()
+            .map(|m| m["role"].as_str().unwrap_or("?"))
+            .collect::<Vec<_>>()
+            .join(","),
         reply = answer.reply.label(),
         stream,
         prompt_tokens,

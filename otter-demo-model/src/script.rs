@@ -48,8 +48,9 @@ pub struct Answer {
 pub enum Reply {
     /// Calls one tool.
     ToolCall {
-        /// The call's id, which the tool result names.
-        id: &'static str,
+        /// The call's id, which the tool result names: unique in the conversation (a resumed
+        /// session sends the earlier turns' calls back, and vibe refuses an id it has seen).
+        id: String,
         /// The tool (`write_file` or `bash`, as vibe names them).
         name: &'static str,
         /// Its arguments, a JSON object as a string.
@@ -77,17 +78,19 @@ pub fn answer(messages: &[Value], tools: &[Value]) -> Answer {
             .iter()
             .any(|t| t["function"]["name"] == name || t["name"] == name)
     };
+    // The turn's number: user messages so far (1 for a first prompt).
+    let turn = messages.iter().filter(|m| m["role"] == "user").count();
     let mut steps = Vec::with_capacity(3);
     if offered("write_file") {
         steps.push(Reply::ToolCall {
-            id: "call_otter_demo_1",
+            id: format!("call_otter_demo_{turn}_1"),
             name: "write_file",
             arguments: json!({ "path": FILE_NAME, "content": FILE_CONTENT }).to_string(),
         });
     }
     if offered("bash") {
         steps.push(Reply::ToolCall {
-            id: "call_otter_demo_2",
+            id: format!("call_otter_demo_{turn}_2"),
             name: "bash",
             arguments: json!({ "command": COMMAND }).to_string(),
         });
