@@ -191,7 +191,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
 /// Renews the lease every third of its TTL, the first time after [`FIRST_RENEWAL`] at most;
 /// stops the run when the lease is gone or a cancel was requested. Never returns.
 async fn renew_lease(ctx: &Ctx, lease: &Lease, control: &RunControl) -> std::convert::Infallible {
-    let period = ctx.config.heartbeat_interval();
+    let period = ctx.config.renew_interval();
     let first = tokio::time::Instant::now() + period.min(FIRST_RENEWAL);
     let mut tick = tokio::time::interval_at(first, period);
     loop {
