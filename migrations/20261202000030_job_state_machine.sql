@@ -31,24 +31,19 @@ SELECT j.id, j.workspace_id, j.project_id, j.prompt, j.status, j.paused, j.prior
 FROM jobs j LEFT JOIN job_outputs o ON o.job_id = j.id;
 
 -- How a run ends: the retry rule, the job's new state and the closing event. The caller holds
--- the job's event lock and its row lock, and passes what it read of the row. `p_end` is
+-- the job's event lock and its row lock, and passes the row as it read it (`p_job`). `p_end` is
 -- succeeded, failed (retried when `p_retryable` and attempts remain), cancelled, released (the
 -- worker handed the job back: queued again at once, the attempt not counted) or lost (the lease
 -- expired: retried while attempts remain). A requested cancel wins over every end but success.
 -- Returns the new status.
 CREATE FUNCTION otter_end_run(
-    p_id uuid,
+    p_job jobs,
     p_end text,
     p_retryable boolean,
     p_error text,
     p_exit_code integer,
     p_retry_delay_ms double precision,
-    p_setup jsonb,
-    p_attempts integer,
-    p_max_attempts integer,
-    p_cancel_requested boolean,
-    p_workspace_id uuid,
-    p_project_id uuid
+    p_setup jsonb
 ) RETURNS text AS $$
 DECLARE
     v_status text;
@@ -63,9 +58,9 @@ BEGIN
     END IF;
     v_status := CASE
         WHEN p_end = 'succeeded' THEN 'succeeded'
-        WHEN p_end = 'cancelled' OR p_cancel_requested THEN 'cancelled'
+        WHEN p_end = 'cancelled' OR p_job.cancel_requested THEN 'cancelled'
         WHEN p_end = 'released' THEN 'queued'
-        WHEN p_retryable AND p_attempts < p_max_attempts THEN 'queued'
+        WHEN p_retryable AND p_job.attempts < p_job.max_attempts THEN 'queued'
         ELSE 'failed'
     END;
     v_kind := CASE v_status
@@ -82,10 +77,11 @@ BEGIN
                              THEN now() + p_retry_delay_ms * interval '1 millisecond'
                              ELSE run_after END,
             finished_at = CASE WHEN v_status = 'queued' THEN NULL ELSE now() END
-    WHERE id = p_id
+    WHERE id = p_job.id
     RETURNING run_after INTO v_run_after;
     -- One payload shape per kind (docs/api.md, "Event kinds").
-    v_payload := jsonb_build_object('attempt', p_attempts, 'exit_code', p_exit_code, 'error', v_error);
+    v_payload := jsonb_build_object('attempt', p_job.attempts, 'exit_code', p_exit_code,
+        'error', v_error, 'worker_id', p_job.worker_id);
     CASE v_kind
         WHEN 'job_succeeded' THEN
             v_payload := v_payload || jsonb_build_object('setup', coalesce(p_setup, 'null'::jsonb));
@@ -94,7 +90,7 @@ BEGIN
         WHEN 'job_retry_scheduled' THEN
             v_payload := v_payload || jsonb_build_object(
                 'next_attempt_at', to_char(v_run_after AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                'max_attempts', p_max_attempts,
+                'max_attempts', p_job.max_attempts,
                 'attempt_counted', v_counted,
                 'reason', CASE p_end WHEN 'failed' THEN 'run_failed'
                                      WHEN 'lost' THEN 'worker_lost'
@@ -102,7 +98,8 @@ BEGIN
         ELSE
             NULL;
     END CASE;
-    PERFORM otter_insert_events(p_id, p_workspace_id, p_project_id, ARRAY[v_kind], ARRAY[v_payload]);
+    PERFORM otter_insert_events(p_job.id, p_job.workspace_id, p_job.project_id, ARRAY[v_kind],
+        ARRAY[v_payload]);
     RETURN v_status;
 END;
 $$ LANGUAGE plpgsql;
@@ -132,24 +129,19 @@ CREATE OR REPLACE FUNCTION otter_finish_run(
     p_payloads jsonb[]
 ) RETURNS text AS $$
 DECLARE
-    v_attempts integer;
-    v_max integer;
-    v_cancel boolean;
-    v_workspace uuid;
-    v_project uuid;
+    v jobs;
 BEGIN
     IF p_end IS NULL OR p_end NOT IN ('succeeded', 'failed', 'cancelled', 'released') THEN
         RAISE EXCEPTION 'otter_finish_run: unknown end %', p_end USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM otter_lock_job_events(p_id);
-    SELECT attempts, max_attempts, cancel_requested, workspace_id, project_id
-    INTO v_attempts, v_max, v_cancel, v_workspace, v_project FROM jobs
+    SELECT * INTO v FROM jobs
     WHERE id = p_id AND lease_token = p_lease_token AND status = 'running' FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
     IF coalesce(array_length(p_kinds, 1), 0) > 0 THEN
-        PERFORM otter_insert_events(p_id, v_workspace, v_project, p_kinds, p_payloads);
+        PERFORM otter_insert_events(p_id, v.workspace_id, v.project_id, p_kinds, p_payloads);
     END IF;
     IF p_has_output THEN
         INSERT INTO job_outputs (job_id, final_text, usage, cost, outcome, stop_reason, export)
@@ -158,9 +150,8 @@ BEGIN
             cost = EXCLUDED.cost, outcome = EXCLUDED.outcome, stop_reason = EXCLUDED.stop_reason,
             export = EXCLUDED.export;
     END IF;
-    RETURN otter_end_run(p_id, p_end, p_retryable, p_error, p_exit_code, p_retry_delay_ms,
-        CASE WHEN jsonb_typeof(p_details) = 'object' THEN p_details->'setup' END,
-        v_attempts, v_max, v_cancel, v_workspace, v_project);
+    RETURN otter_end_run(v, p_end, p_retryable, p_error, p_exit_code, p_retry_delay_ms,
+        CASE WHEN jsonb_typeof(p_details) = 'object' THEN p_details->'setup' END);
 END;
 $$ LANGUAGE plpgsql;
 
@@ -169,21 +160,15 @@ $$ LANGUAGE plpgsql;
 -- stay. Returns the new status, or NULL when there was nothing to recover.
 CREATE FUNCTION otter_recover_lease(p_id uuid) RETURNS text AS $$
 DECLARE
-    v_attempts integer;
-    v_max integer;
-    v_cancel boolean;
-    v_workspace uuid;
-    v_project uuid;
+    v jobs;
 BEGIN
     PERFORM otter_lock_job_events(p_id);
-    SELECT attempts, max_attempts, cancel_requested, workspace_id, project_id
-    INTO v_attempts, v_max, v_cancel, v_workspace, v_project FROM jobs
+    SELECT * INTO v FROM jobs
     WHERE id = p_id AND status = 'running' AND lease_expires_at < now() FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    RETURN otter_end_run(p_id, 'lost', true, 'worker_lost', NULL, 0, NULL,
-        v_attempts, v_max, v_cancel, v_workspace, v_project);
+    RETURN otter_end_run(v, 'lost', true, 'worker_lost', NULL, 0, NULL);
 END;
 $$ LANGUAGE plpgsql;
 
@@ -280,7 +265,7 @@ BEGIN
             WHERE id = p_id;
             PERFORM otter_insert_events(p_id, v.workspace_id, v.project_id, ARRAY['job_cancelled'],
                 ARRAY[jsonb_build_object('attempt', v.attempts, 'exit_code', NULL,
-                                         'error', 'cancelled', 'while', 'queued')]);
+                    'error', 'cancelled', 'worker_id', NULL, 'while', 'queued')]);
         WHEN 'running' THEN
             UPDATE jobs SET cancel_requested = true WHERE id = p_id;
             PERFORM pg_notify('otter_cancel', p_id::text);

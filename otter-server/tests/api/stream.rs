@@ -1,6 +1,7 @@
 //! The SSE stream: filters, resume from `Last-Event-ID`, and no lost or reordered event when
 //! several writers commit out of order (DESIGN.md §5, invariant 6). The event-id contract of the
-//! SQL functions themselves is tested in otter-core/tests/event_ids.rs.
+//! SQL functions themselves (the horizon that holds back an id whose older neighbour is still
+//! being written) is tested in otter-core/tests/sql/event_ids.rs.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -221,40 +222,4 @@ async fn concurrent_writers_lose_no_event() {
     .into_iter()
     .collect();
     assert_eq!(stored, ids.iter().copied().collect::<BTreeSet<i64>>());
-}
-
-/// An event id comes from its transaction's id, and transactions commit in any order: here the
-/// older transaction (smaller ids) commits after the newer one. The unfiltered stream delivers
-/// both, in id order. (The horizon that holds the newer one back is tested with the SQL
-/// functions, in otter-core/tests/event_ids.rs.)
-#[tokio::test]
-async fn an_older_transaction_committing_last_is_neither_skipped_nor_reordered() {
-    let app = TestApp::spawn().await;
-    let ws = app.workspace("ws").await;
-    let (older_job, newer_job) = (queued_job(&app, &ws).await, queued_job(&app, &ws).await);
-    let head = events::head(&app.state.db).await.unwrap();
-    let mut sse = SseClient::connect(&app, &format!("/v1/events/stream?after={head}"), None).await;
-
-    let mut older = app.state.db.begin().await.unwrap();
-    let older_ids = events::append(
-        &mut older,
-        older_job,
-        &[NewEvent::output(OutputStream::Stdout, "older".into(), None)],
-    )
-    .await
-    .unwrap();
-    write_lines(&app, newer_job, 0..1).await;
-    let newer_id: i64 = sqlx::query_scalar("SELECT max(id) FROM events WHERE job_id = $1")
-        .bind(newer_job)
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap();
-    assert!(older_ids[0].0 < newer_id, "ids follow transaction ids");
-    older.commit().await.unwrap();
-    let first = sse.next(WAIT).await.expect("older event");
-    let second = sse.next(WAIT).await.expect("newer event");
-    assert_eq!(
-        (first.id_num(), second.id_num()),
-        (Some(older_ids[0].0), Some(newer_id))
-    );
 }

@@ -5,7 +5,9 @@
 //! the SQLSTATEs OT404 and OT409 ([`answer`]).
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{PgPool, Postgres};
 
 use super::JobRow;
 use crate::db::DbError;
@@ -85,14 +87,8 @@ pub async fn resume(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
 }
 
 async fn set_paused(pool: &PgPool, id: JobId, paused: bool) -> Result<Job, DbError> {
-    let row =
-        sqlx::query_as::<_, JobRow>("SELECT * FROM otter_set_paused(p_id => $1, p_paused => $2)")
-            .bind(id)
-            .bind(paused)
-            .fetch_one(pool)
-            .await
-            .map_err(answer)?;
-    Ok(row.into())
+    let query = sqlx::query_as("SELECT * FROM otter_set_paused(p_id => $1, p_paused => $2)");
+    control(pool, query.bind(id).bind(paused)).await
 }
 
 /// The PostgreSQL channel that tells workers a running job was cancelled (payload: job id).
@@ -105,26 +101,23 @@ pub const CANCEL_CHANNEL: &str = "otter_cancel";
 /// finished job is a conflict. Returns the job as it now is.
 #[tracing::instrument(skip_all, fields(job_id = %id), err(level = "debug"))]
 pub async fn cancel(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
-    let row = sqlx::query_as::<_, JobRow>("SELECT * FROM otter_cancel_job(p_id => $1)")
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .map_err(answer)?;
-    Ok(row.into())
+    let query = sqlx::query_as("SELECT * FROM otter_cancel_job(p_id => $1)");
+    control(pool, query.bind(id)).await
 }
 
 /// Changes a queued job's priority (its place in the queue).
 #[tracing::instrument(skip_all, fields(job_id = %id), err(level = "debug"))]
 pub async fn set_priority(pool: &PgPool, id: JobId, priority: i32) -> Result<Job, DbError> {
-    let row = sqlx::query_as::<_, JobRow>(
-        "SELECT * FROM otter_set_priority(p_id => $1, p_priority => $2)",
-    )
-    .bind(id)
-    .bind(priority)
-    .fetch_one(pool)
-    .await
-    .map_err(answer)?;
-    Ok(row.into())
+    let query = sqlx::query_as("SELECT * FROM otter_set_priority(p_id => $1, p_priority => $2)");
+    control(pool, query.bind(id).bind(priority)).await
+}
+
+/// Runs a queue control's function, which returns the job as it leaves it.
+async fn control(
+    pool: &PgPool,
+    query: QueryAs<'_, Postgres, JobRow, PgArguments>,
+) -> Result<Job, DbError> {
+    query.fetch_one(pool).await.map(Job::from).map_err(answer)
 }
 
 /// A queue control's error: its answers (OT404 "not found", OT409 a conflict whose message is

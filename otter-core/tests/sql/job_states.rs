@@ -6,26 +6,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use otter_core::db::jobs::{self, Claim, Finish, Lease, LeaseRenewal, NewJob, RunEnd};
-use otter_core::db::{DbError, events, workspaces};
-use otter_core::model::{Job, JobId, JobStatus, NewEvent, OutputStream, WorkspaceId};
+use otter_core::db::jobs::{self, Claim, Finish, Lease, LeaseRenewal, RunEnd};
+use otter_core::db::{DbError, events};
+use otter_core::model::{Job, JobId, JobStatus, NewEvent, OutputStream};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-async fn queued(pool: &PgPool, max_attempts: i32) -> Job {
-    let id = WorkspaceId::new();
-    let path = format!("/tmp/otter-job-states-{id}");
-    let ws = workspaces::insert(pool, id, None, "ws", &path, &format!("{path}-home"))
-        .await
-        .unwrap();
-    let new = NewJob {
-        workspace: &ws,
-        prompt: "p",
-        priority: 0,
-        max_attempts,
-    };
-    jobs::insert(pool, &new).await.unwrap()
-}
+use super::queued_job;
 
 async fn claim(pool: &PgPool, id: JobId, worker: &str, ttl: Duration) -> Lease {
     match jobs::claim(pool, id, worker, ttl).await.unwrap() {
@@ -83,7 +70,8 @@ fn assert_retry_shape(payload: &Value, job: &Job) {
             "exit_code",
             "max_attempts",
             "next_attempt_at",
-            "reason"
+            "reason",
+            "worker_id"
         ]),
         "{payload}"
     );
@@ -102,7 +90,7 @@ fn assert_retry_shape(payload: &Value, job: &Job) {
 
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn a_run_that_exited_2_is_retried_after_its_delay(pool: PgPool) {
-    let job = queued(&pool, 3).await;
+    let job = queued_job(&pool, 3).await;
     let lease = claim(&pool, job.id, "w", Duration::from_secs(30)).await;
     let finish = Finish {
         retry_delay: Duration::from_secs(60),
@@ -136,7 +124,7 @@ async fn a_run_that_exited_2_is_retried_after_its_delay(pool: PgPool) {
 
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn a_lost_worker_s_job_is_retried_at_once(pool: PgPool) {
-    let job = queued(&pool, 3).await;
+    let job = queued_job(&pool, 3).await;
     claim_expired(&pool, job.id).await;
     assert_eq!(
         jobs::recover_expired(&pool).await.unwrap(),
@@ -160,7 +148,7 @@ async fn a_lost_worker_s_job_is_retried_at_once(pool: PgPool) {
 
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn a_handed_back_job_is_retried_at_once_without_counting_the_attempt(pool: PgPool) {
-    let job = queued(&pool, 1).await;
+    let job = queued_job(&pool, 1).await;
     let lease = claim(&pool, job.id, "w", Duration::from_secs(30)).await;
     // As the worker hands a job back on shutdown.
     let finish = Finish {
@@ -188,9 +176,9 @@ async fn a_handed_back_job_is_retried_at_once_without_counting_the_attempt(pool:
 
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn a_failure_with_no_attempt_left_ends_the_job_failed(pool: PgPool) {
-    let failed_keys = BTreeSet::from(["attempt", "error", "exit_code"]);
+    let failed_keys = BTreeSet::from(["attempt", "error", "exit_code", "worker_id"]);
     // A retryable run with its last attempt spent.
-    let job = queued(&pool, 1).await;
+    let job = queued_job(&pool, 1).await;
     let lease = claim(&pool, job.id, "w", Duration::from_secs(30)).await;
     let failure = RunEnd::Failed {
         error: "vibe exited with code 2".into(),
@@ -205,7 +193,7 @@ async fn a_failure_with_no_attempt_left_ends_the_job_failed(pool: PgPool) {
     assert_eq!(payload["exit_code"], 2);
 
     // A lost worker's job with its last attempt spent.
-    let job = queued(&pool, 1).await;
+    let job = queued_job(&pool, 1).await;
     claim_expired(&pool, job.id).await;
     assert_eq!(
         jobs::recover_expired(&pool).await.unwrap(),
@@ -223,7 +211,7 @@ async fn a_failure_with_no_attempt_left_ends_the_job_failed(pool: PgPool) {
     );
 
     // A failure another attempt cannot help, attempts remaining.
-    let job = queued(&pool, 3).await;
+    let job = queued_job(&pool, 3).await;
     let lease = claim(&pool, job.id, "w", Duration::from_secs(30)).await;
     let failure = RunEnd::Failed {
         error: "vibe stopped early".into(),
@@ -237,7 +225,7 @@ async fn a_failure_with_no_attempt_left_ends_the_job_failed(pool: PgPool) {
 
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn a_requested_cancel_wins_over_every_end_but_success(pool: PgPool) {
-    let cancelled_keys = BTreeSet::from(["attempt", "error", "exit_code", "while"]);
+    let cancelled_keys = BTreeSet::from(["attempt", "error", "exit_code", "while", "worker_id"]);
     let ends = [
         RunEnd::Failed {
             error: "vibe exited with code 2".into(),
@@ -249,7 +237,7 @@ async fn a_requested_cancel_wins_over_every_end_but_success(pool: PgPool) {
         RunEnd::Cancelled,
     ];
     for end in ends {
-        let job = queued(&pool, 3).await;
+        let job = queued_job(&pool, 3).await;
         let lease = claim(&pool, job.id, "w", Duration::from_secs(30)).await;
         assert!(jobs::cancel(&pool, job.id).await.unwrap().cancel_requested);
         assert_eq!(
@@ -268,7 +256,7 @@ async fn a_requested_cancel_wins_over_every_end_but_success(pool: PgPool) {
         assert_eq!(payload["while"], "running");
     }
     // A lost worker's job whose cancel was requested.
-    let job = queued(&pool, 3).await;
+    let job = queued_job(&pool, 3).await;
     claim_expired(&pool, job.id).await;
     jobs::cancel(&pool, job.id).await.unwrap();
     assert_eq!(
@@ -278,7 +266,7 @@ async fn a_requested_cancel_wins_over_every_end_but_success(pool: PgPool) {
     let payload = last_event(&pool, job.id, "job_cancelled").await;
     assert_eq!(keys(&payload), cancelled_keys);
     // A run that succeeded before it could stop.
-    let job = queued(&pool, 3).await;
+    let job = queued_job(&pool, 3).await;
     let lease = claim(&pool, job.id, "w", Duration::from_secs(30)).await;
     jobs::cancel(&pool, job.id).await.unwrap();
     let finish = Finish {
@@ -290,7 +278,7 @@ async fn a_requested_cancel_wins_over_every_end_but_success(pool: PgPool) {
     let payload = last_event(&pool, job.id, "job_succeeded").await;
     assert_eq!(
         keys(&payload),
-        BTreeSet::from(["attempt", "error", "exit_code", "setup"])
+        BTreeSet::from(["attempt", "error", "exit_code", "setup", "worker_id"])
     );
 }
 
@@ -314,7 +302,7 @@ async fn queue_controls_change_a_queued_job_and_answer_conflicts(pool: PgPool) {
         other => panic!("not a conflict: {other:?}"),
     };
 
-    let job = queued(&pool, 3).await;
+    let job = queued_job(&pool, 3).await;
     assert!(jobs::pause(&pool, job.id).await.unwrap().paused);
     assert!(jobs::pause(&pool, job.id).await.unwrap().paused);
     assert_eq!(
@@ -365,7 +353,7 @@ async fn queue_controls_change_a_queued_job_and_answer_conflicts(pool: PgPool) {
         "the job has already finished (succeeded)"
     );
 
-    let job = queued(&pool, 3).await;
+    let job = queued_job(&pool, 3).await;
     jobs::pause(&pool, job.id).await.unwrap();
     let cancelled = jobs::cancel(&pool, job.id).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
@@ -373,13 +361,13 @@ async fn queue_controls_change_a_queued_job_and_answer_conflicts(pool: PgPool) {
     let payload = last_event(&pool, job.id, "job_cancelled").await;
     assert_eq!(
         payload,
-        json!({"attempt": 0, "exit_code": null, "error": "cancelled", "while": "queued"})
+        json!({"attempt": 0, "exit_code": null, "error": "cancelled", "while": "queued", "worker_id": null})
     );
 }
 
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn a_renewed_lease_holds_until_it_is_recovered(pool: PgPool) {
-    let job = queued(&pool, 3).await;
+    let job = queued_job(&pool, 3).await;
     let lease = claim_expired(&pool, job.id).await;
     let ttl = Duration::from_secs(30);
     // Renewed before a reconciler saw it expired: held again.
@@ -411,7 +399,7 @@ async fn a_renewed_lease_holds_until_it_is_recovered(pool: PgPool) {
 
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn a_worker_whose_lease_was_recovered_writes_nothing_more(pool: PgPool) {
-    let id = queued(&pool, 3).await.id;
+    let id = queued_job(&pool, 3).await.id;
     let stale = claim_expired(&pool, id).await;
     assert_eq!(
         jobs::recover_expired(&pool).await.unwrap(),
@@ -478,7 +466,7 @@ async fn a_worker_whose_lease_was_recovered_writes_nothing_more(pool: PgPool) {
 
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn two_reconcilers_recover_an_expired_lease_once(pool: PgPool) {
-    let id = queued(&pool, 3).await.id;
+    let id = queued_job(&pool, 3).await.id;
     claim_expired(&pool, id).await;
     let (a, b) = tokio::join!(jobs::recover_expired(&pool), jobs::recover_expired(&pool));
     assert_eq!(a.unwrap().len() + b.unwrap().len(), 1);
@@ -495,7 +483,7 @@ async fn a_run_whose_output_holds_a_nul_is_stored_with_u_fffd_in_its_place(pool:
     // PostgreSQL stores NUL neither in `text` nor in `jsonb`. Whatever vibe prints or leaves
     // (a raw NUL byte, `\u0000` in a JSON line, an error, an answer, an export) is stored with
     // U+FFFD instead, and the run ends, rather than its writes failing on every retry.
-    let id = queued(&pool, 1).await.id;
+    let id = queued_job(&pool, 1).await.id;
     let lease = claim(&pool, id, "w", Duration::from_secs(30)).await;
     let json_line = r#"{"type":"message","role":"assistant","content":"x\u0000y"}"#;
     let batch = events::encode(&[

@@ -6,25 +6,10 @@
 use std::time::Duration;
 
 use otter_core::db::events::{self, EventFilter, PAGE_MAX_BYTES};
-use otter_core::db::jobs::{self, NewJob};
-use otter_core::db::workspaces;
-use otter_core::model::{JobId, NewEvent, OutputStream, WorkspaceId};
+use otter_core::model::{JobId, NewEvent, OutputStream};
 use sqlx::PgPool;
 
-async fn queued_job(pool: &PgPool) -> JobId {
-    let id = WorkspaceId::new();
-    let path = format!("/tmp/otter-event-ids-{id}");
-    let ws = workspaces::insert(pool, id, None, "ws", &path, &format!("{path}-home"))
-        .await
-        .unwrap();
-    let new = NewJob {
-        workspace: &ws,
-        prompt: "p",
-        priority: 0,
-        max_attempts: 1,
-    };
-    jobs::insert(pool, &new).await.unwrap().id
-}
+use super::queued_job;
 
 async fn write_line(pool: &PgPool, job: JobId, text: &str) {
     let mut tx = pool.begin().await.unwrap();
@@ -39,7 +24,7 @@ async fn write_line(pool: &PgPool, job: JobId, text: &str) {
 /// a reader of the newer event's own job need not wait.
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn an_older_transaction_committing_last_is_neither_skipped_nor_reordered(pool: PgPool) {
-    let (older_job, newer_job) = (queued_job(&pool).await, queued_job(&pool).await);
+    let (older_job, newer_job) = (queued_job(&pool, 1).await.id, queued_job(&pool, 1).await.id);
     let head = events::head(&pool).await.unwrap();
 
     let mut older = pool.begin().await.unwrap();
@@ -90,7 +75,7 @@ async fn an_older_transaction_committing_last_is_neither_skipped_nor_reordered(p
 /// out of id order; it is refused, and nothing of it is kept.
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn writing_before_taking_the_job_lock_is_refused(pool: PgPool) {
-    let job = queued_job(&pool).await;
+    let job = queued_job(&pool, 1).await.id;
     let mut tx = pool.begin().await.unwrap();
     sqlx::query("UPDATE jobs SET priority = 5 WHERE id = $1")
         .bind(job)
@@ -122,7 +107,7 @@ async fn writing_before_taking_the_job_lock_is_refused(pool: PgPool) {
 /// the id base so that new events still get ids above every stored one.
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn new_ids_stay_above_stored_ones_when_transaction_ids_restart_lower(pool: PgPool) {
-    let job = queued_job(&pool).await;
+    let job = queued_job(&pool, 1).await.id;
     // What a restore into a younger cluster looks like: stored ids far above the next one.
     sqlx::query("UPDATE event_ids SET xid_base = xid_base + 1000000")
         .execute(&pool)
