@@ -19,6 +19,13 @@ use crate::model::{Job, JobId, JobOutput, JobStatus};
 
 /// The fencing token of one claim: every write of the run names it. Not a [`JobToken`]: the two
 /// cannot be swapped.
+///
+/// ```compile_fail
+/// use otter_core::db::jobs::{JobToken, Lease, LeaseToken};
+/// fn swapped(lease: &Lease) -> (LeaseToken, JobToken) {
+///     (lease.job_token, lease.token)
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type)]
 #[sqlx(transparent)]
 pub struct LeaseToken(Uuid);
