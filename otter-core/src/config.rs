@@ -440,8 +440,10 @@ impl Config {
         Duration::from_secs_f64(capped * jitter)
     }
 
-    /// The lease heartbeat period: a third of the TTL, so two beats may be lost before expiry.
-    pub fn heartbeat_interval(&self) -> Duration {
+    /// How often a worker renews the leases of its runs (`db::jobs::renew_lease`), and its
+    /// liveness row, the heartbeat (`db::workers::beat`), with the same period: a third of the
+    /// lease TTL, so two renewals may be lost before a lease expires.
+    pub fn renew_interval(&self) -> Duration {
         self.lease_ttl / 3
     }
 }

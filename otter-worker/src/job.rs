@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use otter_core::db::jobs::{self, Finish, Heartbeat, Lease, RunEnd};
+use otter_core::db::jobs::{self, Finish, Lease, LeaseRenewal, RunEnd};
 use otter_core::db::{retry_read, workspaces};
 use otter_core::isolation::{Isolation, Unit, UnitName};
 use otter_core::model::{Job, JobOutput, NewEvent, OutputStream, Workspace, kinds};
@@ -80,7 +80,7 @@ pub(crate) async fn run(ctx: &Ctx, job: Job, lease: Lease, control: &RunControl)
 async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> Finish {
     let config = &ctx.config;
     // A blip of the database here must not cost the job an attempt: wait it out within the
-    // lease (the heartbeat is not running yet).
+    // lease (the lease renewal is not running yet).
     let within = ctx.config.lease_ttl / 2;
     let workspace = match retry_read(within, || workspaces::get(&ctx.pool, job.workspace_id)).await
     {
@@ -98,8 +98,8 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     };
 
     let cancel = control.token();
-    let heartbeat = heartbeat(ctx, lease, control);
-    tokio::pin!(heartbeat);
+    let renewal = renew_lease(ctx, lease, control);
+    tokio::pin!(renewal);
 
     let (tx, rx) = mpsc::unbounded_channel::<SinkItem>();
     let sink = tokio::spawn(sink::run(ctx.pool.clone(), *lease, rx));
@@ -118,10 +118,10 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
             Err(e) => Err(e),
         }
     };
-    // The heartbeat runs beside the run and never ends by itself.
+    // The lease renewal runs beside the run and never ends by itself.
     let outcome = tokio::select! {
         outcome = run => outcome,
-        never = &mut heartbeat => match never {},
+        never = &mut renewal => match never {},
     };
     let export = match read_export(&ctx.isolation, &run_dir).await {
         Ok(export) => export,
@@ -140,7 +140,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
         let setup = run_setup(config, &workspace, &unit, &tx, cancel);
         finish.details = tokio::select! {
             details = setup => details,
-            never = &mut heartbeat => match never {},
+            never = &mut renewal => match never {},
         };
         // What setup.sh started is the app: it stays, in a unit of its own.
         let app = UnitName::app(workspace.id, job.id, lease.attempt);
@@ -188,18 +188,18 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     finish
 }
 
-/// Renews the lease every third of its TTL, the first time after [`FIRST_HEARTBEAT`] at most;
+/// Renews the lease every third of its TTL, the first time after [`FIRST_RENEWAL`] at most;
 /// stops the run when the lease is gone or a cancel was requested. Never returns.
-async fn heartbeat(ctx: &Ctx, lease: &Lease, control: &RunControl) -> std::convert::Infallible {
-    let period = ctx.config.heartbeat_interval();
-    let first = tokio::time::Instant::now() + period.min(FIRST_HEARTBEAT);
+async fn renew_lease(ctx: &Ctx, lease: &Lease, control: &RunControl) -> std::convert::Infallible {
+    let period = ctx.config.renew_interval();
+    let first = tokio::time::Instant::now() + period.min(FIRST_RENEWAL);
     let mut tick = tokio::time::interval_at(first, period);
     loop {
         tick.tick().await;
-        match jobs::heartbeat(&ctx.pool, lease, ctx.config.lease_ttl).await {
-            Ok(Heartbeat::Held) => {}
-            Ok(Heartbeat::CancelRequested) => control.stop(StopCause::UserCancel),
-            Ok(Heartbeat::Lost) => {
+        match jobs::renew_lease(&ctx.pool, lease, ctx.config.lease_ttl).await {
+            Ok(LeaseRenewal::Held) => {}
+            Ok(LeaseRenewal::CancelRequested) => control.stop(StopCause::UserCancel),
+            Ok(LeaseRenewal::Lost) => {
                 tracing::warn!(job_id = %lease.job_id, "lease lost; stopping the run");
                 control.stop(StopCause::LeaseLost);
             }
@@ -213,7 +213,7 @@ async fn heartbeat(ctx: &Ctx, lease: &Lease, control: &RunControl) -> std::conve
 /// When the first renewal comes at the latest. It also catches a cancel requested between the
 /// claim and the run's registration for cancel notifications; a short job ends before it and
 /// costs no renewal.
-const FIRST_HEARTBEAT: Duration = Duration::from_secs(1);
+const FIRST_RENEWAL: Duration = Duration::from_secs(1);
 
 /// How Otter's instructions reach vibe (DESIGN.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

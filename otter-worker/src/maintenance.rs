@@ -18,7 +18,7 @@ const PROMOTE_EVERY: Duration = Duration::from_secs(1);
 const RECONCILE_BATCH: i64 = 10_000;
 
 pub(crate) async fn run(ctx: Ctx, shutdown: CancellationToken) {
-    let mut beat = tokio::time::interval(ctx.config.heartbeat_interval());
+    let mut beat = tokio::time::interval(ctx.config.renew_interval());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reconcile = tokio::time::interval(ctx.config.reconcile_interval);
     let mut promote = tokio::time::interval(PROMOTE_EVERY);

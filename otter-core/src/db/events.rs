@@ -1,7 +1,7 @@
 //! The `events` table: the append-only log every client reads.
 //!
 //! All writes go through the SQL function `otter_insert_events` (by way of `otter_append_events`
-//! or the state changes of migration 13). An event's id is derived from
+//! or the job state machine's functions, see [`super::jobs`]). An event's id is derived from
 //! the id of the transaction that wrote it (migration `20261124000012`), so writers never wait
 //! for each other, but ids may become visible out of order. Readers of more than one job
 //! therefore only take ids below the *horizon* (`otter_event_horizon()`): every id below it is

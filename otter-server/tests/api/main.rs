@@ -7,7 +7,6 @@ mod commands;
 mod connections;
 mod files;
 mod isolation;
-mod leases;
 mod memory;
 mod openapi;
 mod packaging;

@@ -1,0 +1,114 @@
+//! The `jobs` and `job_outputs` tables: a job's state and what its run left.
+//!
+//! Every change of a job's state is one SQL function of the migrations (the table of
+//! `migrations/20261202000030_job_state_machine.sql`, docs/architecture.md "The job state
+//! machine"), called here with named arguments in one round trip. This module is their typed
+//! wrapper, in three files by concern:
+//!
+//! - [`reads`]: what the API and the queue read (a job, the queue, the history);
+//! - [`controls`]: what a client changes (submit, cancel, pause, resume, move);
+//! - [`lease`]: a worker's leased run (claim, renew the lease, append its events, finish) and the
+//!   recovery of expired leases.
+//!
+//! A claim is real only through the conditional update of `otter_claim_job` (`queued` →
+//! `running` with a fresh lease token); every later write of the run names that token, so a
+//! worker that lost its lease can no longer change the job (fencing).
+
+mod controls;
+mod lease;
+mod reads;
+
+pub use controls::{CANCEL_CHANNEL, NewJob, cancel, insert, pause, resume, set_priority};
+pub use lease::{
+    Claim, Finish, JobToken, Lease, LeaseRenewal, LeaseToken, RunEnd, append_run_events, claim,
+    finish, recover_expired, renew_lease,
+};
+pub use reads::{
+    HistoryFilter, QueueEntry, claimable, get, job_token_matches, latest_id_for_workspace,
+    latest_preview_url, list_history, list_queue, queue_entry,
+};
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{Job, JobId, JobOutput, JobStatus, ProjectId, WorkspaceId};
+
+/// A job as the API reads it: the SQL view `otter_job_rows` (the row joined with its output),
+/// which the queue controls also return.
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: JobId,
+    workspace_id: WorkspaceId,
+    project_id: Option<ProjectId>,
+    prompt: String,
+    status: JobStatus,
+    paused: bool,
+    priority: i32,
+    attempts: i32,
+    max_attempts: i32,
+    exit_code: Option<i32>,
+    error: Option<String>,
+    preview_url: Option<String>,
+    run_after: DateTime<Utc>,
+    cancel_requested: bool,
+    worker_id: Option<String>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    has_output: bool,
+    final_text: Option<String>,
+    usage: Option<serde_json::Value>,
+    cost: Option<f64>,
+    outcome: Option<String>,
+    stop_reason: Option<String>,
+    export: Option<serde_json::Value>,
+}
+
+impl From<JobRow> for Job {
+    fn from(r: JobRow) -> Self {
+        let model = r
+            .export
+            .as_ref()
+            .and_then(|e| e.get("model"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        let output = r.has_output.then_some(JobOutput {
+            final_text: r.final_text,
+            usage: r.usage,
+            cost: r.cost,
+            outcome: r.outcome,
+            stop_reason: r.stop_reason,
+            export: r.export,
+            model,
+        });
+        Job {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            project_id: r.project_id,
+            prompt: r.prompt,
+            status: r.status,
+            paused: r.paused,
+            priority: r.priority,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            exit_code: r.exit_code,
+            error: r.error,
+            preview_url: r.preview_url,
+            run_after: r.run_after,
+            cancel_requested: r.cancel_requested,
+            worker_id: r.worker_id,
+            lease_expires_at: r.lease_expires_at,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            output,
+        }
+    }
+}
+
+/// `d` in milliseconds, as the SQL functions take durations.
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,177 @@
+//! What the API and the queue read of jobs: one job, the queue, the history, and the few
+//! lookups other modules need. Nothing here changes a job.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::{JobRow, JobToken};
+use crate::db::{DbError, Page, PageRequest};
+use crate::model::{Job, JobId, JobStatus, WorkspaceId};
+
+/// One job, with its output once finished.
+pub async fn get(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
+    sqlx::query_as::<_, JobRow>("SELECT * FROM otter_job_rows WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .map(Job::from)
+        .ok_or(DbError::NotFound("job"))
+}
+
+/// Queued jobs in claim order: priority (higher first), then submission time.
+pub async fn list_queue(pool: &PgPool, page: PageRequest) -> Result<Page<Job>, DbError> {
+    let items = sqlx::query_as::<_, JobRow>(
+        "SELECT * FROM otter_job_rows WHERE status = 'queued'
+         ORDER BY priority DESC, created_at, id LIMIT $1 OFFSET $2",
+    )
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'queued'")
+        .fetch_one(pool)
+        .await?;
+    Ok(Page {
+        items: items.into_iter().map(Job::from).collect(),
+        total,
+    })
+}
+
+/// Which finished jobs a history request wants.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryFilter {
+    /// Only jobs that ended in this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs of this workspace.
+    pub workspace_id: Option<WorkspaceId>,
+}
+
+/// Finished jobs, newest first.
+pub async fn list_history(
+    pool: &PgPool,
+    filter: HistoryFilter,
+    page: PageRequest,
+) -> Result<Page<Job>, DbError> {
+    let status = filter.status.map(JobStatus::as_str);
+    let items = sqlx::query_as::<_, JobRow>(
+        "SELECT * FROM otter_job_rows WHERE finished_at IS NOT NULL
+           AND ($1::text IS NULL OR status = $1)
+           AND ($2::uuid IS NULL OR workspace_id = $2)
+         ORDER BY finished_at DESC, id DESC LIMIT $3 OFFSET $4",
+    )
+    .bind(status)
+    .bind(filter.workspace_id)
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL
+           AND ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR workspace_id = $2)",
+    )
+    .bind(status)
+    .bind(filter.workspace_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(Page {
+        items: items.into_iter().map(Job::from).collect(),
+        total,
+    })
+}
+
+/// A queued job as the Redis queue needs it: its id and its place in claim order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueueEntry {
+    /// The job.
+    pub id: JobId,
+    /// Its priority.
+    pub priority: i32,
+    /// When it was submitted (FIFO within a priority).
+    pub created_at: DateTime<Utc>,
+    /// Not claimable before this.
+    pub run_after: DateTime<Utc>,
+}
+
+impl QueueEntry {
+    /// The queue entry of `job`.
+    pub fn of(job: &Job) -> Self {
+        Self {
+            id: job.id,
+            priority: job.priority,
+            created_at: job.created_at,
+            run_after: job.run_after,
+        }
+    }
+}
+
+/// Queued, unpaused jobs (all of them, or those of one workspace), in claim order.
+pub async fn claimable(
+    pool: &PgPool,
+    workspace_id: Option<WorkspaceId>,
+    limit: i64,
+) -> Result<Vec<QueueEntry>, DbError> {
+    Ok(sqlx::query_as::<_, QueueEntry>(
+        "SELECT id, priority, created_at, run_after FROM jobs
+         WHERE status = 'queued' AND NOT paused AND NOT cancel_requested
+           AND ($1::uuid IS NULL OR workspace_id = $1)
+         ORDER BY priority DESC, created_at, id LIMIT $2",
+    )
+    .bind(workspace_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// One job's place in the queue, if it is queued and unpaused.
+pub async fn queue_entry(pool: &PgPool, id: JobId) -> Result<Option<QueueEntry>, DbError> {
+    Ok(sqlx::query_as::<_, QueueEntry>(
+        "SELECT id, priority, created_at, run_after FROM jobs
+         WHERE id = $1 AND status = 'queued' AND NOT paused AND NOT cancel_requested",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The id of the workspace's newest job, if it has any (runtime build logs are recorded on it).
+pub async fn latest_id_for_workspace(
+    pool: &PgPool,
+    workspace_id: WorkspaceId,
+) -> Result<Option<JobId>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE workspace_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(workspace_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The preview URL most recently posted for one of the workspace's jobs (the newest job that
+/// has one), if any.
+pub async fn latest_preview_url(
+    pool: &PgPool,
+    workspace_id: WorkspaceId,
+) -> Result<Option<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT preview_url FROM jobs WHERE workspace_id = $1 AND preview_url IS NOT NULL
+         ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(workspace_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Whether `token` is the job token of `id`'s current run (only a running job has one that
+/// counts).
+pub async fn job_token_matches(pool: &PgPool, id: JobId, token: &str) -> Result<bool, DbError> {
+    let Some(token) = JobToken::parse(token) else {
+        return Ok(false);
+    };
+    let matches: Option<bool> =
+        sqlx::query_scalar("SELECT job_token = $2 AND status = 'running' FROM jobs WHERE id = $1")
+            .bind(id)
+            .bind(token)
+            .fetch_optional(pool)
+            .await?;
+    Ok(matches.unwrap_or(false))
+}

@@ -1,0 +1,90 @@
+//! Landed migrations are frozen (migrations/README.md): sqlx records the checksum of every
+//! migration it applies, and refuses to start on a database whose applied migration's text has
+//! changed since; both binaries migrate at start. This test pins the checksum sqlx computes
+//! (SHA-384 of the file's bytes) of every migration that has landed on main.
+
+/// `(version, file, SHA-384 of the file)` of every landed migration. A migration is added here
+/// when it lands, and never changed afterwards.
+const LANDED: &[(i64, &str, &str)] = &[
+    (
+        20261124000001,
+        "20261124000001_init.sql",
+        "d1f2f34f87c2b6e68c839f97c823c61a25910bddcdfb2030bf2eaa3ad25de42ef801649aac04d0ed78754c7eb8e76193",
+    ),
+    (
+        20261124000002,
+        "20261124000002_shell_sessions.sql",
+        "c754d343a67b630d49a518a1cc635b225352e4729785809dbe352b31abd7ac49099a2dbcb08fce3706b6a4853c87abdd",
+    ),
+    (
+        20261124000010,
+        "20261124000010_workers.sql",
+        "cb0000e70008580d12cd2af05311dee82d6644a1bc3cbc83b953fe395457050499d5c0206cb12ae76e7b5ece5b8e8e57",
+    ),
+    (
+        20261124000011,
+        "20261124000011_job_tokens.sql",
+        "a2c5548fe02d599959abeacfcd3c270ca55f5dd4b6a0a782797d6acdd291a62962af766dad48bab2e28dc997f84e2537",
+    ),
+    (
+        20261124000012,
+        "20261124000012_event_ids_by_xid.sql",
+        "332d2db376bf49f45949c771a80df5eabc4d7641b6ebf755e5eb1d445b26b063b4b9202f2830e0c6b228104b6a1fb707",
+    ),
+    (
+        20261124000013,
+        "20261124000013_one_round_trip_writes.sql",
+        "bb3f7c219c344b9e3d310bf5e354985131668ad1d70ff25a5a6580f93f3433dcf8735f86e7effb315d8a233a8ab0d9ab",
+    ),
+    (
+        20261125000014,
+        "20261125000014_finish_with_last_lines.sql",
+        "fd8a34d931d15384b38d7f545657d6cd07350413d4e55abfa200fa6d2d9e881980d24471c9adb00ab3fd59f39e36484d",
+    ),
+    (
+        20261125000015,
+        "20261125000015_idempotent_output_batches.sql",
+        "523e82fff72e9eae2c421d899ecd4e6847e49f685cab3009814039cb429a75470454e346a85a830b6fa28424a04afb29",
+    ),
+    (
+        20261126000020,
+        "20261126000020_event_payload_bytes.sql",
+        "03e122a203a5f0c7b043b8196300704ccf1b43a8c4dc0734206abe5e2a87365f125ebe920544b6babf35d68cd3a39b55",
+    ),
+];
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn landed_migrations_are_never_edited() {
+    for &(version, file, pinned) in LANDED {
+        let Some(migration) = otter_core::MIGRATOR.iter().find(|m| m.version == version) else {
+            panic!(
+                "migrations/{file} is gone or renumbered: never edit a landed migration, add a new one (migrations/README.md)"
+            );
+        };
+        assert_eq!(
+            hex(&migration.checksum),
+            pinned,
+            "migrations/{file} changed: never edit a landed migration, add a new one (migrations/README.md)"
+        );
+    }
+}
+
+#[test]
+fn new_migrations_come_after_the_landed_ones() {
+    let last = LANDED.iter().map(|&(version, ..)| version).max().unwrap();
+    for migration in otter_core::MIGRATOR.iter() {
+        let landed = LANDED
+            .iter()
+            .any(|&(version, ..)| version == migration.version);
+        assert!(
+            landed || migration.version > last,
+            "migration {} ({}) sorts among the landed ones: give a new migration a timestamp after {last}",
+            migration.version,
+            migration.description
+        );
+    }
+}
