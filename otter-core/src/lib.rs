@@ -103,6 +103,7 @@ pub mod instructions;
 pub mod isolation;
 pub mod metrics;
 pub mod model;
+pub mod output;
 pub mod preview;
 pub mod queue;
 pub mod runner;

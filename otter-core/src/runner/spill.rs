@@ -26,8 +26,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::{Line, MAX_LINE_BYTES};
+use super::Line;
 use crate::model::OutputStream;
+use crate::output::MAX_LINE_BYTES;
 
 /// Where a run's overflow may go ([`super::RunSpec::spill`]).
 #[derive(Debug, Clone)]
