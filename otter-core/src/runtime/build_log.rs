@@ -5,8 +5,9 @@
 //! is recorded on its newest job: `runtime_build_started`, one `output_chunk` per line with
 //! `stream: "runtime"`, then `runtime_build_finished`. A frontend watching
 //! `/v1/events/stream?workspace_id=…` sees the build live. A workspace without any job records
-//! nothing; its build log is only in the answer to `start`/`restart`. Lines are written in
-//! batches (one transaction per batch), at most `OTTER_RUNTIME_MAX_LOG_LINES` per build.
+//! nothing; its build log is only in the answer to `start`/`restart`. Lines are written by the
+//! event batcher ([`crate::output::batch`], [`BatchPolicy::BUILD_LOG`]: one transaction a
+//! batch), at most `OTTER_RUNTIME_MAX_LOG_LINES` per build.
 
 use std::collections::VecDeque;
 
