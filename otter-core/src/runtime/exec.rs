@@ -10,6 +10,9 @@
 //! ignore and this module strips), then `exec`s the shell, which keeps that PID. [`hang_up`]
 //! sends that PID SIGHUP (and SIGKILL if it lingers) through a second exec, like a terminal
 //! hang-up: the shell ends, and the kernel hangs up its foreground job.
+//!
+//! [`Runtime`]'s shell calls (open, resize, hang up, state) are here too: they check the
+//! container, then call these.
 
 use std::pin::Pin;
 use std::time::Duration;

@@ -104,7 +104,7 @@ pub struct BuildSummary {
     pub context_dir: String,
     /// Lines of build output.
     pub log_lines: usize,
-    /// The last [`BUILD_LOG_TAIL`] lines.
+    /// The last [`BUILD_LOG_TAIL`](super::BUILD_LOG_TAIL) lines.
     pub log_tail: Vec<String>,
     /// The job whose events hold the build log (the workspace's newest), if it has one.
     pub job_id: Option<JobId>,
@@ -148,7 +148,7 @@ pub struct Removed {
     pub image: bool,
 }
 
-/// What [`Runtime::cleanup_orphans`] removed.
+/// What [`Runtime::cleanup_orphans`](super::Runtime::cleanup_orphans) removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CleanupReport {
     /// Names of the containers removed.
