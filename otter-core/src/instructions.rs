@@ -3,7 +3,7 @@
 //! vibe 3.x puts `$VIBE_HOME/AGENTS.md` into its system prompt as user-level instructions, so the
 //! worker writes this text there before each run and passes the user's prompt to `--prompt`
 //! unchanged (DESIGN.md §4). Older vibe gets them as a prefix of the prompt instead
-//! ([`prefixed`]). Either way the text reaches vibe as one argument, [`prompt_argument`], whose
+//! ([`prefixed`]); which of the two a worker uses is [`crate::vibe::InstructionsVia`]. Either way the text reaches vibe as one argument, [`prompt_argument`], whose
 //! length Linux bounds: [`max_prompt_bytes`] is the longest prompt that always fits.
 
 use crate::model::JobId;

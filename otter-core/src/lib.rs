@@ -3,7 +3,8 @@
 //! The library under Otter's server and workers, usable on its own: domain types
 //! ([`model`]), configuration ([`config`]), PostgreSQL repositories ([`db`]), the Redis queue
 //! ([`queue`]), the live event feed ([`feed`]), operations that span them ([`service`]), the
-//! process runner ([`runner`]) and what keeps its children contained ([`isolation`]), vibe's output formats ([`vibe`]), workspaces and their `VIBE_HOME`
+//! process runner ([`runner`]) and what keeps its children contained ([`isolation`]), output on
+//! its way to the event log ([`output`]), the vibe contract ([`vibe`]), workspaces and their `VIBE_HOME`
 //! ([`workspace`]), safe file access inside a workspace ([`files`]), shell commands with
 //! persistent sessions ([`shell`]), preview URLs ([`preview`]), runtime containers through the
 //! Docker API ([`runtime`]), Prometheus metrics ([`metrics`]), Otter's instructions to vibe
@@ -104,6 +105,7 @@ pub mod instructions;
 pub mod isolation;
 pub mod metrics;
 pub mod model;
+pub mod output;
 pub mod preview;
 pub mod queue;
 pub mod runner;

@@ -241,16 +241,20 @@ pub mod kinds {
     }
 }
 
-/// Which stream an `output_chunk` line came from.
+/// Which stream a line of output came from: the `stream` of an `output_chunk` event, of a
+/// runner's [`crate::runner::Line`] and of a runtime container's log line. The one name of a
+/// stream everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputStream {
-    /// vibe's stdout (NDJSON entries).
+    /// A process's stdout: vibe's (NDJSON entries), a command's, a container's.
     Stdout,
-    /// vibe's stderr.
+    /// A process's stderr.
     Stderr,
     /// setup.sh's stdout and stderr.
     Setup,
+    /// A runtime image's build log.
+    Runtime,
 }
 
 /// One stored event.

@@ -18,14 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::isolation::Unit;
 use crate::model::OutputStream;
-use crate::vibe::stream::LineSplitter;
+use crate::output::{LineSplitter, MAX_LINE_BYTES};
 
 mod spill;
 
 pub use spill::{LINE_OVERHEAD_BYTES, MAX_LINE_CHARGE, SpillSpec, line_cost};
-
-/// Longest line kept whole; longer ones are cut into pieces of this size.
-pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
 /// One line of a child's output.
 #[derive(Debug)]

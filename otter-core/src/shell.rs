@@ -611,7 +611,9 @@ async fn collect(mut rx: mpsc::UnboundedReceiver<Line>, caps: Caps) -> (Captured
     while let Some(line) = rx.recv().await {
         match line.stream {
             OutputStream::Stderr => stderr.push(&line.text),
-            OutputStream::Stdout | OutputStream::Setup => stdout.push(&line.text),
+            OutputStream::Stdout | OutputStream::Setup | OutputStream::Runtime => {
+                stdout.push(&line.text)
+            }
         }
     }
     (stdout, stderr)

@@ -6,12 +6,13 @@
 
 use std::path::{Path, PathBuf};
 
+use otter_core::output::LineSplitter;
 use otter_core::vibe::export::{
     ExportError, ExportReadError, RunExport, parse_export, read_export,
 };
 use otter_core::vibe::stream::{
-    EntryKind, LineSplitter, Transcript, assistant_text, effect_kind, effect_status,
-    effect_tool_name, entry_kind, message_text, parse_line, stop_event,
+    EntryKind, Transcript, assistant_text, effect_kind, effect_status, effect_tool_name,
+    entry_kind, message_text, parse_line, stop_event,
 };
 use serde_json::Value;
 

@@ -1,6 +1,8 @@
-//! One run of one job: write Otter's instructions to the workspace's `VIBE_HOME/AGENTS.md`, run
-//! vibe (DESIGN.md §4), stream its lines, read `export.json`, map the exit code (DESIGN.md §3),
-//! run `setup.sh` after a success, and record the end, all fenced by the run's lease.
+//! One run of one job, orchestrated: write Otter's instructions to the workspace's
+//! `VIBE_HOME/AGENTS.md`, run vibe, have its lines stored, read `export.json`, run `setup.sh`
+//! after a success, and record the end, all fenced by the run's lease. What vibe is told and
+//! what its answers mean (argv, environment, instructions channel, exit codes, transcript) is
+//! [`otter_core::vibe`]'s.
 //!
 //! Vibe and `setup.sh` run in one unit ([`otter_core::isolation`]) named after the attempt:
 //! before it is made, any other run of the workspace still on this host (a lost one) is
@@ -8,7 +10,6 @@
 //! started, which is kept on purpose. Everything the worker does in the workspace's
 //! `VIBE_HOME`, which the job can write, it does with the job user's rights.
 
-use std::ffi::OsString;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,18 +17,20 @@ use std::time::Duration;
 
 use otter_core::db::jobs::{self, Finish, Lease, LeaseRenewal, RunEnd};
 use otter_core::db::{retry_read, workspaces};
-use otter_core::isolation::{Isolation, Unit, UnitName};
-use otter_core::model::{Job, JobOutput, NewEvent, OutputStream, Workspace, kinds};
-use otter_core::runner::{self, Line, RunOutcome, RunSpec, RunnerError, SpillSpec};
-use otter_core::vibe::{RunExport, parse_export};
-use otter_core::{Config, demo, instructions, workspace};
+use otter_core::isolation::{Isolation, IsolationError, Unit, UnitName};
+use otter_core::model::{Job, NewEvent, OutputStream, Workspace, kinds};
+use otter_core::output::Item;
+use otter_core::runner::{self, RunOutcome, RunSpec, RunnerError, SpillSpec};
+use otter_core::vibe::{self, Decision, Invocation, RunExport, RunRequest, Verdict, parse_export};
+use otter_core::workspace::WorkspaceError;
+use otter_core::{Config, instructions, workspace};
 use serde_json::json;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{RunControl, StopCause};
-use crate::sink::{self, OUTPUT_BUDGET_BYTES, SPILL_MAX_BYTES, SinkItem};
+use crate::sink::{self, OUTPUT_BUDGET_BYTES, SPILL_MAX_BYTES};
 use crate::{Ctx, maintenance};
 
 /// Runs `job` under `lease` to its end, or until `control` stops it: a user's cancel ends it
@@ -101,22 +104,15 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     let renewal = renew_lease(ctx, lease, control);
     tokio::pin!(renewal);
 
-    let (tx, rx) = mpsc::unbounded_channel::<SinkItem>();
+    let (tx, rx) = mpsc::unbounded_channel::<Item>();
     let sink = tokio::spawn(sink::run(ctx.pool.clone(), *lease, rx));
 
     let run_dir = run_dir(&workspace, lease);
     let run = async {
-        match prepare(ctx, job, lease, &workspace, &run_dir, &unit).await {
-            Ok(spec) => runner::run(&spec, tx.clone(), cancel)
-                .await
-                .map_err(|e| match e {
-                    RunnerError::Spawn { program, source } => {
-                        format!("could not start vibe (OTTER_VIBE_BIN={program}): {source}")
-                    }
-                    other @ RunnerError::Wait(_) => other.to_string(),
-                }),
-            Err(e) => Err(e),
-        }
+        let spec = prepare(ctx, job, lease, &workspace, &run_dir, &unit).await?;
+        runner::run(&spec, tx.clone(), cancel)
+            .await
+            .map_err(RunError::from)
     };
     // The lease renewal runs beside the run and never ends by itself.
     let outcome = tokio::select! {
@@ -132,8 +128,11 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     };
 
     let mut finish = match outcome {
-        Err(e) => failed(e, false, None),
-        Ok(outcome) => decide(config, outcome, export.as_ref(), control.cause()),
+        Err(e) => failed(e.to_string(), false, None),
+        Ok(outcome) => finish_of(
+            vibe::decide(outcome, export.as_ref(), config.job_timeout),
+            control.cause(),
+        ),
     };
 
     if matches!(finish.end, RunEnd::Succeeded) && !cancel.is_cancelled() {
@@ -157,19 +156,8 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
         // Nothing more may be written; `finish` will find the lease gone and do nothing.
         tracing::warn!(job_id = %job.id, "run ended without its lease");
     }
-    // Say why: export.json's error, else vibe's last `Error:` line.
-    let reason = export
-        .as_ref()
-        .and_then(|e| e.error.as_ref())
-        .and_then(|e| e.message.clone())
-        .or_else(|| {
-            report
-                .stderr_tail
-                .iter()
-                .rev()
-                .find(|l| l.starts_with("Error:"))
-                .cloned()
-        });
+    // Say why, in vibe's words.
+    let reason = report.log.failure_reason(export.as_ref());
     if let (RunEnd::Failed { error, .. }, Some(reason)) = (&mut finish.end, reason) {
         error.push_str(": ");
         error.push_str(&reason);
@@ -183,7 +171,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     ) {
         finish.retry_delay = config.retry_delay(lease.attempt);
     }
-    finish.output = Some(output(export.as_ref(), report.transcript.final_text()));
+    finish.output = Some(report.log.output(export.as_ref()));
     finish.events = report.tail;
     finish
 }
@@ -214,84 +202,6 @@ async fn renew_lease(ctx: &Ctx, lease: &Lease, control: &RunControl) -> std::con
 /// claim and the run's registration for cancel notifications; a short job ends before it and
 /// costs no renewal.
 const FIRST_RENEWAL: Duration = Duration::from_secs(1);
-
-/// How Otter's instructions reach vibe (DESIGN.md §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum InstructionsVia {
-    /// `$VIBE_HOME/AGENTS.md`, which vibe 3.x puts into its system prompt; the user's prompt goes
-    /// to `--prompt` unchanged.
-    AgentsMd,
-    /// A prefix of the prompt, for older vibe that does not read that file.
-    PromptPrefix,
-}
-
-impl InstructionsVia {
-    /// Asks `vibe --version` (run the way jobs run it: as the job user, in a unit of its own):
-    /// 3.x and later read `AGENTS.md`, older versions get the prefix. When the version cannot be
-    /// told (vibe missing, odd output), `AGENTS.md` is assumed: jobs will say what is wrong with
-    /// vibe when they run it.
-    pub(crate) async fn detect(config: &Config, isolation: &Arc<Isolation>) -> Self {
-        let output = match version(config, isolation).await {
-            Ok(output) => output,
-            Err(e) => {
-                tracing::warn!(vibe = %config.vibe_bin.display(), error = %e, "cannot run `vibe --version`");
-                return Self::AgentsMd;
-            }
-        };
-        let via = Self::for_version(&output);
-        tracing::info!(version = output.trim(), instructions = ?via, "vibe found");
-        via
-    }
-
-    /// The way for a `--version` output such as `vibe 3.0.3`.
-    fn for_version(output: &str) -> Self {
-        let major = output
-            .split(|c: char| !c.is_ascii_digit() && c != '.')
-            .find(|word| word.contains('.'))
-            .and_then(|version| version.split('.').next())
-            .and_then(|major| major.parse::<u32>().ok());
-        match major {
-            Some(major) if major < 3 => Self::PromptPrefix,
-            _ => Self::AgentsMd,
-        }
-    }
-}
-
-/// What `vibe --version` prints on stdout.
-async fn version(config: &Config, isolation: &Arc<Isolation>) -> Result<String, String> {
-    let unit = Unit::create(isolation, UnitName::task())
-        .await
-        .map_err(|e| e.to_string())?;
-    let spec = RunSpec {
-        program: config.vibe_bin.clone(),
-        args: vec!["--version".into()],
-        cwd: std::env::temp_dir(),
-        unit: unit.clone(),
-        env: config.vibe_extra_env.clone(),
-        stdout_as: OutputStream::Stdout,
-        stderr_as: OutputStream::Stderr,
-        timeout: Some(Duration::from_secs(20)),
-        kill_grace: Duration::from_secs(1),
-        output_budget: None,
-        spill: None,
-        reap_group_on_exit: true,
-    };
-    let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
-    let outcome = runner::run(&spec, tx, &CancellationToken::new()).await;
-    unit.close().await;
-    let mut stdout = String::new();
-    while let Ok(line) = rx.try_recv() {
-        if line.stream == OutputStream::Stdout {
-            stdout.push_str(&line.text);
-            stdout.push('\n');
-        }
-    }
-    match outcome {
-        Ok(RunOutcome::TimedOut) => Err("it did not answer within 20 s".to_owned()),
-        Ok(_) => Ok(stdout),
-        Err(e) => Err(e.to_string()),
-    }
-}
 
 /// Reads `<run_dir>/export.json` as the job user would (the job can write the run directory);
 /// `Ok(None)` when vibe wrote none.
@@ -330,8 +240,69 @@ fn spill_spec(config: &Config) -> SpillSpec {
     }
 }
 
+/// Why a run could not be prepared.
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    /// The workspace directory is no longer what was registered.
+    #[error("the workspace cannot be used: {0}")]
+    Workspace(#[source] WorkspaceError),
+    /// The `VIBE_HOME` could not be given to the job user.
+    #[error(transparent)]
+    Home(#[from] IsolationError),
+    /// The run directory could not be made.
+    #[error("creating {}: {source}", path.display())]
+    RunDir {
+        /// The run directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// vibe's configuration in the home could not be brought up to date.
+    #[error(transparent)]
+    VibeConfig(WorkspaceError),
+    /// The instructions could not be written.
+    #[error("writing {}: {source}", path.display())]
+    Instructions {
+        /// `$VIBE_HOME/AGENTS.md`.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The preparing task panicked.
+    #[error("preparing the run failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Why vibe did not run to an outcome.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    /// The run could not be prepared.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    /// vibe could not be started.
+    #[error("could not start vibe (OTTER_VIBE_BIN={program}): {source}")]
+    Start {
+        /// `OTTER_VIBE_BIN`.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Waiting for vibe failed.
+    #[error(transparent)]
+    Wait(RunnerError),
+}
+
+impl From<RunnerError> for RunError {
+    fn from(e: RunnerError) -> Self {
+        match e {
+            RunnerError::Spawn { program, source } => Self::Start { program, source },
+            other @ RunnerError::Wait(_) => Self::Wait(other),
+        }
+    }
+}
+
 /// Makes the run directory and writes the instructions (as the job user, in its `VIBE_HOME`),
-/// then builds vibe's command line.
+/// then builds vibe's command line ([`Invocation`]).
 async fn prepare(
     ctx: &Ctx,
     job: &Job,
@@ -339,12 +310,12 @@ async fn prepare(
     workspace: &Workspace,
     run_dir: &Path,
     unit: &Arc<Unit>,
-) -> Result<RunSpec, String> {
+) -> Result<RunSpec, PrepareError> {
     let config = &ctx.config;
     // Checked now, as the file and command APIs check it: a directory replaced by a link or
     // moved out of OTTER_ALLOWED_ROOTS since it was registered would have vibe work elsewhere.
-    let root = workspace::open_registered(config, &workspace.path)
-        .map_err(|e| format!("the workspace cannot be used: {e}"))?;
+    let root =
+        workspace::open_registered(config, &workspace.path).map_err(PrepareError::Workspace)?;
     let instructions = instructions::render(job.id, &config.api_base_url);
     let prepared = {
         let (isolation, home, run_dir) = (
@@ -354,20 +325,24 @@ async fn prepare(
         );
         let (instructions, spill) = (instructions.clone(), spill_spec(config).dir);
         let config = config.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), String> {
+        tokio::task::spawn_blocking(move || -> Result<(), PrepareError> {
             // A home made before Otter switched users, or by a server of another user.
-            isolation.give_tree(&home).map_err(|e| e.to_string())?;
+            isolation.give_tree(&home)?;
             isolation.as_job(|| {
-                std::fs::create_dir_all(&run_dir)
-                    .map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
+                std::fs::create_dir_all(&run_dir).map_err(|source| PrepareError::RunDir {
+                    path: run_dir.clone(),
+                    source,
+                })?;
                 // The home may predate this worker's configuration (OTTER_DEMO turned on or off
                 // since).
-                workspace::refresh_vibe_config(&config, &home).map_err(|e| e.to_string())?;
-                let agents = home.join("AGENTS.md");
-                // Written in both ways: a vibe that reads it is told, one that does not loses
-                // nothing.
-                std::fs::write(&agents, &instructions)
-                    .map_err(|e| format!("writing {}: {e}", agents.display()))
+                workspace::refresh_vibe_config(&config, &home).map_err(PrepareError::VibeConfig)?;
+                let agents = vibe::agents_file(&home);
+                std::fs::write(&agents, &instructions).map_err(|source| {
+                    PrepareError::Instructions {
+                        path: agents,
+                        source,
+                    }
+                })
             })?;
             // Best effort: without it, a run whose output outpaces the database waits instead.
             let _ = std::fs::DirBuilder::new()
@@ -376,68 +351,29 @@ async fn prepare(
                 .create(&spill);
             Ok(())
         })
-        .await
-        .map_err(|e| format!("preparing the run failed: {e}"))?
+        .await?
     };
     prepared?;
-    let prompt = match ctx.instructions {
-        InstructionsVia::AgentsMd => job.prompt.clone(),
-        InstructionsVia::PromptPrefix => instructions::prefixed(&instructions, &job.prompt),
-    };
-    // One argument, whose length the server checked at submit (`instructions::max_prompt_bytes`).
-    let mut args: Vec<OsString> = vec![instructions::prompt_argument(&prompt).into()];
-    args.extend(
-        [
-            "--output",
-            "streaming",
-            "--trust",
-            "--auto-approve",
-            "--output-dir",
-        ]
-        .map(OsString::from),
+    let prompt = ctx.instructions.prompt(&instructions, &job.prompt);
+    let invocation = Invocation::new(
+        config,
+        &RunRequest {
+            job_id: job.id,
+            prompt: &prompt,
+            vibe_home: &workspace.vibe_home,
+            run_dir,
+            job_token: &lease.job_token.to_string(),
+        },
     );
-    args.push(run_dir.as_os_str().to_owned());
-    let mut timeout = None;
-    if let Some(limit) = config.job_timeout {
-        args.push("--time-limit".into());
-        args.push(limit.as_secs().max(1).to_string().into());
-        // vibe stops itself at the limit; the hard kill is the backstop.
-        timeout = Some(limit + config.cancel_grace + Duration::from_secs(30));
-    }
-
-    let mut env = vec![("VIBE_HOME".to_owned(), workspace.vibe_home.clone())];
-    if let Some(key) = &config.mistral_api_key {
-        env.push(("MISTRAL_API_KEY".to_owned(), key.expose().to_owned()));
-    }
-    if config.demo {
-        // The demo model, whatever OTTER_VIBE_MODEL says, and its dummy key.
-        env.extend(demo::vibe_env());
-    } else {
-        if let Some(model) = &config.vibe_model {
-            // vibe 3.x reads only VIBE_ACTIVE_MODEL; older versions the other two (DESIGN.md §4).
-            for name in ["VIBE_ACTIVE_MODEL", "VIBE_MODEL", "MISTRAL_MODEL"] {
-                env.push((name.to_owned(), model.clone()));
-            }
-        }
-        if let Some(provider) = &config.vibe_provider {
-            env.push(("VIBE_PROVIDER".to_owned(), provider.clone()));
-        }
-    }
-    env.push(("OTTER_JOB_ID".to_owned(), job.id.to_string()));
-    // Good only for posting this job's preview URL while this run lasts.
-    env.push(("OTTER_API_TOKEN".to_owned(), lease.job_token.to_string()));
-    env.push(("OTTER_API_BASE_URL".to_owned(), config.api_base_url.clone()));
-    env.extend(config.vibe_extra_env.iter().cloned());
-
     Ok(RunSpec {
-        program: config.vibe_bin.clone(),
-        args,
+        program: invocation.program,
+        args: invocation.args,
         cwd: root.path().to_path_buf(),
         unit: unit.clone(),
-        env,
+        env: invocation.env,
         stdout_as: OutputStream::Stdout,
         stderr_as: OutputStream::Stderr,
-        timeout,
+        timeout: invocation.timeout,
         kill_grace: config.cancel_grace,
         output_budget: Some(Arc::new(Semaphore::new(OUTPUT_BUDGET_BYTES))),
         spill: Some(spill_spec(config)),
@@ -445,75 +381,30 @@ async fn prepare(
     })
 }
 
-/// Maps how vibe ended to how the job ends (DESIGN.md §3).
-fn decide(
-    config: &Config,
-    outcome: RunOutcome,
-    export: Option<&RunExport>,
-    stopped: Option<StopCause>,
-) -> Finish {
-    let reason = export
-        .and_then(|e| e.outcome.clone())
-        .unwrap_or_else(|| "unknown".to_owned());
-    match outcome {
-        RunOutcome::Exited(0) => Finish::new(RunEnd::Succeeded, Some(0)),
-        RunOutcome::Exited(1) => failed(
-            "vibe configuration error (exit 1)".to_owned(),
-            false,
-            Some(1),
-        ),
-        RunOutcome::Exited(2) => failed(
-            "vibe infrastructure error (exit 2)".to_owned(),
-            true,
-            Some(2),
-        ),
-        RunOutcome::Exited(3) => failed(format!("vibe stopped early: {reason}"), false, Some(3)),
-        RunOutcome::Exited(code) => {
-            failed(format!("vibe exited with code {code}"), true, Some(code))
-        }
-        RunOutcome::Signalled(sig) => {
-            failed(format!("vibe was killed by signal {sig}"), true, None)
-        }
-        RunOutcome::TimedOut => failed(
-            format!(
-                "timed out after {}s (OTTER_JOB_TIMEOUT)",
-                config.job_timeout.map(|t| t.as_secs()).unwrap_or_default()
-            ),
-            false,
-            None,
-        ),
-        RunOutcome::Cancelled if stopped == Some(StopCause::LeaseLost) => {
-            failed("worker_lost".to_owned(), true, None)
-        }
-        RunOutcome::Cancelled if stopped == Some(StopCause::Shutdown) => Finish {
-            // Given back on shutdown: not the job's fault, so the attempt is not counted.
-            details: json!({ "reason": "worker_shutdown" }),
-            ..Finish::new(
-                RunEnd::Released {
-                    reason: "worker_shutdown".to_owned(),
-                },
-                None,
-            )
+/// How the job ends, from vibe's [`Decision`] and why the worker stopped the run, if it did.
+fn finish_of(decision: Decision, stopped: Option<StopCause>) -> Finish {
+    match decision.verdict {
+        Verdict::Succeeded => Finish::new(RunEnd::Succeeded, decision.exit_code),
+        Verdict::Failed { error, retryable } => failed(error, retryable, decision.exit_code),
+        Verdict::Stopped => match stopped {
+            Some(StopCause::LeaseLost) => failed("worker_lost".to_owned(), true, None),
+            Some(StopCause::Shutdown) => Finish {
+                // Given back on shutdown: not the job's fault, so the attempt is not counted.
+                details: json!({ "reason": "worker_shutdown" }),
+                ..Finish::new(
+                    RunEnd::Released {
+                        reason: "worker_shutdown".to_owned(),
+                    },
+                    None,
+                )
+            },
+            Some(StopCause::UserCancel) | None => Finish::new(RunEnd::Cancelled, None),
         },
-        RunOutcome::Cancelled => Finish::new(RunEnd::Cancelled, None),
     }
 }
 
 fn failed(error: String, retryable: bool, exit_code: Option<i32>) -> Finish {
     Finish::new(RunEnd::Failed { error, retryable }, exit_code)
-}
-
-/// The job's output row from export.json and the transcript.
-fn output(export: Option<&RunExport>, final_text: Option<&str>) -> JobOutput {
-    JobOutput {
-        final_text: final_text.map(str::to_owned),
-        usage: export.and_then(|e| e.usage.clone()),
-        cost: export.and_then(|e| e.cost_usd),
-        outcome: export.and_then(|e| e.outcome.clone()),
-        stop_reason: export.and_then(|e| e.stop_reason.clone()),
-        export: export.and_then(|e| serde_json::to_value(e).ok()),
-        model: export.and_then(|e| e.model.clone()),
-    }
 }
 
 /// Runs `setup.sh` if vibe left one, in the run's unit, streaming its lines; returns details
@@ -522,7 +413,7 @@ async fn run_setup(
     config: &Config,
     workspace: &Workspace,
     unit: &Arc<Unit>,
-    tx: &mpsc::UnboundedSender<SinkItem>,
+    tx: &mpsc::UnboundedSender<Item>,
     cancel: &CancellationToken,
 ) -> serde_json::Value {
     // vibe itself may have replaced the directory: checked again before anything runs there.
@@ -540,7 +431,7 @@ async fn run_setup(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| root.clone());
-    let _ = tx.send(SinkItem::Event(NewEvent::new(
+    let _ = tx.send(Item::Event(NewEvent::new(
         kinds::SETUP_STARTED,
         json!({ "path": script.display().to_string() }),
     )));
@@ -579,10 +470,7 @@ async fn run_setup(
     };
     let mut finished = result.clone();
     finished["path"] = json!(script.display().to_string());
-    let _ = tx.send(SinkItem::Event(NewEvent::new(
-        kinds::SETUP_FINISHED,
-        finished,
-    )));
+    let _ = tx.send(Item::Event(NewEvent::new(kinds::SETUP_FINISHED, finished)));
     json!({ "setup": result })
 }
 
@@ -616,23 +504,4 @@ fn find_setup(root: &Path) -> Option<PathBuf> {
         }
     }
     best.map(|(_, p)| p)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::InstructionsVia;
-
-    #[test]
-    fn the_version_decides_how_instructions_are_handed_over() {
-        for (output, want) in [
-            ("vibe 3.0.3\n", InstructionsVia::AgentsMd),
-            ("vibe 4.1.0", InstructionsVia::AgentsMd),
-            ("vibe 2.26.1\n", InstructionsVia::PromptPrefix),
-            ("mistral-vibe 1.3.5", InstructionsVia::PromptPrefix),
-            ("", InstructionsVia::AgentsMd),
-            ("garbage", InstructionsVia::AgentsMd),
-        ] {
-            assert_eq!(InstructionsVia::for_version(output), want, "{output:?}");
-        }
-    }
 }

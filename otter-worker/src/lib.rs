@@ -44,7 +44,7 @@ pub(crate) struct Ctx {
     pub(crate) queue: Queue,
     pub(crate) controls: control::Controls,
     /// How Otter's instructions reach this vibe (decided once from `vibe --version`).
-    pub(crate) instructions: job::InstructionsVia,
+    pub(crate) instructions: otter_core::vibe::InstructionsVia,
     /// Who runs the jobs, and how their processes are kept track of.
     pub(crate) isolation: Arc<Isolation>,
 }
@@ -79,7 +79,7 @@ pub async fn run(
         pool,
         queue,
         controls: control::Controls::default(),
-        instructions: job::InstructionsVia::detect(&config, &isolation).await,
+        instructions: otter_core::vibe::InstructionsVia::detect(&config, &isolation).await,
         isolation: isolation.clone(),
     };
     tracing::info!(

@@ -1,19 +1,18 @@
-//! The event sink of one run: receives output lines and lifecycle events in order, and writes
-//! them to PostgreSQL in batches (whatever arrived while the previous write was in flight goes
-//! in the next one), fenced by the run's lease. The process's pipes never wait on it: the
-//! runner reads them into the channel as fast as the child writes, within an output budget
-//! (see [`OUTPUT_BUDGET_BYTES`]); past it, lines wait in a spill file on disk (see
-//! [`SPILL_MAX_BYTES`]) until the sink catches up.
+//! The event sink of one run: stores what the run's processes and the worker send, in order,
+//! in batches fenced by the run's lease. It only stores: batching is the event batcher's
+//! ([`otter_core::output::batch`], [`BatchPolicy::RUN_OUTPUT`]), and what vibe's lines mean is
+//! [`RunLog`]'s. The process's pipes never wait on it: the runner reads them into the channel as
+//! fast as the child writes, within an output budget (see [`OUTPUT_BUDGET_BYTES`]); past it,
+//! lines wait in a spill file on disk (see [`SPILL_MAX_BYTES`]) until the sink catches up.
 
 use std::time::Duration;
 
 use otter_core::db::events::EncodedEvent;
 use otter_core::db::jobs::{self, Lease};
-use otter_core::model::{NewEvent, OutputStream};
-use otter_core::runner::Line;
-use otter_core::vibe::{Transcript, parse_line};
+use otter_core::output::{BatchPolicy, Item, Store, batch};
+use otter_core::vibe::RunLog;
 use sqlx::PgPool;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 
 /// Bytes of a run's output that may wait for the database at once, counted as the runner counts
 /// them (each line's text plus what a waiting line costs beyond it,
@@ -27,43 +26,11 @@ pub(crate) const OUTPUT_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 /// speed while the database catches up; past this much it blocks, as above.
 pub(crate) const SPILL_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 
-/// Most events written in one transaction.
-const MAX_BATCH: usize = 1000;
-
-/// Most bytes of encoded payloads in one batch (one event more when it alone is larger). The
-/// lines of a batch keep their share of the budget until it is stored, but an encoded payload can
-/// be several times its line (JSON escapes: a control character takes 6 bytes; the parsed entry
-/// beside the raw text), so the batches the sink holds (one being gathered, one being written,
-/// and the writer's copy of it for PostgreSQL) are bounded by this as well.
-const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
-
-/// How long a batch waits for more lines after its first one. A burst of lines (vibe prints a
-/// tool's result, the stand-in prints 20 lines in a millisecond) then goes in one write instead
-/// of one per line or two; a watcher sees lines at most this much later.
-const LINGER: Duration = Duration::from_millis(3);
-
-/// What a run sends to its sink.
-#[derive(Debug)]
-pub(crate) enum SinkItem {
-    /// An output line.
-    Line(Line),
-    /// A lifecycle event (setup started, setup finished).
-    Event(NewEvent),
-}
-
-impl From<Line> for SinkItem {
-    fn from(line: Line) -> Self {
-        SinkItem::Line(line)
-    }
-}
-
 /// What the sink saw, once the run's senders are all gone.
 #[derive(Debug, Default)]
 pub(crate) struct SinkReport {
-    /// vibe's transcript (stdout entries), for the final answer.
-    pub(crate) transcript: Transcript,
-    /// The last stderr lines of vibe, to explain a failure.
-    pub(crate) stderr_tail: Vec<String>,
+    /// What vibe's output told: its transcript and its last stderr lines.
+    pub(crate) log: RunLog,
     /// The last batch, not written: it goes into the run's finish, in the same transaction as
     /// the closing event (one commit fewer per job; a watcher sees these lines with the end).
     pub(crate) tail: Vec<EncodedEvent>,
@@ -71,179 +38,46 @@ pub(crate) struct SinkReport {
     pub(crate) lease_lost: bool,
 }
 
-/// Lines of stderr kept for the error message.
-const STDERR_TAIL: usize = 5;
-
-/// A batch handed to the writer: its number, its events and the lines' shares of the budget
-/// (given back once it is stored).
-#[derive(Default)]
-struct Batch {
-    no: i64,
-    events: Vec<EncodedEvent>,
-    permits: Vec<OwnedSemaphorePermit>,
-    /// Bytes of the events' encoded payloads.
-    bytes: usize,
-}
-
-impl Batch {
-    /// Whether the batch takes no more events.
-    fn is_full(&self) -> bool {
-        self.events.len() >= MAX_BATCH || self.bytes >= MAX_BATCH_BYTES
-    }
-}
-
-/// Receives a run's output and writes it in two stages. Here, lines are parsed, observed for the
-/// transcript, encoded and gathered into batches; a writer task stores the batches in order.
-/// While the writer waits for PostgreSQL the next batch is prepared (and keeps growing until the
-/// writer is free), so a flood costs PostgreSQL's time, not PostgreSQL's plus the encoding's.
+/// Stores a run's output until every sender of `rx` is gone.
 pub(crate) async fn run(
     pool: PgPool,
     lease: Lease,
-    mut rx: mpsc::UnboundedReceiver<SinkItem>,
+    rx: mpsc::UnboundedReceiver<Item>,
 ) -> SinkReport {
-    let mut report = SinkReport::default();
-    // One batch waits for the writer at most; the rest waits in `rx`, within the budget.
-    let (to_writer, pending) = mpsc::channel::<Batch>(1);
-    let writer = tokio::spawn(write_batches(pool, lease, pending));
-    let mut batch = Batch::default();
-    // Numbers the batches, so that a retried one is stored once (see `jobs::append_run_events`).
-    let mut batch_no: i64 = 0;
-    let mut closed = false;
-    while !closed {
-        let Some(first) = rx.recv().await else {
-            break;
-        };
-        let linger_until = tokio::time::Instant::now() + LINGER;
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            add(&mut batch, item, &mut report);
-            if !batch.is_full() {
-                next = match rx.try_recv() {
-                    Ok(item) => Some(item),
-                    // Nothing waiting: linger a little (a closed channel ends it at once).
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        match tokio::time::timeout_at(linger_until, rx.recv()).await {
-                            Ok(Some(item)) => Some(item),
-                            Ok(None) => {
-                                closed = true;
-                                None
-                            }
-                            Err(_) => None,
-                        }
-                    }
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        closed = true;
-                        None
-                    }
-                };
-            }
-        }
-        if closed {
-            break;
-        }
-        if report.lease_lost {
-            // Nothing more is written: drop the lines, give their budget back.
-            batch = Batch::default();
-            continue;
-        }
-        // Hand the batch over; while the writer is busy, what arrives joins it.
-        while !closed {
-            tokio::select! {
-                biased;
-                slot = to_writer.reserve() => {
-                    match slot {
-                        Ok(slot) => {
-                            batch_no += 1;
-                            batch.no = batch_no;
-                            slot.send(std::mem::take(&mut batch));
-                        }
-                        // The writer stopped: the lease is gone.
-                        Err(_) => {
-                            report.lease_lost = true;
-                            batch = Batch::default();
-                        }
-                    }
-                    break;
+    let store = Leased { pool, lease };
+    let batched = batch::run(rx, RunLog::new(), store, BatchPolicy::RUN_OUTPUT).await;
+    SinkReport {
+        log: batched.encoder,
+        tail: batched.held,
+        lease_lost: batched.refused,
+    }
+}
+
+/// Stores batches under the run's lease.
+struct Leased {
+    pool: PgPool,
+    lease: Lease,
+}
+
+impl Store for Leased {
+    /// Writes one batch, retrying while PostgreSQL is unreachable. Returns false if the lease
+    /// is gone.
+    async fn store(&mut self, batch_no: i64, batch: &[EncodedEvent]) -> bool {
+        let lease = &self.lease;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match jobs::append_run_events(&self.pool, lease, batch_no, batch).await {
+                Ok(true) => return true,
+                Ok(false) => {
+                    tracing::warn!(job_id = %lease.job_id, "lease lost; the run's output is no longer recorded");
+                    return false;
                 }
-                item = rx.recv(), if !batch.is_full() => match item {
-                    Some(item) => add(&mut batch, item, &mut report),
-                    None => closed = true,
-                },
-            }
-        }
-    }
-    // Every batch handed over is stored (or the lease is gone) before the finish writes the
-    // tail after them.
-    drop(to_writer);
-    match writer.await {
-        Ok(true) => {}
-        Ok(false) => report.lease_lost = true,
-        Err(e) => {
-            tracing::error!(job_id = %lease.job_id, error = %e, "the output writer failed");
-            report.lease_lost = true;
-        }
-    }
-    if !report.lease_lost {
-        report.tail = batch.events;
-    }
-    report
-}
-
-/// Stores the batches in order. Returns false, at once, when the lease is gone.
-async fn write_batches(pool: PgPool, lease: Lease, mut pending: mpsc::Receiver<Batch>) -> bool {
-    while let Some(batch) = pending.recv().await {
-        if !write(&pool, &lease, batch.no, &batch.events).await {
-            tracing::warn!(job_id = %lease.job_id, "lease lost; the run's output is no longer recorded");
-            return false;
-        }
-        drop(batch.permits);
-    }
-    true
-}
-
-/// Writes one batch, retrying while PostgreSQL is unreachable. Returns false if the lease is gone.
-async fn write(pool: &PgPool, lease: &Lease, batch_no: i64, batch: &[EncodedEvent]) -> bool {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match jobs::append_run_events(pool, lease, batch_no, batch).await {
-            Ok(held) => return held,
-            Err(e) => {
-                tracing::warn!(job_id = %lease.job_id, error = %e, lines = batch.len(), "writing output failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-}
-
-/// Adds `item` to `batch`, encoded, with its share of the budget.
-fn add(batch: &mut Batch, item: SinkItem, report: &mut SinkReport) {
-    let (event, permit) = to_event(item, report);
-    let event = EncodedEvent::new(&event);
-    batch.bytes += event.payload.get().len();
-    batch.events.push(event);
-    batch.permits.extend(permit);
-}
-
-fn to_event(item: SinkItem, report: &mut SinkReport) -> (NewEvent, Option<OwnedSemaphorePermit>) {
-    match item {
-        SinkItem::Event(event) => (event, None),
-        SinkItem::Line(line) => {
-            let entry = match line.stream {
-                OutputStream::Stdout => parse_line(&line.text),
-                OutputStream::Stderr => {
-                    if report.stderr_tail.len() == STDERR_TAIL {
-                        report.stderr_tail.remove(0);
-                    }
-                    report.stderr_tail.push(line.text.clone());
-                    None
+                Err(e) => {
+                    tracing::warn!(job_id = %lease.job_id, error = %e, lines = batch.len(), "writing output failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
-                OutputStream::Setup => None,
-            };
-            if let Some(entry) = &entry {
-                report.transcript.observe(entry);
             }
-            (NewEvent::output(line.stream, line.text, entry), line.permit)
         }
     }
 }
@@ -252,7 +86,7 @@ fn to_event(item: SinkItem, report: &mut SinkReport) -> (NewEvent, Option<OwnedS
 mod tests {
     //! The sink against a real PostgreSQL: every line stored once and in order, the last batch
     //! left for the finish, the budget given back, and nothing more written once the lease is
-    //! gone.
+    //! gone. (How batches are formed is tested with the batcher, in `otter_core::output`.)
 
     use std::sync::Arc;
     use std::time::Duration;
@@ -264,7 +98,9 @@ mod tests {
     use sqlx::PgPool;
     use tokio::sync::{Semaphore, mpsc};
 
-    use super::{SinkItem, SinkReport};
+    use otter_core::output::Item;
+
+    use super::SinkReport;
 
     const BUDGET: usize = 1 << 20;
 
@@ -273,7 +109,7 @@ mod tests {
         pool: PgPool,
         id: JobId,
         budget: Arc<Semaphore>,
-        tx: mpsc::UnboundedSender<SinkItem>,
+        tx: mpsc::UnboundedSender<Item>,
         sink: tokio::task::JoinHandle<SinkReport>,
     }
 
@@ -350,73 +186,6 @@ mod tests {
         .fetch_all(pool)
         .await
         .unwrap()
-    }
-
-    /// What malloc adds to an allocation of `n` bytes, at most (glibc on 64 bits: an 8-byte
-    /// header, 16-byte alignment, 32 bytes at least).
-    fn malloc_slack(n: usize) -> usize {
-        ((n + 8 + 15) & !15).max(32) - n
-    }
-
-    /// The runner charges each line its text plus `LINE_OVERHEAD_BYTES`; that must cover what
-    /// the line costs here beyond its text, in the channel and then in a batch.
-    #[test]
-    fn a_lines_charge_covers_what_it_holds_in_the_channel_and_in_a_batch() {
-        use otter_core::db::events::EncodedEvent;
-        use otter_core::model::NewEvent;
-        use otter_core::runner::LINE_OVERHEAD_BYTES;
-        use std::mem::size_of;
-        // In the channel: its slot (tokio's blocks of 32 slots, with a header of 4 words), and
-        // malloc's rounding of the text's allocation (none for an empty line).
-        let slot = size_of::<SinkItem>() + (4 * size_of::<usize>()).div_ceil(32);
-        let in_channel = slot + (1..64).map(malloc_slack).max().unwrap();
-        // In a batch: the encoded event and its permit, the payload's JSON around the text,
-        // malloc's rounding of it.
-        let framing = |stream| {
-            let event = EncodedEvent::new(&NewEvent::output(stream, String::new(), None));
-            event.payload.get().len()
-        };
-        let framing = framing(OutputStream::Stderr).max(framing(OutputStream::Stdout));
-        let in_batch = size_of::<EncodedEvent>()
-            + size_of::<tokio::sync::OwnedSemaphorePermit>()
-            + framing
-            + (framing..framing + 64).map(malloc_slack).max().unwrap();
-        eprintln!(
-            "item {} bytes; a line costs {in_channel} bytes beyond its text in the channel, {in_batch} in a batch",
-            size_of::<SinkItem>()
-        );
-        assert!(
-            in_channel <= LINE_OVERHEAD_BYTES && in_batch <= LINE_OVERHEAD_BYTES,
-            "a line costs {in_channel} bytes beyond its text in the channel, {in_batch} in a \
-             batch, but is charged {LINE_OVERHEAD_BYTES}"
-        );
-    }
-
-    #[test]
-    fn a_batch_is_bounded_by_bytes_as_well_as_by_count() {
-        let mut batch = super::Batch::default();
-        let mut report = SinkReport::default();
-        // Control characters: each is 6 bytes once encoded (`\u0001`).
-        let line = "\u{1}".repeat(100_000);
-        while !batch.is_full() {
-            let item = SinkItem::Line(Line {
-                stream: OutputStream::Stdout,
-                text: line.clone(),
-                permit: None,
-            });
-            super::add(&mut batch, item, &mut report);
-        }
-        let one = batch.events[0].payload.get().len();
-        assert!(one > 6 * 100_000, "{one}");
-        assert!(batch.events.len() < super::MAX_BATCH);
-        assert!(batch.bytes >= super::MAX_BATCH_BYTES);
-        assert!(
-            batch.bytes < super::MAX_BATCH_BYTES + one,
-            "{}",
-            batch.bytes
-        );
-        let stored: usize = batch.events.iter().map(|e| e.payload.get().len()).sum();
-        assert_eq!(stored, batch.bytes);
     }
 
     #[tokio::test]

@@ -55,11 +55,20 @@ pub async fn append(
     job_id: JobId,
     events: &[NewEvent],
 ) -> Result<Vec<(i64, i64)>, DbError> {
+    append_encoded(conn, job_id, &encode(events)).await
+}
+
+/// [`append`] for events already encoded (a batch of the event batcher,
+/// [`crate::output::batch`]).
+pub async fn append_encoded(
+    conn: &mut PgConnection,
+    job_id: JobId,
+    events: &[EncodedEvent],
+) -> Result<Vec<(i64, i64)>, DbError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let events = encode(events);
-    let (kinds, payloads) = columns(&events);
+    let (kinds, payloads) = columns(events);
     let rows: Vec<(i64, i64)> =
         sqlx::query_as("SELECT id, seq FROM otter_append_events($1, $2, $3)")
             .bind(job_id)

@@ -2,7 +2,7 @@
 //! file on disk when it does not, so that the reader of a child's pipe keeps reading.
 //!
 //! A child blocked on a full pipe is a child not working, so the reader must not stop for long
-//! (issue 7: at most 100 ms). Each line first takes its share of the run's in-memory output
+//! (at most 100 ms). Each line first takes its share of the run's in-memory output
 //! budget ([`super::RunSpec::output_budget`]: its text plus what a waiting line costs beyond it,
 //! [`LINE_OVERHEAD_BYTES`]) and goes to the consumer. When the budget is spent
 //! (the database is behind, or down), the reader appends the rest of what it read to the spill
@@ -26,8 +26,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::{Line, MAX_LINE_BYTES};
+use super::Line;
 use crate::model::OutputStream;
+use crate::output::MAX_LINE_BYTES;
 
 /// Where a run's overflow may go ([`super::RunSpec::spill`]).
 #[derive(Debug, Clone)]
@@ -42,15 +43,15 @@ pub struct SpillSpec {
 /// What a line costs beyond its text while it waits for its consumer, charged to the output
 /// budget with the text ([`line_cost`]). Where it comes from, on x86-64 with glibc's malloc:
 ///
-/// - in the channel: the consumer's item (`Line`, 48 bytes; the worker's `SinkItem`, 56), its
+/// - in the channel: the consumer's item (`Line`, 48 bytes; the batcher's `output::Item`, 56), its
 ///   share of the channel's block header (tokio's unbounded channel allocates 32 slots at a
 ///   time, about 1 byte a slot), and malloc's rounding of the text's allocation (an 8-byte
 ///   header, 16-byte alignment, 32 bytes at least: up to 31 bytes);
-/// - once the worker's sink has it, instead: the encoded event (32 bytes), its permit (16), the
+/// - once the event batcher has it, instead: the encoded event (32 bytes), its permit (16), the
 ///   payload's JSON framing (`{"stream":"stderr","text":""}`, 29 bytes) and malloc's rounding.
 ///
-/// Both come to about 100 bytes; `otter-worker`'s sink checks the numbers it depends on in a
-/// test. Figure 8 of docs/benchmarks.md measures the whole.
+/// Both come to about 100 bytes; the batcher (`crate::output::batch`) checks the numbers it
+/// depends on in a test. Figure 8 of docs/benchmarks.md measures the whole.
 pub const LINE_OVERHEAD_BYTES: usize = 128;
 
 /// Most a single line is charged, so that a budget of at least this much can always take one:

@@ -5,52 +5,23 @@
 //! is recorded on its newest job: `runtime_build_started`, one `output_chunk` per line with
 //! `stream: "runtime"`, then `runtime_build_finished`. A frontend watching
 //! `/v1/events/stream?workspace_id=…` sees the build live. A workspace without any job records
-//! nothing; its build log is only in the answer to `start`/`restart`. Lines are written in
-//! batches (one transaction per batch), at most `OTTER_RUNTIME_MAX_LOG_LINES` per build.
+//! nothing; its build log is only in the answer to `start`/`restart`. Lines are written by the
+//! event batcher ([`crate::output::batch`], [`BatchPolicy::BUILD_LOG`]: one transaction a
+//! batch), at most `OTTER_RUNTIME_MAX_LOG_LINES` per build.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
-use crate::db::events;
-use crate::model::{JobId, NewEvent, kinds};
+use crate::db::events::{self, EncodedEvent};
+use crate::model::{JobId, NewEvent, OutputStream, kinds};
+use crate::output::{BatchPolicy, Item, Plain, Store, batch};
+use crate::runner::Line;
 
 /// Lines of the build log kept for the HTTP answer.
 pub const BUILD_LOG_TAIL: usize = 50;
-
-/// Lines written per event batch.
-const BATCH_LINES: usize = 200;
-
-/// How long a partial batch waits for more lines before it is written.
-const BATCH_WAIT: Duration = Duration::from_millis(100);
-
-/// Cuts a stream of text chunks into lines (a chunk may hold several lines or part of one).
-#[derive(Debug, Default)]
-pub(crate) struct LineSplitter {
-    partial: String,
-}
-
-impl LineSplitter {
-    /// Adds a chunk; returns the lines it completed, without their line ends.
-    pub(crate) fn push(&mut self, chunk: &str) -> Vec<String> {
-        self.partial.push_str(chunk);
-        let mut lines = Vec::new();
-        while let Some(end) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=end).collect();
-            lines.push(line.trim_end_matches(['\n', '\r']).to_owned());
-        }
-        lines
-    }
-
-    /// The unterminated rest, if any.
-    pub(crate) fn finish(self) -> Option<String> {
-        let rest = self.partial.trim_end_matches(['\n', '\r']);
-        (!rest.is_empty()).then(|| rest.to_owned())
-    }
-}
 
 /// A build's log: the tail for the answer, and a channel to the event writer when the
 /// workspace has a job.
@@ -61,12 +32,12 @@ pub(crate) struct BuildLog {
     /// Lines sent as events so far, and the most that may be.
     sent: usize,
     max_events: usize,
-    sink: Option<mpsc::Sender<NewEvent>>,
+    sink: Option<mpsc::Sender<Item>>,
 }
 
 impl BuildLog {
     /// A log that sends at most `max_events` lines to `sink`.
-    pub(crate) fn new(sink: Option<mpsc::Sender<NewEvent>>, max_events: usize) -> Self {
+    pub(crate) fn new(sink: Option<mpsc::Sender<Item>>, max_events: usize) -> Self {
         Self {
             tail: VecDeque::with_capacity(BUILD_LOG_TAIL),
             total: 0,
@@ -88,16 +59,20 @@ impl BuildLog {
         self.tail.push_back(line.clone());
         if self.sent < self.max_events {
             self.sent += 1;
-            self.event(runtime_line(line)).await;
+            self.send(runtime_line(line)).await;
         }
     }
 
     /// Records a non-line event (build started).
     pub(crate) async fn event(&mut self, event: NewEvent) {
+        self.send(Item::Event(event)).await;
+    }
+
+    async fn send(&mut self, item: Item) {
         if let Some(sink) = &self.sink
-            && sink.send(event).await.is_err()
+            && sink.send(item).await.is_err()
         {
-            // The writer gave up (the database failed); the build goes on without events.
+            // The writer is gone; the build goes on without events.
             self.sink = None;
         }
     }
@@ -109,7 +84,7 @@ impl BuildLog {
             let note = format!(
                 "[otter] {dropped} more build log lines not recorded (OTTER_RUNTIME_MAX_LOG_LINES)"
             );
-            self.event(runtime_line(note)).await;
+            self.send(runtime_line(note)).await;
         }
         self.event(finished).await;
         self.sink = None;
@@ -131,17 +106,14 @@ impl BuildLog {
     }
 }
 
-/// The `stream` of build log lines in `output_chunk` payloads.
-pub const RUNTIME_STREAM: &str = "runtime";
-
-/// An `output_chunk` of the build log: `{"stream": "runtime", "text": <line>}`, the shape of
-/// vibe's lines. (Not an `OutputStream` variant: that enum names the runner's streams and is
-/// matched exhaustively by the worker and the command runner.)
-pub(crate) fn runtime_line(text: String) -> NewEvent {
-    NewEvent::new(
-        kinds::OUTPUT_CHUNK,
-        json!({ "stream": RUNTIME_STREAM, "text": text }),
-    )
+/// A line of the build log: an `output_chunk` of stream [`OutputStream::Runtime`], the shape of
+/// vibe's lines.
+fn runtime_line(text: String) -> Item {
+    Item::Line(Line {
+        stream: OutputStream::Runtime,
+        text,
+        permit: None,
+    })
 }
 
 /// `runtime_build_started`'s event.
@@ -165,58 +137,42 @@ pub(crate) fn finished_event(
     )
 }
 
-/// Writes the events received on `rx` to `job_id`'s log in batches (one transaction each)
-/// until the channel closes. Stops early, dropping `rx` so that the sender notices, when the
-/// database fails: the build goes on without events.
-pub(crate) async fn write_events(pool: PgPool, job_id: JobId, mut rx: mpsc::Receiver<NewEvent>) {
-    let mut open = true;
-    while open {
-        let Some(first) = rx.recv().await else {
-            break;
-        };
-        let mut batch = Vec::with_capacity(BATCH_LINES);
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + BATCH_WAIT;
-        while batch.len() < BATCH_LINES {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(event)) => batch.push(event),
-                Ok(None) => {
-                    open = false;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = append(&pool, job_id, &batch).await {
-            tracing::warn!(%job_id, error = %e, "build log events not written; the build goes on");
-            return;
-        }
-    }
+/// Writes the events received on `rx` to `job_id`'s log in batches (one transaction each,
+/// [`BatchPolicy::BUILD_LOG`]) until the channel closes. When the database fails, the rest of
+/// the log is dropped: the build goes on without events.
+pub(crate) async fn write_events(pool: PgPool, job_id: JobId, rx: mpsc::Receiver<Item>) {
+    batch::run(rx, Plain, JobLog { pool, job_id }, BatchPolicy::BUILD_LOG).await;
 }
 
-async fn append(pool: &PgPool, job_id: JobId, batch: &[NewEvent]) -> Result<(), crate::DbError> {
-    let mut tx = pool.begin().await?;
-    events::append(&mut tx, job_id, batch).await?;
-    tx.commit().await?;
-    Ok(())
+/// Stores batches in a job's log, with no lease: the build is not the job's run.
+struct JobLog {
+    pool: PgPool,
+    job_id: JobId,
+}
+
+impl Store for JobLog {
+    async fn store(&mut self, _no: i64, batch: &[EncodedEvent]) -> bool {
+        let stored = async {
+            let mut tx = self.pool.begin().await?;
+            events::append_encoded(&mut tx, self.job_id, batch).await?;
+            tx.commit().await?;
+            Ok::<_, crate::DbError>(())
+        };
+        match stored.await {
+            Ok(()) => true,
+            Err(e) => {
+                let job_id = self.job_id;
+                tracing::warn!(%job_id, error = %e, "build log events not written; the build goes on");
+                false
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splitter_joins_partial_chunks_and_drops_line_ends() {
-        let mut s = LineSplitter::default();
-        assert_eq!(
-            s.push("Step 1/2 : FROM scratch\n ---> \n"),
-            vec!["Step 1/2 : FROM scratch", " ---> "]
-        );
-        assert!(s.push("Succ").is_empty());
-        assert_eq!(s.push("essfully built\r\nrest"), vec!["Successfully built"]);
-        assert_eq!(s.finish().as_deref(), Some("rest"));
-        assert_eq!(LineSplitter::default().finish(), None);
-    }
+    use crate::output::Encode;
 
     #[tokio::test]
     async fn build_log_keeps_a_bounded_tail() {
@@ -237,8 +193,8 @@ mod tests {
         log.finish(finished_event("img", None, None, log.total()))
             .await;
         let mut events = Vec::new();
-        while let Some(e) = rx.recv().await {
-            events.push(e);
+        while let Some(item) = rx.recv().await {
+            events.push(Plain.encode(item).0);
         }
         assert_eq!(events.len(), 7, "5 lines, the note, the end");
         assert_eq!(events[4].payload["text"], "line 4");

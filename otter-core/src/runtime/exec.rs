@@ -10,6 +10,9 @@
 //! ignore and this module strips), then `exec`s the shell, which keeps that PID. [`hang_up`]
 //! sends that PID SIGHUP (and SIGKILL if it lingers) through a second exec, like a terminal
 //! hang-up: the shell ends, and the kernel hangs up its foreground job.
+//!
+//! [`Runtime`]'s shell calls (open, resize, hang up, state) are here too: they check the
+//! container, then call these.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -22,7 +25,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 
-use super::RuntimeError;
+use super::{Runtime, RuntimeError, is_status};
+use crate::model::WorkspaceId;
 
 /// Start of the escape sequence that carries the shell's PID.
 const PID_MARK: &[u8] = b"\x1b]otter-shell-pid;";
@@ -255,6 +259,73 @@ async fn signal_in(
         )
         .await?;
     Ok(())
+}
+
+impl Runtime {
+    /// Opens an interactive shell (docker exec with a TTY) in the workspace's running container.
+    pub async fn open_shell(
+        &self,
+        id: WorkspaceId,
+        command: Vec<String>,
+        size: Option<TermSize>,
+    ) -> Result<ExecSession, RuntimeError> {
+        let docker = self.docker().await?;
+        let Some(container) = self.inspect(docker, id).await? else {
+            return Err(RuntimeError::NoContainer(id));
+        };
+        if !container
+            .state
+            .as_ref()
+            .and_then(|s| s.running)
+            .unwrap_or(false)
+        {
+            return Err(RuntimeError::NotRunning(id));
+        }
+        open(docker, &self.container_name(id), command, size)
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Resizes a shell's terminal.
+    pub async fn resize_shell(&self, exec_id: &str, size: TermSize) -> Result<(), RuntimeError> {
+        let docker = self.docker().await?;
+        resize(docker, exec_id, size)
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Ends a shell that still runs (the engine keeps an exec running when its connection
+    /// closes): SIGHUP, then SIGKILL after 2 s. A shell whose PID is unknown cannot be ended.
+    pub async fn hang_up_shell(
+        &self,
+        id: WorkspaceId,
+        exec_id: &str,
+        pid: Option<u32>,
+    ) -> Result<(), RuntimeError> {
+        let docker = self.docker().await?;
+        let Some(pid) = pid else {
+            if state(docker, exec_id)
+                .await
+                .map_err(|e| self.classify(e))?
+                .running
+            {
+                tracing::warn!(workspace_id = %id, %exec_id, "shell left running: its PID is unknown");
+            }
+            return Ok(());
+        };
+        match hang_up(docker, &self.container_name(id), exec_id, pid).await {
+            Ok(()) => Ok(()),
+            // The container is gone or stopped: so is the shell.
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// Whether a shell's process still runs, and its exit code once it ended.
+    pub async fn shell_state(&self, exec_id: &str) -> Result<ShellState, RuntimeError> {
+        let docker = self.docker().await?;
+        state(docker, exec_id).await.map_err(|e| self.classify(e))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,183 @@
+//! What the end of a vibe run means for its job (DESIGN.md §3): the exit code, read with
+//! `export.json`'s outcome.
+//!
+//! | exit | meaning | job |
+//! | --- | --- | --- |
+//! | 0 | finished | succeeded |
+//! | 1 | usage or configuration error (a missing or invalid API key) | failed, not retried |
+//! | 2 | infrastructure error (the model API failing after retries) | failed, retried |
+//! | 3 | stopped early (turn, price, token or time limit; SIGTERM) | failed with the outcome, not retried |
+//! | other, or a signal | unexpected | failed, retried |
+//!
+//! A run Otter itself stopped is [`Verdict::Stopped`]: why (a cancel, a lost lease, shutdown)
+//! is the caller's to say.
+
+use std::time::Duration;
+
+use super::export::RunExport;
+use crate::runner::RunOutcome;
+
+/// How vibe's run ends its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// vibe finished.
+    Succeeded,
+    /// vibe failed; `retryable` when another attempt may go better.
+    Failed {
+        /// What went wrong, for the job's error.
+        error: String,
+        /// Whether another attempt may go better.
+        retryable: bool,
+    },
+    /// Otter stopped the run before vibe ended.
+    Stopped,
+}
+
+/// A run's [`Verdict`] and vibe's exit code, if it exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// How the job ends.
+    pub verdict: Verdict,
+    /// vibe's exit code.
+    pub exit_code: Option<i32>,
+}
+
+/// Maps how vibe ended to how its job ends (see the module docs). `job_timeout` is
+/// `OTTER_JOB_TIMEOUT`, named in the error of a run that outlived it.
+pub fn decide(
+    outcome: RunOutcome,
+    export: Option<&RunExport>,
+    job_timeout: Option<Duration>,
+) -> Decision {
+    let failed = |error: String, retryable: bool, exit_code: Option<i32>| Decision {
+        verdict: Verdict::Failed { error, retryable },
+        exit_code,
+    };
+    match outcome {
+        RunOutcome::Exited(0) => Decision {
+            verdict: Verdict::Succeeded,
+            exit_code: Some(0),
+        },
+        RunOutcome::Exited(1) => failed(
+            "vibe configuration error (exit 1)".to_owned(),
+            false,
+            Some(1),
+        ),
+        RunOutcome::Exited(2) => failed(
+            "vibe infrastructure error (exit 2)".to_owned(),
+            true,
+            Some(2),
+        ),
+        RunOutcome::Exited(3) => {
+            let reason = export
+                .and_then(|e| e.outcome.as_deref())
+                .unwrap_or("unknown");
+            failed(format!("vibe stopped early: {reason}"), false, Some(3))
+        }
+        RunOutcome::Exited(code) => {
+            failed(format!("vibe exited with code {code}"), true, Some(code))
+        }
+        RunOutcome::Signalled(sig) => {
+            failed(format!("vibe was killed by signal {sig}"), true, None)
+        }
+        RunOutcome::TimedOut => failed(
+            format!(
+                "timed out after {}s (OTTER_JOB_TIMEOUT)",
+                job_timeout.map(|t| t.as_secs()).unwrap_or_default()
+            ),
+            false,
+            None,
+        ),
+        RunOutcome::Cancelled => Decision {
+            verdict: Verdict::Stopped,
+            exit_code: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(
+        outcome: RunOutcome,
+        export: Option<&RunExport>,
+    ) -> (Option<(String, bool)>, Option<i32>) {
+        let decision = decide(outcome, export, Some(Duration::from_secs(60)));
+        let failure = match decision.verdict {
+            Verdict::Failed { error, retryable } => Some((error, retryable)),
+            Verdict::Succeeded | Verdict::Stopped => None,
+        };
+        (failure, decision.exit_code)
+    }
+
+    #[test]
+    fn exit_codes_mean_what_vibe_says() {
+        assert_eq!(
+            decide(RunOutcome::Exited(0), None, None).verdict,
+            Verdict::Succeeded
+        );
+        let cases = [
+            (
+                RunOutcome::Exited(1),
+                "vibe configuration error (exit 1)",
+                false,
+                Some(1),
+            ),
+            (
+                RunOutcome::Exited(2),
+                "vibe infrastructure error (exit 2)",
+                true,
+                Some(2),
+            ),
+            (
+                RunOutcome::Exited(3),
+                "vibe stopped early: unknown",
+                false,
+                Some(3),
+            ),
+            (
+                RunOutcome::Exited(7),
+                "vibe exited with code 7",
+                true,
+                Some(7),
+            ),
+            (
+                RunOutcome::Signalled(9),
+                "vibe was killed by signal 9",
+                true,
+                None,
+            ),
+            (
+                RunOutcome::TimedOut,
+                "timed out after 60s (OTTER_JOB_TIMEOUT)",
+                false,
+                None,
+            ),
+        ];
+        for (outcome, error, retryable, code) in cases {
+            assert_eq!(
+                verdict(outcome, None),
+                (Some((error.to_owned(), retryable)), code),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(
+            decide(RunOutcome::Cancelled, None, None).verdict,
+            Verdict::Stopped
+        );
+    }
+
+    #[test]
+    fn a_run_stopped_early_names_export_jsons_outcome() {
+        let export = RunExport {
+            outcome: Some("turn_limit".to_owned()),
+            ..RunExport::default()
+        };
+        let (failure, _) = verdict(RunOutcome::Exited(3), Some(&export));
+        assert_eq!(
+            failure,
+            Some(("vibe stopped early: turn_limit".to_owned(), false))
+        );
+    }
+}
