@@ -17,6 +17,8 @@ pub(crate) struct Args {
     pub(crate) output: Option<OutputMode>,
     pub(crate) trust: bool,
     pub(crate) auto_approve: bool,
+    /// `-c`: go on with the last session.
+    pub(crate) continue_session: bool,
     pub(crate) version: bool,
     pub(crate) help: bool,
     pub(crate) output_dir: Option<PathBuf>,
@@ -217,7 +219,7 @@ pub(crate) fn parse_args(raw: &[String]) -> Result<Args, String> {
             Opt::MaxTokens => args.max_tokens = Some(parse_number(opt, &required(value)?)?),
             Opt::Trust => args.trust = true,
             Opt::AutoApprove => args.auto_approve = true,
-            Opt::Continue => {}
+            Opt::Continue => args.continue_session = true,
             Opt::Version => args.version = true,
             Opt::Help => args.help = true,
         }

@@ -157,7 +157,7 @@ impl ExportCtx {
     }
 }
 
-fn vibe_home() -> PathBuf {
+pub(crate) fn vibe_home() -> PathBuf {
     match env::var_os("VIBE_HOME").filter(|v| !v.is_empty()) {
         Some(home) => PathBuf::from(home),
         None => PathBuf::from(env::var_os("HOME").unwrap_or_default()).join(".vibe"),

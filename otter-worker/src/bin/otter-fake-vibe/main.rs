@@ -13,7 +13,7 @@
 //!
 //! `otter-fake-vibe --prompt <P> --output streaming --trust --auto-approve --output-dir <DIR>
 //! [--max-turns N] [--max-price USD] [--time-limit SECONDS] [--max-tokens N]`, plus `-p`,
-//! `--output text|json` (default `text`), `-c/--continue` (accepted, ignored), `--version`
+//! `--output text|json` (default `text`), `-c/--continue` (goes on with the last session), `--version`
 //! (`vibe 3.0.3`) and `--help`. Parse errors are printed clap-style and exit 1, like the
 //! real CLI (it does not use clap's usual 2). `--prompt` with no value reads the prompt
 //! from stdin; an empty prompt gives `Error: No prompt provided for programmatic mode`,
@@ -55,6 +55,8 @@
 //!   `Finished the risky step.` (run it without `--auto-approve` for the denial path).
 //! * `config-error`: user message, then `Error: Invalid API key ...`; exit 1.
 //! * `missing-key`: `Error: Missing MOCK_API_KEY environment variable ...`; no stdout; exit 1.
+//! * `no-config`: as vibe with no `config.toml` (its built-in `mistral` provider and no
+//!   `MISTRAL_API_KEY`): `Error: Missing MISTRAL_API_KEY environment variable ...`; exit 1.
 //! * `infra-error`: user message, then `Error: Server error '500 ...'`; exit 2.
 //! * `turn-limit`: endless `echo loop N` calls; `--max-turns` defaults to 2 here.
 //! * `price-limit` / `token-limit`: `tools` with `--max-price` defaulting to 0.001 /
@@ -114,13 +116,14 @@
 //!
 //! # Where things are
 //!
-//! [`cli`] parses the command line, [`scenario`] is the scripted model and its knobs,
+//! [`cli`] parses the command line, [`continued`] keeps the last session for `-c`, [`scenario`] is the scripted model and its knobs,
 //! [`session`] prints the entries and runs the tools, [`stop`] watches SIGTERM and the time
 //! limit, [`export`] writes `export.json`, [`run`] ties one run together; [`json`] keeps key
 //! order, [`out`] writes stdout and stderr, [`startup`] records the invocation and starts the
 //! grandchild, [`probe`] is `--probe`.
 
 mod cli;
+mod continued;
 mod export;
 mod json;
 mod out;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::cli::{HELP, OutputMode, parse_args, resolve_prompt};
+use crate::continued;
 use crate::export::{End, ExportCtx};
 use crate::out::{Out, err_line, err_raw, now_ms};
 use crate::scenario::{Knobs, Scenario};
@@ -86,11 +87,21 @@ pub(crate) fn run(
         err_line(&warning);
         ctx.warnings.push(warning);
     }
-    if knobs.scenario == Scenario::MissingKey {
-        return config_error(
-            &ctx,
-            format!("Missing {PROVIDER_KEY_VAR} environment variable for mock provider"),
-        );
+    match knobs.scenario {
+        Scenario::MissingKey => {
+            return config_error(
+                &ctx,
+                format!("Missing {PROVIDER_KEY_VAR} environment variable for mock provider"),
+            );
+        }
+        // With no config.toml, vibe falls back to its built-in `mistral` provider.
+        Scenario::NoConfig => {
+            return config_error(
+                &ctx,
+                "Missing MISTRAL_API_KEY environment variable for mistral provider".to_owned(),
+            );
+        }
+        _ => {}
     }
     if matches!(
         knobs.scenario,
@@ -106,20 +117,29 @@ pub(crate) fn run(
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .and_then(|limit| t0.checked_add(limit));
     let turn_hex = uuid::Uuid::new_v4().simple().to_string();
+    let previous = if args.continue_session {
+        continued::load()
+    } else {
+        None
+    };
     let mut session = Session {
         out: Out::new(),
         mode: args.output.unwrap_or(OutputMode::Text),
-        session_id: uuid::Uuid::new_v4().to_string(),
+        session_id: previous.as_ref().map_or_else(
+            || uuid::Uuid::new_v4().to_string(),
+            |p| p.session_id.clone(),
+        ),
         turn_id: format!("turn-{turn_hex}"),
         user_entry_id: format!("user-turn-{turn_hex}-1"),
         cwd,
         auto_approve: args.auto_approve,
-        entries: Vec::new(),
+        keep_entries: knobs.scenario != Scenario::Flood,
+        context_chars: prompt.len() as u64 + previous.as_ref().map_or(0, |p| p.context_chars),
+        entries: previous.map(|p| p.entries).unwrap_or_default(),
         last_text: None,
         input_tokens: 0,
         output_tokens: 0,
         steps: 0,
-        context_chars: prompt.len() as u64,
         waiter: Waiter {
             sigterm,
             deadline,
@@ -146,6 +166,9 @@ pub(crate) fn run(
 
     if matches!(end, End::Finished | End::Stopped(_)) {
         session.print_final();
+        if session.keep_entries {
+            continued::save(&session.session_id, session.context_chars, &session.entries);
+        }
     }
     session.out.flush();
     match &end {

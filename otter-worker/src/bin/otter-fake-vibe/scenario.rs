@@ -29,6 +29,7 @@ pub(crate) enum Scenario {
     Risky,
     ConfigError,
     MissingKey,
+    NoConfig,
     InfraError,
     TurnLimit,
     PriceLimit,
@@ -44,8 +45,8 @@ pub(crate) enum Scenario {
     Exit(u8),
 }
 
-const SCENARIO_NAMES: &str = "tools, rich, text, risky, config-error, missing-key, infra-error, \
-                              turn-limit, price-limit, token-limit, slow, hang, flood, \
+const SCENARIO_NAMES: &str = "tools, rich, text, risky, config-error, missing-key, no-config, \
+                              infra-error, turn-limit, price-limit, token-limit, slow, hang, flood, \
                               grandchild, grandchild-exit, setup, stderr-noise, probe, exit:N";
 
 impl Scenario {
@@ -57,6 +58,7 @@ impl Scenario {
             "risky" => Scenario::Risky,
             "config-error" => Scenario::ConfigError,
             "missing-key" => Scenario::MissingKey,
+            "no-config" => Scenario::NoConfig,
             "infra-error" => Scenario::InfraError,
             "turn-limit" => Scenario::TurnLimit,
             "price-limit" => Scenario::PriceLimit,
@@ -325,6 +327,6 @@ pub(crate) fn script(knobs: &Knobs, i: u64) -> Option<Step> {
             ..step
         }),
         // Fails before the session starts (see `run`).
-        Scenario::MissingKey => None,
+        Scenario::MissingKey | Scenario::NoConfig => None,
     }
 }

@@ -32,8 +32,12 @@ pub(crate) struct Session {
     pub(crate) user_entry_id: String,
     pub(crate) cwd: PathBuf,
     pub(crate) auto_approve: bool,
-    /// Every entry, kept for `--output json` only.
+    /// Every entry of the session (with `-c`, the earlier turns' too), for `--output json`
+    /// and the next `-c`.
     pub(crate) entries: Vec<J>,
+    /// Whether `entries` is kept in every output mode (not for `flood`'s thousands of entries,
+    /// which only `--output json` keeps).
+    pub(crate) keep_entries: bool,
     pub(crate) last_text: Option<String>,
     pub(crate) input_tokens: u64,
     pub(crate) output_tokens: u64,
@@ -147,10 +151,11 @@ impl Session {
     }
 
     fn emit(&mut self, entry: J) {
-        match self.mode {
-            OutputMode::Streaming => self.out.line(entry.to_compact().as_bytes()),
-            OutputMode::Json => self.entries.push(entry),
-            OutputMode::Text => {}
+        if self.mode == OutputMode::Streaming {
+            self.out.line(entry.to_compact().as_bytes());
+        }
+        if self.mode == OutputMode::Json || self.keep_entries {
+            self.entries.push(entry);
         }
     }
 
@@ -491,9 +496,13 @@ impl Session {
         match self.mode {
             OutputMode::Streaming => {}
             OutputMode::Json => {
-                let mut text = J::Arr(std::mem::take(&mut self.entries)).to_pretty();
+                let all = J::Arr(std::mem::take(&mut self.entries));
+                let mut text = all.to_pretty();
                 text.push('\n');
                 self.out.text(&text);
+                if let J::Arr(entries) = all {
+                    self.entries = entries;
+                }
             }
             OutputMode::Text => {
                 if let Some(last) = &self.last_text {
