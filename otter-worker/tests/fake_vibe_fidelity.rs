@@ -360,7 +360,11 @@ fn continue_goes_on_with_the_last_session() {
         .expect("the continue case")
         .map(|e| e.expect("a directory entry").path())
         .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.strip_prefix("stdout.turn")?.to_owned();
+            let name = p
+                .file_name()?
+                .to_str()?
+                .strip_prefix("stdout.turn")?
+                .to_owned();
             Some((name, p))
         })
         .collect();

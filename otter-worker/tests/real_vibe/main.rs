@@ -11,9 +11,6 @@
 //! If vibe cannot be installed (no PyPI, no CPython >= 3.12) the tests fail, saying so.
 
 mod demo;
-#[allow(dead_code)] // the e2e harness has helpers these tests do not need
-#[path = "../e2e/harness.rs"]
-mod harness;
 mod install;
 
 use std::path::{Path, PathBuf};
@@ -21,10 +18,9 @@ use std::time::Instant;
 
 use otter_demo_model::DemoModel;
 use otter_demo_model::script::{COMMAND, FILE_CONTENT, FILE_NAME, FINAL_TEXT, REASONING};
-use otter_testkit::TestApp;
+use otter_testkit::jobs::{events, finished, submit};
+use otter_testkit::{TestApp, Worker};
 use serde_json::{Value, json};
-
-use crate::harness::{Worker, events, finished, submit};
 
 /// The fixture's prompt.
 const PROMPT: &str = "Create hello.txt containing a greeting, then show its contents with cat.";
@@ -171,8 +167,8 @@ async fn the_real_vibe_runs_a_prompt_against_a_scripted_model() {
     let ws = app.workspace("ws").await;
     let _worker = Worker::start(
         &app,
+        &vibe_var,
         &[
-            ("OTTER_VIBE_BIN", &vibe_var),
             ("OTTER_JOB_USER", install::job_user_for(&vibe)),
             ("OTTER_VIBE_HOME_TEMPLATE", &template_var),
             ("OTTER_VIBE_EXTRA_ENV", &extra_env),
