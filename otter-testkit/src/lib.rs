@@ -2,12 +2,14 @@
 //!
 //! Support for Otter's own integration tests: [`TestApp`] runs a real server on 127.0.0.1 over a
 //! fresh PostgreSQL database and a private Redis queue, [`Worker`] runs a worker beside it and
-//! [`jobs`] submits prompts and waits for their jobs, [`SseClient`] reads an SSE stream frame
+//! [`jobs`] submits prompts and waits for their jobs, [`real_vibe`] installs the real vibe for the
+//! tests that run it, [`SseClient`] reads an SSE stream frame
 //! by frame, and [`assert_error`] checks the API's error shape. Never used in production.
 
 mod app;
 pub mod jobs;
 mod process;
+pub mod real_vibe;
 mod sse;
 mod worker;
 

@@ -51,12 +51,24 @@ fn a_frame_cut_inside_a_character_or_a_line_end_decodes_whole() {
         ("inside the three bytes of —, after one", at("\u{2014}", 1)),
         ("inside the three bytes of —, after two", at("\u{2014}", 2)),
         ("inside the four bytes of 😀, after one", at("\u{1f600}", 1)),
-        ("inside the four bytes of 😀, after three", at("\u{1f600}", 3)),
+        (
+            "inside the four bytes of 😀, after three",
+            at("\u{1f600}", 3),
+        ),
         ("between the \\r and the \\n of a line end", at("\r\n", 1)),
-        ("between the \\r\\n of the last field and the blank line", at("\r\n\r\n", 2)),
-        ("between the \\r and the \\n of the blank line", at("\r\n\r\n", 3)),
+        (
+            "between the \\r\\n of the last field and the blank line",
+            at("\r\n\r\n", 2),
+        ),
+        (
+            "between the \\r and the \\n of the blank line",
+            at("\r\n\r\n", 3),
+        ),
         ("inside the field name `event`", at("event", 2)),
-        ("just before the blank line that ends the second event", body.len() - 1),
+        (
+            "just before the blank line that ends the second event",
+            body.len() - 1,
+        ),
     ];
     for (what, cut) in cuts {
         assert_eq!(
@@ -84,7 +96,11 @@ fn any_cut_into_two_or_three_chunks_gives_the_same_frames() {
 #[test]
 fn byte_by_byte_gives_the_same_frames() {
     let chunks: Vec<&[u8]> = BODY.as_bytes().chunks(1).collect();
-    assert_eq!(decode(&chunks), expected(), "the body fed one byte at a time");
+    assert_eq!(
+        decode(&chunks),
+        expected(),
+        "the body fed one byte at a time"
+    );
 }
 
 #[test]
