@@ -118,7 +118,7 @@
 //!
 //! [`cli`] parses the command line, [`continued`] keeps the last session for `-c`, [`scenario`] is the scripted model and its knobs,
 //! [`session`] prints the entries and runs the tools, [`stop`] watches SIGTERM and the time
-//! limit, [`export`] writes `export.json`, [`run`] ties one run together; [`json`] keeps key
+//! limit, [`export`] writes `export.json`, [`mod@run`] ties one run together; [`json`] keeps key
 //! order, [`out`] writes stdout and stderr, [`startup`] records the invocation and starts the
 //! grandchild, [`probe`] is `--probe`.
 
