@@ -1,68 +1,29 @@
-//! Starting a worker beside a `TestApp`, submitting prompts and waiting for jobs.
+//! Starting workers that run the vibe stand-in beside a `TestApp`, and the stand-in's own
+//! knobs. The generic pieces (the in-process worker, submitting and waiting for jobs, reading
+//! their events) are `otter_testkit`'s, re-exported here.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use otter_core::isolation::Isolation;
+pub(crate) use otter_testkit::jobs::{JOB_WAIT, events, finished, kinds, lines, status_is, submit};
 use otter_testkit::{TestApp, eventually};
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
+use serde_json::Value;
 
 /// The vibe stand-in built with this package, where the job user can run it.
 pub(crate) fn fake_vibe() -> String {
     otter_testkit::reachable_by_jobs(env!("CARGO_BIN_EXE_otter-fake-vibe"))
 }
 
-/// How long a job of the stand-in may take in these tests.
-pub(crate) const JOB_WAIT: Duration = Duration::from_secs(60);
-
-/// A worker running in this process until dropped.
-pub(crate) struct Worker {
-    shutdown: CancellationToken,
-    handle: Option<tokio::task::JoinHandle<()>>,
-}
+/// `otter_testkit`'s in-process worker, running the stand-in; stopped when dropped.
+pub(crate) struct Worker(otter_testkit::Worker);
 
 impl Worker {
-    /// Starts a worker on `app`'s database and queue, running the stand-in with `scenario`
-    /// and the extra variables `extra` (e.g. `OTTER_VIBE_EXTRA_ENV`).
+    /// A worker on `app`'s database and queue running the stand-in, with the extra settings
+    /// `extra` (e.g. `OTTER_VIBE_EXTRA_ENV` choosing its scenario).
     pub(crate) async fn start(app: &TestApp, extra: &[(&str, &str)]) -> Self {
-        let vibe = fake_vibe();
-        let mut vars = vec![
-            ("OTTER_VIBE_BIN", vibe.as_str()),
-            ("OTTER_RETRY_BASE_DELAY", "100ms"),
-        ];
-        vars.extend_from_slice(extra);
-        let config = app.env.config(&vars);
-        let isolation = Arc::new(Isolation::from_config(&config).expect("isolation"));
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let handle = tokio::spawn(async move {
-            otter_worker::run(Arc::new(config), isolation, token)
-                .await
-                .expect("worker ran");
-        });
-        Self {
-            shutdown,
-            handle: Some(handle),
-        }
+        Self(otter_testkit::Worker::start(app, &fake_vibe(), extra).await)
     }
-}
 
-impl Worker {
-    /// Stops the worker as SIGTERM would (no new claims; running jobs get the shutdown grace)
-    /// and waits for it to exit.
-    pub(crate) async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(handle) = self.handle.take() {
-            handle.await.expect("worker task");
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+    /// Stops the worker as SIGTERM would and waits for it to exit.
+    pub(crate) async fn stop(self) {
+        self.0.stop().await;
     }
 }
 
@@ -135,87 +96,6 @@ pub(crate) fn scenario(name: &str, more: &[&str]) -> String {
     let mut pairs = vec![format!("FAKE_VIBE_SCENARIO={name}")];
     pairs.extend(more.iter().map(|s| (*s).to_owned()));
     pairs.join(",")
-}
-
-/// Submits a prompt to `workspace` and returns the job.
-pub(crate) async fn submit(app: &TestApp, workspace: &Value, prompt: &str, extra: Value) -> Value {
-    let mut body = json!({ "prompt": prompt, "workspace_id": workspace["id"] });
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    let (status, job) = app.post("/v1/prompts", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{job}");
-    job
-}
-
-/// Waits until the job is in a final state and returns it.
-pub(crate) async fn finished(app: &TestApp, job: &Value) -> Value {
-    let path = format!("/v1/jobs/{}", job["id"].as_str().expect("job id"));
-    eventually(JOB_WAIT, "the job to finish", || async {
-        let (_, job) = app.get(&path).await;
-        matches!(
-            job["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        )
-        .then_some(job)
-    })
-    .await
-}
-
-/// All stored events of a job, oldest first.
-pub(crate) async fn events(app: &TestApp, job: &Value) -> Vec<Value> {
-    let (status, page) = app
-        .get(&format!(
-            "/v1/jobs/{}/events?limit=1000",
-            job["id"].as_str().expect("job id")
-        ))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    let mut items = page["items"].as_array().cloned().unwrap_or_default();
-    let total = page["total"].as_i64().unwrap_or_default() as usize;
-    while items.len() < total {
-        let after = items
-            .last()
-            .map(|e| e["id"].as_i64().unwrap_or_default())
-            .unwrap_or_default();
-        let (_, page) = app
-            .get(&format!(
-                "/v1/jobs/{}/events?limit=1000&after={after}",
-                job["id"].as_str().unwrap()
-            ))
-            .await;
-        let more = page["items"].as_array().cloned().unwrap_or_default();
-        assert!(!more.is_empty(), "events stopped short of the total");
-        items.extend(more);
-    }
-    items
-}
-
-/// The kinds of `events`, in order.
-pub(crate) fn kinds(events: &[Value]) -> Vec<&str> {
-    events
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap_or_default())
-        .collect()
-}
-
-/// The `output_chunk` texts of one stream.
-pub(crate) fn lines<'a>(events: &'a [Value], stream: &str) -> Vec<&'a str> {
-    events
-        .iter()
-        .filter(|e| e["kind"] == "output_chunk" && e["payload"]["stream"] == stream)
-        .map(|e| e["payload"]["text"].as_str().unwrap_or_default())
-        .collect()
-}
-
-/// Waits until the job has the given status.
-pub(crate) async fn status_is(app: &TestApp, job: &Value, status: &str) -> Value {
-    let path = format!("/v1/jobs/{}", job["id"].as_str().expect("job id"));
-    eventually(JOB_WAIT, &format!("the job to be {status}"), || async {
-        let (_, job) = app.get(&path).await;
-        (job["status"] == status).then_some(job)
-    })
-    .await
 }
 
 /// Whether `pid` no longer runs (gone, or a zombie waiting for its reaper).

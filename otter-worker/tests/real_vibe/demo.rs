@@ -9,18 +9,18 @@ use std::time::Instant;
 use otter_core::demo;
 use otter_demo_model::DemoModel;
 use otter_demo_model::script::{FILE_CONTENT, FILE_NAME, FINAL_TEXT};
-use otter_testkit::TestApp;
+use otter_testkit::jobs::{events, finished, submit};
+use otter_testkit::{TestApp, Worker, real_vibe};
 use serde_json::json;
 
-use crate::harness::{Worker, events, finished, submit};
-use crate::{assert_scripted_entries, entries, install, stderr};
+use crate::{assert_scripted_entries, entries, stderr};
 
 /// Any prompt: the demo model plays its script whatever it is asked.
 const PROMPT: &str = "Build me a todo app with a REST API.";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_otter_demo_the_real_vibe_runs_against_the_demo_model_without_a_key() {
-    let vibe = install::ensure_vibe().await;
+    let vibe = real_vibe::ensure_vibe().await;
     let started = Instant::now();
     let model = DemoModel::start(([127, 0, 0, 1], 0).into())
         .await
@@ -38,9 +38,9 @@ async fn with_otter_demo_the_real_vibe_runs_against_the_demo_model_without_a_key
     // No template, no MISTRAL_API_KEY, no OTTER_VIBE_EXTRA_ENV: only the demo settings.
     let worker = Worker::start(
         &app,
+        &vibe_var,
         &[
-            ("OTTER_VIBE_BIN", &vibe_var),
-            ("OTTER_JOB_USER", install::job_user_for(&vibe)),
+            ("OTTER_JOB_USER", real_vibe::job_user_for(&vibe)),
             ("OTTER_DEMO", "true"),
             ("OTTER_DEMO_MODEL_URL", &api_base),
         ],
@@ -106,9 +106,9 @@ async fn with_otter_demo_the_real_vibe_runs_against_the_demo_model_without_a_key
     worker.stop().await;
     let _worker = Worker::start(
         &app,
+        &vibe_var,
         &[
-            ("OTTER_VIBE_BIN", &vibe_var),
-            ("OTTER_JOB_USER", install::job_user_for(&vibe)),
+            ("OTTER_JOB_USER", real_vibe::job_user_for(&vibe)),
             ("OTTER_VIBE_EXTRA_ENV", "MISTRAL_API_KEY="),
         ],
     )

@@ -8,23 +8,20 @@
 //!   (`OTTER_VIBE_HOME_TEMPLATE`, fixtures/vibe-3.0.3/README.md);
 //! * in [`demo`], `OTTER_DEMO=true`, with no template and no API key.
 //!
-//! If vibe cannot be installed (no PyPI, no CPython >= 3.12) the tests fail, saying so.
+//! The harness (installing vibe, a worker beside the server, the job helpers) is
+//! `otter_testkit`'s. If vibe cannot be installed (no PyPI, no CPython >= 3.12) the tests fail,
+//! saying so.
 
 mod demo;
-#[allow(dead_code)] // the e2e harness has helpers these tests do not need
-#[path = "../e2e/harness.rs"]
-mod harness;
-mod install;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use otter_demo_model::DemoModel;
 use otter_demo_model::script::{COMMAND, FILE_CONTENT, FILE_NAME, FINAL_TEXT, REASONING};
-use otter_testkit::TestApp;
+use otter_testkit::jobs::{events, finished, submit};
+use otter_testkit::{TestApp, Worker, real_vibe};
 use serde_json::{Value, json};
-
-use crate::harness::{Worker, events, finished, submit};
 
 /// The fixture's prompt.
 const PROMPT: &str = "Create hello.txt containing a greeting, then show its contents with cat.";
@@ -155,7 +152,7 @@ fn text(entry: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_vibe_runs_a_prompt_against_a_scripted_model() {
-    let vibe = install::ensure_vibe().await;
+    let vibe = real_vibe::ensure_vibe().await;
     let started = Instant::now();
 
     let llm = DemoModel::start(([127, 0, 0, 1], 0).into())
@@ -171,9 +168,9 @@ async fn the_real_vibe_runs_a_prompt_against_a_scripted_model() {
     let ws = app.workspace("ws").await;
     let _worker = Worker::start(
         &app,
+        &vibe_var,
         &[
-            ("OTTER_VIBE_BIN", &vibe_var),
-            ("OTTER_JOB_USER", install::job_user_for(&vibe)),
+            ("OTTER_JOB_USER", real_vibe::job_user_for(&vibe)),
             ("OTTER_VIBE_HOME_TEMPLATE", &template_var),
             ("OTTER_VIBE_EXTRA_ENV", &extra_env),
         ],
@@ -219,7 +216,7 @@ async fn the_real_vibe_runs_a_prompt_against_a_scripted_model() {
         output["cost"].as_f64().is_some_and(|c| c > 0.0),
         "{context}"
     );
-    assert_eq!(output["export"]["vibe_version"], install::VIBE_VERSION);
+    assert_eq!(output["export"]["vibe_version"], real_vibe::VIBE_VERSION);
     // The model vibe ran, by the alias the template gave it.
     assert_eq!(output["model"], "mock", "{context}");
 

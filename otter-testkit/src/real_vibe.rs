@@ -1,15 +1,16 @@
-//! Makes sure the real vibe is installed, by running `scripts/install_mistral_vibe.sh` (a no-op
-//! taking well under a second once the venv in `~/.cache/otter` holds the wanted version; about a
-//! minute the first time, from PyPI). A failure fails the test: it is never skipped.
+//! The real vibe for the tests that run it: [`ensure_vibe`] installs it with
+//! `scripts/install_mistral_vibe.sh` (a no-op once the venv in `~/.cache/otter` holds the wanted
+//! version; from PyPI the first time), and [`job_user_for`] says which user can run it. A failed
+//! install fails the test: it is never skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 /// The vibe version the test runs (the one `fixtures/vibe-3.0.3` was captured from).
-pub(crate) const VIBE_VERSION: &str = "3.0.3";
+pub const VIBE_VERSION: &str = "3.0.3";
 
 /// The repository root (this package's parent directory).
-pub(crate) fn repo_root() -> PathBuf {
+fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the package lies inside the repository")
@@ -17,7 +18,7 @@ pub(crate) fn repo_root() -> PathBuf {
 }
 
 /// Runs the install script and returns the path of the installed `vibe` (`OTTER_VIBE_BIN`).
-pub(crate) async fn ensure_vibe() -> PathBuf {
+pub async fn ensure_vibe() -> PathBuf {
     let root = repo_root();
     let script = root.join("scripts/install_mistral_vibe.sh");
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
@@ -71,9 +72,9 @@ pub(crate) async fn ensure_vibe() -> PathBuf {
 /// root and that user cannot run this vibe. The install script puts it in root's home, on a
 /// CPython from pyenv there (the system's is too old), which the job user cannot reach; these
 /// tests are about the vibe contract, so they then run it as root, saying so. The job user's
-/// protections are proven with the stand-in (tests/e2e/isolation.rs); an operator installs vibe
+/// protections are proven with the stand-in (otter-worker/tests/e2e/isolation.rs); an operator installs vibe
 /// where the job user can run it (docs/runbook.md).
-pub(crate) fn job_user_for(vibe: &Path) -> &'static str {
+pub fn job_user_for(vibe: &Path) -> &'static str {
     let Some(user) =
         otter_core::isolation::JobUser::resolve("otter-job").expect("the job user otter-job")
     else {
