@@ -16,9 +16,11 @@ use otter_core::{Config, EventFeed, HostName, Queue, db, shell};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 use crate::connections::{self, Limits};
 use crate::error::AppError;
@@ -144,7 +146,8 @@ pub fn app(state: AppState) -> Router {
                     .map(|p| p.as_str().to_owned())
                     .unwrap_or_else(|| req.uri().path().to_owned());
                 tracing::info_span!("http", method = %req.method(), route = %route, request_id = %request_id)
-            }),
+            })
+            .on_failure(log_stream_failure),
         )
         .with_state(state.clone());
     // Layers of a `Router` run inside each route, and a route adds `Allow` to whatever its
@@ -156,6 +159,15 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state, check_host))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The `TraceLayer`'s failure hook. A 5xx status was logged by [`AppError`] when it was made
+/// (tower-http's default would log it a second time, at ERROR even for a deliberate 503); what
+/// is left is a response body that failed while it was being sent, which nothing else sees.
+fn log_stream_failure(failure: ServerErrorsFailureClass, latency: Duration, _span: &Span) {
+    if let ServerErrorsFailureClass::Error(error) = failure {
+        tracing::error!(%error, latency_ms = latency.as_millis(), "response failed");
+    }
 }
 
 /// An unknown route: 404, but 401 first when tokens are required and none valid was sent, so
