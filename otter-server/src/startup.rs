@@ -415,12 +415,13 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> Result<(), Star
 /// How often the event streams are counted, to decide whether to give memory back.
 const TRIM_CHECK: Duration = Duration::from_secs(1);
 /// How many event streams must have closed since the most were open before memory is given back
-/// (at about 20 KB each, 5 MB).
+/// (enough that there is something to give back: what a stream costs is in docs/benchmarks.md,
+/// "Second round", change 6).
 const TRIM_AFTER_CLOSED: usize = 256;
 
 /// Gives freed memory back to the system once many event streams have closed and no more are
-/// opening. glibc keeps what its arenas freed (10,000 SSE clients leaving kept about 180 MB);
-/// `malloc_trim` returns the free pages.
+/// opening. glibc keeps what its arenas freed (how much, measured, is in docs/benchmarks.md,
+/// "Second round", change 6); `malloc_trim` returns the free pages.
 async fn give_back_memory(feed: EventFeed, shutdown: CancellationToken) {
     let (mut before, mut most) = (0, 0);
     loop {
