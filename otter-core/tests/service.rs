@@ -137,24 +137,21 @@ async fn a_workspace_is_deleted_in_one_call_once_its_jobs_allow_it(pool: PgPool)
     )
     .await
     .unwrap();
+    let refused = async |force| {
+        let err = service::delete_workspace(&pool, None, ws.id, force)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ServiceError::Db(DbError::Conflict(_))),
+            "force {force}: {err:?}"
+        );
+    };
     // A queued job refuses the delete, even forced.
-    let err = service::delete_workspace(&pool, None, ws.id, true)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, ServiceError::Db(DbError::Conflict(_))),
-        "{err:?}"
-    );
+    refused(true).await;
     let job = service::cancel_job(&pool, &queue, job.id).await.unwrap();
     assert_eq!(job.status, JobStatus::Cancelled);
     // A finished one, unless forced.
-    let err = service::delete_workspace(&pool, None, ws.id, false)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, ServiceError::Db(DbError::Conflict(_))),
-        "{err:?}"
-    );
+    refused(false).await;
     assert!(
         Path::new(&ws.vibe_home).is_dir(),
         "a refused delete removes nothing"
