@@ -28,11 +28,18 @@ impl Logs {
         let logs = Self::default();
         let guard =
             tracing::subscriber::set_default(tracing_subscriber::registry().with(logs.clone()));
+        tracing::callsite::rebuild_interest_cache();
         (logs, guard)
     }
 
     /// What was recorded since the last call, which it forgets.
+    ///
+    /// It also has every span and event site ask again whether anyone listens: a site that
+    /// another test's thread reached for the first time while this subscriber was being set
+    /// can have stored "nobody" (tracing caches the answer for all threads), and the requests'
+    /// `http` span would then be missing here.
     pub(crate) fn take(&self) -> Vec<Record> {
+        tracing::callsite::rebuild_interest_cache();
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 
