@@ -4,15 +4,17 @@
 # The one command that runs every Otter check, locally and in CI (.ci/run):
 #   1. start the project-private PostgreSQL + Redis (scripts/services.sh start), and install
 #      busybox-static for the runtime container tests when a Docker engine is there
-#   2. make sure rustfmt and clippy are installed
+#   2. make sure rustfmt, clippy and cargo-machete are installed
 #   3. cargo fmt --all --check
 #   4. cargo clippy --workspace --all-targets -- -D warnings
-#   5. cargo doc --no-deps (the library's docs, warnings as errors)
-#   6. cargo test --workspace [CARGO_TEST_ARGS...]  (arguments appended verbatim)
-#   7. scripts/compose-smoke.sh: the compose stack built, brought up and checked from the host
+#   5. cargo machete: no unused dependency in any Cargo.toml (it reads the sources; seconds)
+#   6. cargo doc --no-deps (the library's docs, warnings as errors)
+#   7. cargo test --workspace [CARGO_TEST_ARGS...]  (arguments appended verbatim)
+#   8. scripts/compose-smoke.sh: the compose stack built, brought up and checked from the host
 #      (not run when CARGO_TEST_ARGS are given: they select some tests, not the whole suite)
 # Docker: the runtime tests and the compose smoke test need a Docker engine; without one the run
-# fails at step 2 (nothing is skipped). rustfmt and clippy are installed with rustup when missing.
+# fails at step 2 (nothing is skipped). rustfmt and clippy are installed with rustup when missing,
+# cargo-machete with `cargo install` from crates.io (version MACHETE_VERSION, once per machine).
 # Each step prints a header and its elapsed seconds; the first failure stops
 # the run with a non-zero exit. Plain `cargo test` (not nextest) so cargo's own
 # "test result:" summary lines are what CI reads.
@@ -36,6 +38,9 @@ command -v cargo >/dev/null 2>&1 || {
   echo "[test] ERROR: cargo not found: install Rust (https://rustup.rs) or put ~/.cargo/bin on PATH" >&2
   exit 1
 }
+
+# The cargo-machete that step 2 installs when `cargo machete` is missing.
+MACHETE_VERSION=0.9.2
 
 TOTAL_START=$SECONDS
 STEP=0
@@ -65,11 +70,12 @@ on_exit() {
 }
 trap on_exit EXIT
 
-# has_component NAME: is the cargo subcommand for rustfmt/clippy usable?
+# has_component NAME: is the cargo subcommand for rustfmt/clippy/machete usable?
 has_component() {
   case "$1" in
   rustfmt) cargo fmt --version >/dev/null 2>&1 ;;
   clippy) cargo clippy --version >/dev/null 2>&1 ;;
+  machete) cargo machete --version >/dev/null 2>&1 ;;
   *) return 1 ;;
   esac
 }
@@ -89,7 +95,7 @@ else
   exit 1
 fi
 
-step "toolchain components: rustfmt, clippy"
+step "toolchain components: rustfmt, clippy, cargo-machete"
 cargo --version
 for comp in rustfmt clippy; do
   if ! has_component "$comp"; then
@@ -104,6 +110,15 @@ for comp in rustfmt clippy; do
     exit 1
   fi
 done
+if ! has_component machete; then
+  echo "installing missing cargo-machete $MACHETE_VERSION"
+  cargo install cargo-machete --locked --version "$MACHETE_VERSION" ||
+    echo "[test] WARNING: 'cargo install cargo-machete' failed (offline?)" >&2
+fi
+if ! has_component machete; then
+  echo "[test] ERROR: cargo-machete is not available and could not be installed: 'cargo install cargo-machete --locked --version $MACHETE_VERSION'." >&2
+  exit 1
+fi
 done_step
 
 step "cargo fmt --all --check"
@@ -112,6 +127,10 @@ done_step
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+done_step
+
+step "cargo machete (unused dependencies)"
+cargo machete
 done_step
 
 step "cargo doc --no-deps (warnings are errors)"

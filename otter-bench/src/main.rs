@@ -6,12 +6,12 @@
 //! otter-bench <dispatch|throughput|ingest|sse|api|big|idle|memory|checkpoint|all> [--runs N] [--out FILE] [flags]
 //! ```
 //!
-//! Flags (defaults keep `scripts/bench.sh` within about 10 minutes on the faster 2-core VM, 25
-//! on the slower one):
-//! `--runs 3`, `--jobs 1000` (dispatch), `--throughput-jobs 300`, `--lines 1000000` and `--ingest-runs 3` (ingest: one flood of a million lines
-//! takes one to four minutes here),
+//! Flags (how long a run of the defaults takes is in docs/benchmarks.md, "Figures that were code
+//! comments"):
+//! `--runs 3`, `--jobs 1000` (dispatch), `--throughput-jobs 300`, `--lines 1000000` and
+//! `--ingest-runs 3` (ingest: one flood of a million lines),
 //! `--api-secs 4`, `--api-rate 1000`, `--idle-secs 10`, `--queued 100000`,
-//! `--events 10000000` (big: the issue's size; filling takes about 3 minutes here),
+//! `--events 10000000` (big: the issue's size),
 //! `--clients 10000`, `--sse-jobs 100`, `--sse-rate 200`,
 //! `--sse-secs 20`, `--memory-runs 1`, `--flood-lines 5000000`, `--flood-secs 10` (memory),
 //! `--checkpoint-files 10000`, `--checkpoint-mb 100` (checkpoint).

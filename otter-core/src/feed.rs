@@ -6,9 +6,8 @@
 //!
 //! Writers do not `NOTIFY`: PostgreSQL holds one lock per database from a notifying
 //! transaction's commit until its WAL flush is done, so every event write of the installation
-//! would again commit one at a time (measured with pgbench on the 2-core box, 8 writers of one
-//! job row and one event: 3,100 transactions/s with the notification, 5,300 without). While
-//! nobody watches, the feed only moves its cursor once a second.
+//! would again commit one at a time (the measurement is in docs/benchmarks.md, "Second round",
+//! change 2). While nobody watches, the feed only moves its cursor once a second.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,19 +4,50 @@
 //! ([`model`]), configuration ([`config`]), PostgreSQL repositories ([`db`]), the Redis queue
 //! ([`queue`]), the live event feed ([`feed`]), operations that span them ([`service`]), the
 //! process runner ([`runner`]) and what keeps its children contained ([`isolation`]), output on
-//! its way to the event log ([`output`]), the vibe contract ([`vibe`]), workspaces and their `VIBE_HOME`
-//! ([`workspace`]), safe file access inside a workspace ([`files`]), shell commands with
+//! its way to the event log ([`output`]), the vibe contract ([`vibe`]), workspaces and their
+//! `VIBE_HOME` ([`workspace`]), file handles that cannot leave a directory ([`beneath`]), safe
+//! file access inside a workspace ([`files`]), shell commands with
 //! persistent sessions ([`shell`]), preview URLs ([`preview`]), runtime containers through the
 //! Docker API ([`runtime`]), Prometheus metrics ([`metrics`]), Otter's instructions to vibe
 //! ([`instructions`]) and the demo model's place in vibe's configuration ([`demo`]). It knows
 //! nothing of HTTP.
 //!
-//! ## Embedding Otter
+//! ## Embedding Otter: what to use
 //!
-//! A program can submit prompts and follow their events without the HTTP server. Below, the
-//! worker runs in the same process (`otter-worker` is a library too; in production it is its own
-//! process, on any machine), and a two-line shell script plays vibe. Run it against the
-//! PostgreSQL and Redis of `scripts/services.sh` (`DATABASE_URL`, `REDIS_URL`).
+//! A program can do what the HTTP API does without the server. These are its parts:
+//!
+//! - **Setting up:** [`Config`] (`from_env`, or `from_map` as below), [`db::connect`] and
+//!   [`db::migrate`] (or [`MIGRATOR`]), [`Queue::connect`], and [`telemetry::init`] for logs.
+//! - **Every change:** the functions of [`service`]. They check what the API checks and answer
+//!   with a typed [`service::ServiceError`] (a project, workspace or job that does not exist is
+//!   [`DbError::NotFound`], whatever a handler would have refused is `Invalid`, `TooLarge` or
+//!   [`DbError::Conflict`]): [`service::create_project`], [`service::create_workspace`] (its
+//!   project checked), [`service::submit_prompt`], [`service::pause_job`],
+//!   [`service::resume_job`], [`service::cancel_job`], [`service::reprioritize_job`] and
+//!   [`service::delete_workspace`] (checks, runtime container, row and `VIBE_HOME` in one call).
+//! - **Reading:** the repositories' reads: `get` and `list` of [`db::projects`] and
+//!   [`db::workspaces`], [`db::jobs::get`], [`db::jobs::list_queue`],
+//!   [`db::jobs::list_history`], and [`db::events::page_after`] for stored history.
+//! - **Following events live:** [`EventFeed`] (one per process), whose
+//!   [`EventFeed::stream`] gives history then live events, each once, ending with
+//!   [`StreamItem::End`].
+//! - **Running the jobs:** `otter_worker::run` (the `otter-worker` crate is a library too), with
+//!   an [`isolation::Isolation`] that says who vibe runs as. In production the worker is its own
+//!   process, on any machine.
+//! - **Optional parts**, each as the API uses it: workspace files ([`files`]), shell commands
+//!   ([`shell`]), preview URLs ([`preview`]) and runtime containers ([`runtime::Runtime`]).
+//!
+//! ## Not the embedding API
+//!
+//! A job's lease protocol (claim, appending the run's events, lease renewal, finish) and the
+//! event ids' maintenance are the worker's and the migrations' business: calling them beside a
+//! worker breaks the fencing that keeps a job's state right. They are gathered, and documented
+//! as such, in [`worker_api`]; an embedder runs jobs with `otter_worker::run` instead.
+//!
+//! ## Example
+//!
+//! Below, the worker runs in the same process and a two-line shell script plays vibe. Run it
+//! against the PostgreSQL and Redis of `scripts/services.sh` (`DATABASE_URL`, `REDIS_URL`).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -117,6 +148,18 @@ pub mod telemetry;
 pub mod testing;
 pub mod vibe;
 pub mod workspace;
+
+/// What only a worker (or a test of one) calls: a job's lease protocol and the event ids'
+/// maintenance. Not the embedding API (see the crate's documentation): a program that embeds
+/// Otter runs jobs with `otter_worker::run`, which holds the lease, fences every write with it
+/// and renews it, and leaves event ids to [`db::migrate`].
+///
+/// The same items are reachable at their homes in [`db`]; this module names them as the
+/// worker's.
+pub mod worker_api {
+    pub use crate::db::events::rebase_ids;
+    pub use crate::db::jobs::{Claim, Finish, Lease, RunEnd, append_run_events, claim, finish};
+}
 
 pub use config::{CgroupRoot, Config, ConfigError, HostName, Secret};
 pub use db::DbError;

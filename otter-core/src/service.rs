@@ -1,6 +1,10 @@
-//! Operations that combine the database, the filesystem and the queue, shared by the HTTP API
-//! and by programs that embed Otter: creating a workspace, finding the default one, submitting
-//! a prompt.
+//! Operations that combine the database, the filesystem, the queue and the runtime, shared by
+//! the HTTP API and by programs that embed Otter: creating a project or a workspace (its project
+//! checked), finding the default workspace, submitting a prompt, pausing, resuming, cancelling
+//! and re-prioritising a job, deleting a workspace with everything Otter made for it.
+//!
+//! Each function checks what the API checks and answers in [`ServiceError`]: an embedder gets
+//! the same refusals as an HTTP client, in one call, never a constraint violation of the tables.
 
 use std::path::Path;
 
@@ -12,6 +16,7 @@ use crate::db::{DbError, projects, workspaces};
 use crate::instructions;
 use crate::model::{Job, JobId, Project, ProjectId, Workspace, WorkspaceId};
 use crate::queue::Queue;
+use crate::runtime::{Removed, Runtime, RuntimeError};
 use crate::workspace::{self, WorkspaceError};
 
 /// Why an operation was refused or failed.
@@ -26,9 +31,17 @@ pub enum ServiceError {
     /// A workspace path was refused or could not be prepared.
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
-    /// The database refused or failed.
+    /// The database refused or failed. A project, workspace or job that does not exist is
+    /// [`DbError::NotFound`], a state that forbids the operation [`DbError::Conflict`].
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The runtime could not remove a workspace's container (Docker does not answer, or failed).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A blocking task of the operation panicked or was cancelled: a bug, not the request's
+    /// fault.
+    #[error("a blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A workspace to create.
@@ -83,14 +96,18 @@ pub async fn create_project(
     Ok(project)
 }
 
-/// Registers a workspace: checks the path, prepares its own `VIBE_HOME`, then inserts the row.
-/// If the row cannot be written, the home is removed again: nothing is left half-made.
+/// Registers a workspace: checks its project (not found when it does not exist) and its path,
+/// prepares its own `VIBE_HOME`, then inserts the row. If the row cannot be written, the home is
+/// removed again: nothing is left half-made.
 pub async fn create_workspace(
     pool: &PgPool,
     config: &Config,
     req: CreateWorkspace<'_>,
 ) -> Result<Workspace, ServiceError> {
     let name = req.name.map(check_name).transpose()?;
+    if let Some(project_id) = req.project_id {
+        projects::get(pool, project_id).await?;
+    }
     let id = WorkspaceId::new();
     let home = workspace::vibe_home_path(config, id);
     let (path, home) = {
@@ -102,8 +119,7 @@ pub async fn create_workspace(
             workspace::provision_vibe_home(&config, &home, &path)?;
             Ok((path, home))
         })
-        .await
-        .map_err(|e| ServiceError::Invalid(format!("workspace preparation failed: {e}")))??
+        .await??
     };
     let name = match name {
         Some(name) => name.to_owned(),
@@ -125,7 +141,9 @@ pub async fn create_workspace(
     if inserted.is_err() {
         let _ = tokio::fs::remove_dir_all(&home).await;
     }
-    Ok(inserted?)
+    let workspace = inserted?;
+    tracing::info!(workspace_id = %workspace.id, path = %workspace.path, "workspace created");
+    Ok(workspace)
 }
 
 /// The workspace for `OTTER_DEFAULT_WORKSPACE_PATH`, registered (and its directory created) on
@@ -313,38 +331,63 @@ pub struct DeletedWorkspace {
     pub jobs_deleted: u64,
     /// Whether its `VIBE_HOME` was removed.
     pub vibe_home_removed: bool,
+    /// What was removed of its runtime; `None` when no runtime was given (it is disabled).
+    pub runtime: Option<Removed>,
 }
 
-/// Deletes a workspace's row (see [`workspaces::delete`]), then its own `VIBE_HOME`. The home is
-/// removed only when it is the folder Otter made for this workspace (named by its id, and
-/// neither the workspace directory nor one of its parents); the workspace directory is never
-/// removed. Runtime containers are the caller's business (they need the Docker engine).
+/// Deletes a workspace and what Otter made for it, in this order:
+///
+/// 1. Refused (conflict) while one of its jobs is queued or running, and while it has finished
+///    jobs unless `with_jobs`, which deletes them with their outputs and events; not found when
+///    it does not exist.
+/// 2. Its runtime container and image, when a `runtime` is given: an engine that does not
+///    answer refuses the delete ([`ServiceError::Runtime`]), so that nothing is left running
+///    unseen.
+/// 3. Its row (with its jobs when `with_jobs`), in one transaction that checks step 1 again
+///    (see [`workspaces::delete`]).
+/// 4. Its own `VIBE_HOME`, only when it is the folder Otter made for this workspace (named by
+///    its id, and neither the workspace directory nor one of its parents).
+///
+/// The workspace directory itself is never removed: it is the user's.
 pub async fn delete_workspace(
     pool: &PgPool,
-    workspace: &Workspace,
+    runtime: Option<&Runtime>,
+    id: WorkspaceId,
     with_jobs: bool,
 ) -> Result<DeletedWorkspace, ServiceError> {
-    let rows = workspaces::delete(pool, workspace.id, with_jobs).await?;
+    let workspace = workspaces::get(pool, id).await?;
+    // Checked here first so that a refused delete does not remove the runtime container.
+    workspaces::check_deletable(pool, id, with_jobs).await?;
+    let runtime = match runtime {
+        Some(runtime) => Some(runtime.remove_workspace(id).await?),
+        None => None,
+    };
+    let rows = workspaces::delete(pool, id, with_jobs).await?;
+    let vibe_home_removed = remove_vibe_home(&workspace).await;
+    tracing::info!(workspace_id = %id, jobs = rows.jobs, vibe_home_removed, "workspace deleted");
+    Ok(DeletedWorkspace {
+        jobs_deleted: rows.jobs,
+        vibe_home_removed,
+        runtime,
+    })
+}
+
+/// Removes a deleted workspace's `VIBE_HOME` when it is the folder Otter made for it.
+async fn remove_vibe_home(workspace: &Workspace) -> bool {
     let home = std::path::PathBuf::from(&workspace.vibe_home);
     let ours = home.is_absolute()
         && home.file_name() == Some(std::ffi::OsStr::new(&workspace.id.to_string()))
         && !Path::new(&workspace.path).starts_with(&home);
-    let vibe_home_removed = if ours {
-        match tokio::fs::remove_dir_all(&home).await {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => {
-                tracing::warn!(workspace_id = %workspace.id, home = %home.display(), error = %e, "VIBE_HOME not removed");
-                false
-            }
-        }
-    } else {
+    if !ours {
         tracing::warn!(workspace_id = %workspace.id, home = %home.display(), "VIBE_HOME not removed: not a folder Otter made");
-        false
-    };
-    tracing::info!(workspace_id = %workspace.id, jobs = rows.jobs, vibe_home_removed, "workspace deleted");
-    Ok(DeletedWorkspace {
-        jobs_deleted: rows.jobs,
-        vibe_home_removed,
-    })
+        return false;
+    }
+    match tokio::fs::remove_dir_all(&home).await {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            tracing::warn!(workspace_id = %workspace.id, home = %home.display(), error = %e, "VIBE_HOME not removed");
+            false
+        }
+    }
 }

@@ -30,7 +30,9 @@ fn required(name: &str) -> String {
 }
 
 impl TestEnv {
-    /// Creates a fresh database (migrated) and scratch directory.
+    /// Creates a fresh, empty database and a scratch directory. The database is not migrated
+    /// here: whatever the test starts does it (`otter_server::build_state` and the worker run
+    /// [`crate::db::migrate`] at start), or the test calls it.
     pub async fn new() -> Self {
         let admin_url = required("DATABASE_URL");
         let redis_url = required("REDIS_URL");

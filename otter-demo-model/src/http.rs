@@ -28,8 +28,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::script::{self, Answer, MODEL, Reply};
 
-/// Largest request body read: vibe's requests carry a system prompt of some 20 KB and the
-/// conversation so far.
+/// Largest request body read: vibe's requests carry its whole system prompt and the
+/// conversation so far (how large they were is in docs/benchmarks.md, "Figures that were code
+/// comments").
 const BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Pause between two SSE frames, so that a client sees a stream, not one burst.

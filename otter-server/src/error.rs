@@ -1,5 +1,11 @@
 //! The API's one error type. Every error leaves as `{"error": {"code", "message"}}` with the
-//! status its variant names; internal details are logged here, once, and never sent.
+//! status its variant names.
+//!
+//! A 5xx is logged here, once, under the request's span: a 500 at ERROR, a 503 at WARN (a
+//! backing service down is an operator's matter, not a bug). Nothing else logs it: the
+//! `TraceLayer`'s failure hook skips status codes (see `startup::app`). What a 500 or a 503
+//! carries as detail (a database or Docker engine error, a socket path) is logged and never
+//! sent; the client gets a fixed message.
 
 use axum::Json;
 use axum::extract::FromRequest;
@@ -7,6 +13,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use otter_core::DbError;
+use otter_core::db::PageError;
 use otter_core::files::FilesError;
 use otter_core::preview::PreviewError;
 use otter_core::runtime::RuntimeError;
@@ -59,15 +66,29 @@ pub enum AppError {
         /// The last lines of the build log (sent when not empty).
         log_tail: Vec<String>,
     },
-    /// 503: a backing service is unreachable.
-    #[error("{0}")]
-    Unavailable(String),
+    /// 503: a backing service is unreachable or turned off.
+    #[error("{message}")]
+    Unavailable {
+        /// What is sent: which service, and what to do.
+        message: String,
+        /// What the service or its client library said (it may name sockets and hosts): logged,
+        /// never sent.
+        detail: Option<String>,
+    },
     /// 500: a bug or an unexpected failure; the details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl AppError {
+    /// A 503 whose message says it all (nothing more to log).
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        AppError::Unavailable {
+            message: message.into(),
+            detail: None,
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             AppError::Validation(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
@@ -84,7 +105,7 @@ impl AppError {
                 (StatusCode::MISDIRECTED_REQUEST, "misdirected_request")
             }
             AppError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
-            AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            AppError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -98,9 +119,10 @@ impl IntoResponse for AppError {
                 tracing::error!(error = %detail, "request failed");
                 "internal error".to_owned()
             }
-            AppError::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "backing service unavailable");
-                detail.clone()
+            AppError::Unavailable { message, detail } => {
+                let error = detail.as_deref().unwrap_or(message);
+                tracing::warn!(%error, "backing service unavailable");
+                message.clone()
             }
             other => other.to_string(),
         };
@@ -127,9 +149,10 @@ impl From<DbError> for AppError {
         match e {
             DbError::NotFound(what) => AppError::NotFound(format!("{what} not found")),
             DbError::Conflict(msg) => AppError::Conflict(msg),
-            e if e.is_unavailable() => {
-                AppError::Unavailable("the database is unavailable; retry shortly".to_owned())
-            }
+            e if e.is_unavailable() => AppError::Unavailable {
+                message: "the database is unavailable; retry shortly".to_owned(),
+                detail: Some(e.to_string()),
+            },
             other => AppError::Internal(other.to_string()),
         }
     }
@@ -138,9 +161,14 @@ impl From<DbError> for AppError {
 impl From<RuntimeError> for AppError {
     fn from(e: RuntimeError) -> Self {
         match e {
-            RuntimeError::Disabled | RuntimeError::Unreachable { .. } => {
-                AppError::Unavailable(e.to_string())
-            }
+            RuntimeError::Disabled => AppError::unavailable(e.to_string()),
+            // The socket's path and bollard's words stay in the log.
+            RuntimeError::Unreachable { .. } => AppError::Unavailable {
+                message:
+                    "the Docker engine does not answer; retry later (the server's log says why)"
+                        .to_owned(),
+                detail: Some(e.to_string()),
+            },
             RuntimeError::NoDockerfile(msg) => AppError::Conflict(msg),
             RuntimeError::NotRunning(_) => AppError::Conflict(e.to_string()),
             RuntimeError::NoContainer(_) => AppError::NotFound(e.to_string()),
@@ -157,11 +185,17 @@ impl From<RuntimeError> for AppError {
                     log_tail: Vec::new(),
                 }
             }
-            RuntimeError::StartFailed(_) => AppError::Unprocessable {
-                code: "start_failed",
-                message: e.to_string(),
-                log_tail: Vec::new(),
-            },
+            RuntimeError::StartFailed(reason) => {
+                // The engine's words stay in the log (a 4xx: logged, but not as an error).
+                tracing::warn!(error = %reason, "runtime container not started");
+                AppError::Unprocessable {
+                    code: "start_failed",
+                    message: "the container was created, but the Docker engine could not start \
+                              it (the server's log says why)"
+                        .to_owned(),
+                    log_tail: Vec::new(),
+                }
+            }
             RuntimeError::Docker(_) => AppError::Internal(e.to_string()),
             RuntimeError::Db(e) => e.into(),
         }
@@ -187,6 +221,8 @@ impl From<ServiceError> for AppError {
                 e @ (WorkspaceError::Io { .. } | WorkspaceError::Isolation(_)),
             ) => AppError::Internal(e.to_string()),
             ServiceError::Db(e) => e.into(),
+            ServiceError::Runtime(e) => e.into(),
+            ServiceError::Task(e) => AppError::Internal(e.to_string()),
         }
     }
 }
@@ -204,7 +240,7 @@ impl From<FilesError> for AppError {
             FilesError::PermissionDenied(_) => AppError::Forbidden(e.to_string()),
             FilesError::Changed(_) => AppError::Conflict(e.to_string()),
             FilesError::Root(msg) => AppError::Conflict(msg),
-            FilesError::Unavailable(msg) => AppError::Unavailable(msg),
+            FilesError::Unavailable(msg) => AppError::unavailable(msg),
             FilesError::Io { .. } => AppError::Internal(e.to_string()),
         }
     }
@@ -216,7 +252,7 @@ impl From<ShellError> for AppError {
             ShellError::Invalid(msg) => AppError::Validation(msg),
             ShellError::Files(e) => e.into(),
             ShellError::Db(e) => e.into(),
-            ShellError::Cancelled => AppError::Unavailable(e.to_string()),
+            ShellError::Cancelled => AppError::unavailable(e.to_string()),
             ShellError::Runner(_) | ShellError::Isolation(_) | ShellError::Internal(_) => {
                 AppError::Internal(e.to_string())
             }
@@ -230,6 +266,12 @@ impl From<PreviewError> for AppError {
             PreviewError::Invalid(_) => AppError::Validation(e.to_string()),
             PreviewError::Db(e) => e.into(),
         }
+    }
+}
+
+impl From<PageError> for AppError {
+    fn from(e: PageError) -> Self {
+        AppError::Validation(e.to_string())
     }
 }
 
@@ -335,7 +377,21 @@ impl<T: serde::Serialize> IntoResponse for AppJson<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::{has_nul_escape, json_content_type};
+    use super::{AppError, ServiceError, StatusCode, has_nul_escape, json_content_type};
+    use axum::response::IntoResponse;
+
+    #[tokio::test]
+    async fn a_panicked_blocking_task_is_a_500_not_a_400() {
+        let panicked = tokio::task::spawn_blocking(|| panic!("a bug in a blocking task"))
+            .await
+            .unwrap_err();
+        let error = AppError::from(ServiceError::from(panicked));
+        assert!(matches!(error, AppError::Internal(_)), "{error:?}");
+        assert_eq!(
+            error.into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 
     #[test]
     fn a_nul_escape_is_told_from_an_escaped_backslash() {

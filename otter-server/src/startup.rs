@@ -16,9 +16,11 @@ use otter_core::{Config, EventFeed, HostName, Queue, db, shell};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 use crate::connections::{self, Limits};
 use crate::error::AppError;
@@ -144,7 +146,8 @@ pub fn app(state: AppState) -> Router {
                     .map(|p| p.as_str().to_owned())
                     .unwrap_or_else(|| req.uri().path().to_owned());
                 tracing::info_span!("http", method = %req.method(), route = %route, request_id = %request_id)
-            }),
+            })
+            .on_failure(log_stream_failure),
         )
         .with_state(state.clone());
     // Layers of a `Router` run inside each route, and a route adds `Allow` to whatever its
@@ -156,6 +159,15 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state, check_host))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The `TraceLayer`'s failure hook. A 5xx status was logged by [`AppError`] when it was made
+/// (tower-http's default would log it a second time, at ERROR even for a deliberate 503); what
+/// is left is a response body that failed while it was being sent, which nothing else sees.
+fn log_stream_failure(failure: ServerErrorsFailureClass, latency: Duration, _span: &Span) {
+    if let ServerErrorsFailureClass::Error(error) = failure {
+        tracing::error!(%error, latency_ms = latency.as_millis(), "response failed");
+    }
 }
 
 /// An unknown route: 404, but 401 first when tokens are required and none valid was sent, so
@@ -403,12 +415,13 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> Result<(), Star
 /// How often the event streams are counted, to decide whether to give memory back.
 const TRIM_CHECK: Duration = Duration::from_secs(1);
 /// How many event streams must have closed since the most were open before memory is given back
-/// (at about 20 KB each, 5 MB).
+/// (enough that there is something to give back: what a stream costs is in docs/benchmarks.md,
+/// "Second round", change 6).
 const TRIM_AFTER_CLOSED: usize = 256;
 
 /// Gives freed memory back to the system once many event streams have closed and no more are
-/// opening. glibc keeps what its arenas freed (10,000 SSE clients leaving kept about 180 MB);
-/// `malloc_trim` returns the free pages.
+/// opening. glibc keeps what its arenas freed (how much, measured, is in docs/benchmarks.md,
+/// "Second round", change 6); `malloc_trim` returns the free pages.
 async fn give_back_memory(feed: EventFeed, shutdown: CancellationToken) {
     let (mut before, mut most) = (0, 0);
     loop {

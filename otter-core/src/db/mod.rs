@@ -199,17 +199,28 @@ impl PageRequest {
     pub const MAX_LIMIT: i64 = 500;
 
     /// A page request; `None` where the client gave no value.
-    pub fn new(limit: Option<i64>, offset: Option<i64>) -> Result<Self, String> {
+    pub fn new(limit: Option<i64>, offset: Option<i64>) -> Result<Self, PageError> {
         let limit = limit.unwrap_or(50);
         let offset = offset.unwrap_or(0);
         if !(1..=Self::MAX_LIMIT).contains(&limit) {
-            return Err(format!("limit must be between 1 and {}", Self::MAX_LIMIT));
+            return Err(PageError::Limit);
         }
         if offset < 0 {
-            return Err("offset must not be negative".to_owned());
+            return Err(PageError::NegativeOffset);
         }
         Ok(Self { limit, offset })
     }
+}
+
+/// Why [`PageRequest::new`] refused a `limit` or an `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    /// `limit` is not within 1..=[`PageRequest::MAX_LIMIT`].
+    #[error("limit must be between 1 and {}", PageRequest::MAX_LIMIT)]
+    Limit,
+    /// `offset` is below 0.
+    #[error("offset must not be negative")]
+    NegativeOffset,
 }
 
 #[cfg(test)]

@@ -67,5 +67,5 @@ impl PageQuery {
 /// A bounded page from a query's `limit` and `offset`. Query structs list both fields
 /// themselves: `#[serde(flatten)]` loses the types of query-string values.
 pub(crate) fn page(limit: Option<i64>, offset: Option<i64>) -> Result<PageRequest, AppError> {
-    PageRequest::new(limit, offset).map_err(AppError::Validation)
+    Ok(PageRequest::new(limit, offset)?)
 }

@@ -1,16 +1,15 @@
 //! `DELETE /v1/workspaces/{id}`: forget a workspace.
 //!
-//! Refused (409) while one of its jobs is queued or running, and while it has finished jobs
-//! unless `?force=true`, which deletes them with their outputs and events. Otherwise, in this
-//! order: its runtime container and image are removed (when the runtime is enabled; an
-//! unreachable Docker engine refuses the delete with 503, so that nothing is left running
-//! unseen), then its row (with its jobs when forced), then its own `VIBE_HOME`. The workspace
-//! directory itself is never touched: it is the user's.
+//! [`service::delete_workspace`] does it all: refused (409) while one of its jobs is queued or
+//! running, and while it has finished jobs unless `?force=true`, which deletes them with their
+//! outputs and events. Otherwise, in this order: its runtime container and image are removed
+//! (when the runtime is enabled; an unreachable Docker engine refuses the delete with 503, so
+//! that nothing is left running unseen), then its row (with its jobs when forced), then its own
+//! `VIBE_HOME`. The workspace directory itself is never touched: it is the user's.
 
 use axum::Router;
 use axum::extract::State;
 use axum::routing::delete;
-use otter_core::db::workspaces;
 use otter_core::model::WorkspaceId;
 use otter_core::runtime::Removed;
 use otter_core::service;
@@ -46,20 +45,13 @@ async fn delete_workspace(
     AppPath(id): AppPath<WorkspaceId>,
     AppQuery(q): AppQuery<DeleteQuery>,
 ) -> Result<AppJson<DeletedView>> {
-    let workspace = workspaces::get(&state.db, id).await?;
-    // Checked again inside the deleting transaction; checked here first so that a refused
-    // delete does not remove the runtime container.
-    workspaces::check_deletable(&state.db, id, q.force).await?;
-    let runtime = match &state.runtime {
-        Some(runtime) => Some(runtime.remove_workspace(id).await?),
-        None => None,
-    };
-    let deleted = service::delete_workspace(&state.db, &workspace, q.force).await?;
+    let deleted =
+        service::delete_workspace(&state.db, state.runtime.as_deref(), id, q.force).await?;
     Ok(AppJson(DeletedView {
         workspace_id: id,
         deleted: true,
         jobs_deleted: deleted.jobs_deleted,
         vibe_home_removed: deleted.vibe_home_removed,
-        runtime,
+        runtime: deleted.runtime,
     }))
 }

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use otter_core::db::{Page, projects, workspaces};
+use otter_core::db::{Page, workspaces};
 use otter_core::model::{ProjectId, Workspace, WorkspaceId};
 use otter_core::service::{self, CreateWorkspace};
 use serde::Deserialize;
@@ -36,9 +36,6 @@ async fn create_workspace(
     State(state): State<AppState>,
     AppJson(body): AppJson<CreateWorkspaceBody>,
 ) -> Result<(StatusCode, AppJson<Workspace>)> {
-    if let Some(project_id) = body.project_id {
-        projects::get(&state.db, project_id).await?;
-    }
     let workspace = service::create_workspace(
         &state.db,
         &state.config,
@@ -50,7 +47,6 @@ async fn create_workspace(
         },
     )
     .await?;
-    tracing::info!(workspace_id = %workspace.id, path = %workspace.path, "workspace created");
     Ok((StatusCode::CREATED, AppJson(workspace)))
 }
 

@@ -190,7 +190,7 @@ async fn drain_lines(
 async fn a_stalled_replay_holds_at_most_the_rest_of_one_page() {
     let app = app().await;
     let job = job(&app).await;
-    // 10 MB: what each stalled replay held whole before pages were cut by bytes.
+    // 100 lines of 100 KiB: many pages, of which a stalled replay may hold one.
     let lines = 100;
     write_lines(&app, job, lines).await;
     let feed = app.state.feed.clone();

@@ -4,14 +4,16 @@
 //! read all get a clear 4xx, never a 500; and client errors are not logged at error level.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use otter_testkit::{TestApp, assert_error};
+
+use crate::logs::Logs;
 
 /// A scratch directory holding an allowed root `allowed` and beside it `outside`; both
 /// canonical. Removed when dropped.
@@ -368,35 +370,9 @@ async fn files_swapped_while_they_are_read_get_a_4xx_never_a_500() {
     eprintln!("{requests} requests, {swaps} swaps: {seen:?}");
 }
 
-/// The events of level ERROR seen on this thread, as text.
-#[derive(Clone, Default)]
-struct ErrorEvents(Arc<Mutex<Vec<String>>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ErrorEvents {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if *event.metadata().level() != tracing::Level::ERROR {
-            return;
-        }
-        struct Text(String);
-        impl tracing::field::Visit for Text {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!(" {}={value:?}", field.name()));
-            }
-        }
-        let mut text = Text(event.metadata().target().to_owned());
-        event.record(&mut text);
-        self.0.lock().unwrap().push(text.0);
-    }
-}
-
 #[tokio::test]
 async fn client_errors_are_not_logged_at_error_level() {
-    use tracing_subscriber::layer::SubscriberExt;
-    // The server runs on this test's (single-threaded) runtime, so a subscriber set for this
-    // thread sees its events.
-    let errors = ErrorEvents::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(errors.clone()));
+    let (logs, _guard) = Logs::capture();
     let app = TestApp::spawn().await;
     let ws = app.workspace("ws").await;
     let id = ws["id"].as_str().unwrap();
@@ -449,7 +425,7 @@ async fn client_errors_are_not_logged_at_error_level() {
         .await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
 
-    let logged = errors.0.lock().unwrap().clone();
+    let logged = logs.errors();
     assert!(
         logged.is_empty(),
         "client errors logged at ERROR: {logged:#?}"

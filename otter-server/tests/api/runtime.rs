@@ -19,6 +19,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use otter_testkit::{TestApp, assert_error, eventually};
 
+use crate::logs::Logs;
+
 /// Where Debian's busybox-static puts its binary.
 const BUSYBOX_CANDIDATES: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
 
@@ -674,13 +676,12 @@ async fn containers_of_deleted_workspaces_are_found_by_label_and_removed() {
 }
 
 #[tokio::test]
-async fn an_unreachable_engine_answers_503_naming_the_socket() {
+async fn an_unreachable_engine_answers_503_and_only_the_log_names_the_socket() {
+    let (logs, _guard) = Logs::capture();
+    let socket = "/nonexistent/otter-docker.sock";
     let app = TestApp::spawn_with(&[
         ("OTTER_RUNTIME_ENABLED", "true"),
-        (
-            "OTTER_RUNTIME_DOCKER_SOCKET",
-            "unix:///nonexistent/otter-docker.sock",
-        ),
+        ("OTTER_RUNTIME_DOCKER_SOCKET", &format!("unix://{socket}")),
     ])
     .await;
     let ws = app.workspace("nodocker").await;
@@ -692,6 +693,7 @@ async fn an_unreachable_engine_answers_503_naming_the_socket() {
         // A delete that cannot remove the container refuses rather than leave it behind.
         (Method::DELETE, format!("/v1/workspaces/{id}")),
     ] {
+        logs.take();
         let (status, body) = app.request(method.clone(), &path, None).await;
         let message = assert_error(
             status,
@@ -699,9 +701,21 @@ async fn an_unreachable_engine_answers_503_naming_the_socket() {
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
         );
+        // A fixed message: neither the socket nor bollard's words.
+        assert_eq!(
+            message, "the Docker engine does not answer; retry later (the server's log says why)",
+            "{method} {path}"
+        );
+        let records: Vec<_> = logs.take().into_iter().filter(|r| r.in_request).collect();
+        assert_eq!(
+            records.len(),
+            1,
+            "{method} {path}: logged once: {records:#?}"
+        );
+        assert_eq!(records[0].level, tracing::Level::WARN, "{records:?}");
         assert!(
-            message.contains("/nonexistent/otter-docker.sock"),
-            "{method} {path}: {message}"
+            records[0].text.contains(socket),
+            "{method} {path}: {records:?}"
         );
     }
     let (status, _) = app.get(&format!("/v1/workspaces/{id}")).await;
