@@ -18,7 +18,7 @@
 //! symlink the job planted; the store is Otter's, written as Otter's own user.
 //!
 //! [`changes`](Checkpoints::changes) and [`diff`](Checkpoints::diff) compare two checkpoints
-//! ([`diff`] module); [`restore`](Checkpoints::restore) puts a checkpoint's files back, after
+//! (the `diff` module); [`restore`](Checkpoints::restore) puts a checkpoint's files back, after
 //! taking one of the present state so that the restore can itself be undone.
 
 mod diff;

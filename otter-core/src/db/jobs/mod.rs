@@ -5,9 +5,9 @@
 //! machine"), called here with named arguments in one round trip. This module is their typed
 //! wrapper, in three files by concern:
 //!
-//! - [`reads`]: what the API and the queue read (a job, the queue, the history);
-//! - [`controls`]: what a client changes (submit, cancel, pause, resume, move);
-//! - [`lease`]: a worker's leased run (claim, renew the lease, append its events, finish) and the
+//! - `reads`: what the API and the queue read (a job, the queue, the history);
+//! - `controls`: what a client changes (submit, cancel, pause, resume, move);
+//! - `lease`: a worker's leased run (claim, renew the lease, append its events, finish) and the
 //!   recovery of expired leases.
 //!
 //! A claim is real only through the conditional update of `otter_claim_job` (`queued` →
