@@ -11,6 +11,9 @@ use sqlx::PgPool;
 
 use super::queued_job;
 
+/// How long an id may take to become final while other tests' transactions run.
+const WAIT: Duration = Duration::from_secs(20);
+
 async fn write_line(pool: &PgPool, job: JobId, text: &str) {
     let mut tx = pool.begin().await.unwrap();
     let line = NewEvent::output(OutputStream::Stdout, text.into(), None);
@@ -25,7 +28,17 @@ async fn write_line(pool: &PgPool, job: JobId, text: &str) {
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn an_older_transaction_committing_last_is_neither_skipped_nor_reordered(pool: PgPool) {
     let (older_job, newer_job) = (queued_job(&pool, 1).await.id, queued_job(&pool, 1).await.id);
-    let head = events::head(&pool).await.unwrap();
+    // Start after the jobs' `job_queued` events, once they are final (a transaction anywhere in
+    // the cluster, another test's, holds the horizon back while it runs).
+    let queued: i64 = sqlx::query_scalar("SELECT max(id) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let head = otter_testkit::eventually(WAIT, "the job_queued events to become final", || async {
+        let head = events::head(&pool).await.unwrap();
+        (head >= queued).then_some(head)
+    })
+    .await;
 
     let mut older = pool.begin().await.unwrap();
     let older_ids = events::append(
@@ -63,12 +76,22 @@ async fn an_older_transaction_committing_last_is_neither_skipped_nor_reordered(p
     assert_eq!(page.events.last().map(|e| e.id), Some(newer_id));
 
     older.commit().await.unwrap();
-    let page = events::page_after(&pool, &all, head, 100, PAGE_MAX_BYTES)
-        .await
-        .unwrap();
-    let ids: Vec<i64> = page.events.iter().map(|e| e.id).collect();
+    // Once final (another test's transaction anywhere in the cluster may still hold the horizon
+    // back for a moment), both lines come, in id order, nothing skipped.
+    let ids = otter_testkit::eventually(WAIT, "both lines to become final", || async {
+        let page = events::page_after(&pool, &all, head, 100, PAGE_MAX_BYTES)
+            .await
+            .unwrap();
+        (!page.pending && page.events.iter().any(|e| e.id == newer_id)).then(|| {
+            page.events
+                .iter()
+                .filter(|e| e.kind == otter_core::model::kinds::OUTPUT_CHUNK)
+                .map(|e| e.id)
+                .collect::<Vec<i64>>()
+        })
+    })
+    .await;
     assert_eq!(ids, vec![older_ids[0].0, newer_id]);
-    assert!(!page.pending);
 }
 
 /// A transaction that writes before it takes the job's event lock could commit a job's events
