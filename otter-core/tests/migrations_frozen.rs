@@ -51,6 +51,16 @@ const LANDED: &[(i64, &str, &str)] = &[
         "20261126000020_event_payload_bytes.sql",
         "03e122a203a5f0c7b043b8196300704ccf1b43a8c4dc0734206abe5e2a87365f125ebe920544b6babf35d68cd3a39b55",
     ),
+    (
+        20261202000030,
+        "20261202000030_job_state_machine.sql",
+        "27477fb62c6751121894e54df79b681eb5bd2525969faeca1f79be0cd131d070fc7e299a38913e6ea51ff15b7fe9d4f2",
+    ),
+    (
+        20261202000031,
+        "20261202000031_drop_dead_overloads.sql",
+        "efbb7d8235354909cd42b0e374e07fd9b34afc6eae82040010ecfc3c82f8588e17fb42389d26700ff4ac943f745c5b77",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {
