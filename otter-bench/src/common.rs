@@ -132,11 +132,23 @@ impl Stack {
         // Where the job user (when the worker is root) can run it.
         let vibe =
             otter_core::testing::reachable_by_jobs(&bin("otter-fake-vibe")?.display().to_string());
-        let extra: Vec<(&str, &str)> = spec
+        // Since issue 14 vibe's environment is built, not inherited: the stand-in's knobs
+        // (FAKE_VIBE_*) reach it through OTTER_VIBE_EXTRA_ENV, as an operator's would.
+        let knobs: Vec<String> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with("FAKE_VIBE_"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let knobs = knobs.join(",");
+        let mut extra: Vec<(&str, &str)> = spec
             .env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        if !knobs.is_empty() {
+            extra.push(("OTTER_VIBE_EXTRA_ENV", knobs.as_str()));
+        }
         let proc = spawn(
             &self.env,
             "otter-worker",

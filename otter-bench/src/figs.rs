@@ -112,6 +112,9 @@ pub(crate) async fn dispatch(opts: &Opts) -> Result<Section> {
     for run in 0..opts.runs {
         let dir = std::env::temp_dir().join(format!("otter-bench-dispatch-{}", unix_ns()));
         std::fs::create_dir_all(&dir)?;
+        // The stand-in runs as the job user when the bench (so the worker) is root: it must be
+        // able to write its start times here.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
         let started_file = dir.join("started");
         let stand_in = vec![
             kv("FAKE_VIBE_SCENARIO", "exit:0"),
