@@ -347,10 +347,7 @@ impl Checkpoints {
                 continue;
             }
             if target.skipped.contains_key(path) {
-                restored.left_alone.push(LeftAlone {
-                    path: path.clone(),
-                    reason: "over the size cap in the checkpoint restored".to_owned(),
-                });
+                // Listed below with the checkpoint's other files over the cap.
                 continue;
             }
             match isolation.as_job(|| remove_file(dir, path)) {
@@ -382,12 +379,10 @@ impl Checkpoints {
             }
         }
         for path in target.skipped.keys() {
-            if !now.files.contains_key(path) {
-                restored.left_alone.push(LeftAlone {
-                    path: path.clone(),
-                    reason: "over the size cap in the checkpoint restored".to_owned(),
-                });
-            }
+            restored.left_alone.push(LeftAlone {
+                path: path.clone(),
+                reason: "over the size cap in the checkpoint restored".to_owned(),
+            });
         }
         Ok(restored)
     }

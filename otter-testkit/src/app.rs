@@ -218,3 +218,12 @@ pub fn assert_error(
     assert!(!message.is_empty());
     message
 }
+
+/// The `Content-Type` of `resp`, empty when it has none.
+pub fn content_type(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -15,7 +15,7 @@ mod worker;
 
 use std::time::Duration;
 
-pub use app::{TestApp, assert_error};
+pub use app::{TestApp, assert_error, content_type};
 pub use otter_core::testing::{TestEnv, reachable_by_jobs};
 pub use process::{give_to_job_user, processes_naming};
 pub use sse::{SseClient, SseDecoder, SseFrame};

@@ -114,12 +114,7 @@ impl SseClient {
             "SSE answered {}",
             resp.status()
         );
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let content_type = crate::content_type(&resp);
         assert!(
             content_type.starts_with("text/event-stream"),
             "{content_type}"

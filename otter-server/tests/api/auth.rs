@@ -766,7 +766,8 @@ async fn the_preview_route_checks_the_token_before_the_path_and_a_job_token_open
 
 /// Starts the server binary on `env`'s backends with `vars` (nothing else inherited), expects it
 /// to refuse to start, and returns what it printed on stderr.
-fn refused_start(env: &TestEnv, vars: &[(&str, &str)]) -> String {
+/// Runs `otter-server` on `env` with `vars` and returns its stderr; it must refuse to start.
+pub(crate) fn refused_start(env: &TestEnv, vars: &[(&str, &str)]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_otter-server"))
         .env_clear()
         .env("OTTER_DATABASE_URL", &env.database_url)

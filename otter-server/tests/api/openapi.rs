@@ -407,12 +407,7 @@ async fn the_server_serves_the_document_without_a_token() {
         .await
         .expect("request sent");
     assert_eq!(resp.status(), StatusCode::OK);
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type = otter_testkit::content_type(&resp);
     assert!(
         content_type.starts_with("application/json"),
         "{content_type}"

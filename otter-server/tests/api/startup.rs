@@ -61,16 +61,6 @@ async fn a_public_address_without_tokens_is_refused() {
     // its own (migrated by the server), never the developer's shared one, whose migrations may be
     // another branch's.
     let env = otter_testkit::TestEnv::new().await;
-    let (db, redis) = (env.database_url.clone(), env.redis_url.clone());
-    let output = Command::new(env!("CARGO_BIN_EXE_otter-server"))
-        .env_clear()
-        .env("OTTER_DATABASE_URL", db)
-        .env("OTTER_REDIS_URL", redis)
-        .env("OTTER_QUEUE_NAME", "startup-test")
-        .env("OTTER_LISTEN_ADDR", "0.0.0.0:0")
-        .output()
-        .expect("run otter-server");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = crate::auth::refused_start(&env, &[("OTTER_LISTEN_ADDR", "0.0.0.0:0")]);
     assert!(stderr.contains("OTTER_API_TOKENS"), "{stderr}");
 }
