@@ -14,7 +14,9 @@
 //!   that a symlink the job planted cannot make a root process read or write for it.
 //! - **Nothing a job starts outlives it.** Every child is started inside a [`Unit`]: a cgroup
 //!   ([`Containment::Cgroup`], cgroup v2) that no process can leave, or, where no cgroup can be
-//!   made, a marker in the environment that every descendant inherits
+//!   made, a marker in the environment that every descendant inherits. A cgroup needs
+//!   `clone3` with `CLONE_INTO_CGROUP` (Linux 5.7), which starts a child in it (`clone.rs`); a
+//!   kernel or seccomp profile without it gets the marker
 //!   ([`Containment::Marker`]; the binaries then also adopt orphans, see
 //!   [`Isolation::supervise_orphans`]). Stopping a unit kills every process in it, not only
 //!   those that stayed in the child's process group. A child also dies with the process that
@@ -30,11 +32,13 @@ use nix::unistd::{Gid, Uid, User};
 
 use crate::config::{CgroupRoot, Config};
 
+mod clone;
 mod orphans;
 mod procfs;
 mod tree;
 mod unit;
 
+pub(crate) use unit::Child;
 pub(crate) use unit::create_locked_file;
 pub use unit::{Unit, UnitKind, UnitName};
 
@@ -443,8 +447,14 @@ fn cgroup_containment(base: &Path) -> Result<Containment, String> {
         .write(true)
         .open(probe.join("cgroup.procs"))
         .map(drop);
+    let born = unit::open_dir(&probe).and_then(|dir| clone::probe(std::os::fd::AsFd::as_fd(&dir)));
     let _ = std::fs::remove_dir(&probe);
     writable.map_err(|e| format!("cannot move processes into its cgroups: {e}"))?;
+    born.map_err(|e| {
+        format!(
+            "cannot start processes in its cgroups (clone3 with CLONE_INTO_CGROUP, Linux 5.7): {e}"
+        )
+    })?;
     Ok(Containment::Cgroup {
         base: base.to_path_buf(),
     })

@@ -6,7 +6,6 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -16,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::isolation::Unit;
+use crate::isolation::{Child, Unit};
 use crate::model::OutputStream;
 use crate::output::{LineSplitter, MAX_LINE_BYTES};
 
@@ -120,19 +119,8 @@ where
     T: From<Line> + Send + 'static,
 {
     let unit = &spec.unit;
-    let mut command = unit.command(&spec.program);
-    command
-        .args(&spec.args)
-        .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own group, as a shell would give it (the unit, not the group, is what is killed).
-        .process_group(0)
-        .kill_on_drop(true);
-    command.envs(spec.env.iter().map(|(k, v)| (k, v)));
     let mut child = unit
-        .spawn(&mut command)
+        .start(&spec.program, &spec.args, &spec.cwd, &spec.env)
         .map_err(|source| RunnerError::Spawn {
             program: spec.program.display().to_string(),
             source,
@@ -140,9 +128,10 @@ where
     let pid = child.id();
 
     let stop_reading = CancellationToken::new();
+    let [stdout, stderr] = child.take_output();
     let pumps = [
-        (child.stdout.take()).map(|out| pump(out, spec.stdout_as, &lines, spec, &stop_reading)),
-        (child.stderr.take()).map(|err| pump(err, spec.stderr_as, &lines, spec, &stop_reading)),
+        stdout.map(|out| pump(out, spec.stdout_as, &lines, spec, &stop_reading)),
+        stderr.map(|err| pump(err, spec.stderr_as, &lines, spec, &stop_reading)),
     ];
     let (readers, forwarders): (Vec<_>, Vec<_>) = pumps.into_iter().flatten().unzip();
     let forwarders: Vec<_> = forwarders.into_iter().flatten().collect();
@@ -206,11 +195,7 @@ where
 
 /// SIGTERM to every process of the unit, SIGKILL to all of them after `grace` if the child has
 /// not exited, then reap it.
-async fn stop(
-    unit: &Unit,
-    child: &mut tokio::process::Child,
-    grace: Duration,
-) -> std::io::Result<()> {
+async fn stop(unit: &Unit, child: &mut Child, grace: Duration) -> std::io::Result<()> {
     unit.signal(Signal::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         unit.kill().await;

@@ -566,3 +566,80 @@ async fn a_kept_unit_leaves_its_processes_running_and_a_closed_one_does_not() {
         wait_gone(pid).await;
     }
 }
+
+/// A child is in its unit from its start (born in the unit's cgroup, or carrying the marker),
+/// leads a process group of its own, and gets the default signals: nothing blocked, SIGPIPE
+/// not ignored, whatever this process does with them.
+#[tokio::test]
+async fn a_child_starts_in_its_unit_with_default_signals() {
+    for isolation in containments() {
+        let what = format!("{:?}", isolation.containment());
+        let unit = unit_of(&isolation).await;
+        let name = unit.name().as_str().to_owned();
+        let spec = sh_in(
+            "cat /proc/$$/cgroup; echo \"marker=$OTTER_UNIT\"
+             echo \"group=$(awk '{print $5}' /proc/$$/stat) pid=$$\"",
+            unit,
+        );
+        let (outcome, lines) = run(&spec).await;
+        assert_eq!(outcome, RunOutcome::Exited(0), "{what}");
+        let text: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        match isolation.containment() {
+            otter_core::isolation::Containment::Cgroup { .. } => assert!(
+                text.iter()
+                    .any(|l| l.starts_with("0::/") && l.ends_with(&format!("/{name}"))),
+                "{what}: {text:?}"
+            ),
+            otter_core::isolation::Containment::Marker => {
+                assert!(
+                    text.contains(&format!("marker={name}").as_str()),
+                    "{text:?}"
+                )
+            }
+        }
+        let group = text
+            .iter()
+            .find(|l| l.starts_with("group="))
+            .expect("group");
+        let (pgid, pid) = group.split_once(' ').expect("two fields");
+        assert_eq!(&pgid["group=".len()..], &pid["pid=".len()..], "{what}");
+        // The program itself, not a shell, which changes its mask around each fork.
+        let mut spec = sh_in("", unit_of(&isolation).await);
+        spec.program = "grep".into();
+        spec.args = ["-E", "^Sig(Blk|Ign)", "/proc/self/status"]
+            .map(Into::into)
+            .into();
+        let (_, lines) = run(&spec).await;
+        let text: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        let ignored = text
+            .iter()
+            .find_map(|l| l.strip_prefix("SigIgn:\t"))
+            .expect("SigIgn");
+        let ignored = u64::from_str_radix(ignored, 16).expect("a mask");
+        assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "{what}: {text:?}");
+        assert!(
+            text.contains(&"SigBlk:\t0000000000000000"),
+            "{what}: {text:?}"
+        );
+    }
+}
+
+/// A unit stays usable after it was killed: the next child started in it runs (vibe's unit is
+/// emptied when vibe exits, and `setup.sh` starts in it after).
+#[tokio::test]
+async fn a_child_starts_in_a_unit_that_was_killed_before() {
+    for isolation in containments() {
+        let what = format!("{:?}", isolation.containment());
+        let unit = unit_of(&isolation).await;
+        let (first, _) = run(&sh_in("sleep 300 & echo started", unit.clone())).await;
+        assert_eq!(first, RunOutcome::Exited(0), "{what}");
+        let (second, lines) = run(&sh_in("echo second", unit.clone())).await;
+        assert_eq!(second, RunOutcome::Exited(0), "{what}");
+        assert_eq!(
+            lines.first().map(|l| l.text.as_str()),
+            Some("second"),
+            "{what}"
+        );
+        unit.close().await;
+    }
+}

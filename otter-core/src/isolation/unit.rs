@@ -1,12 +1,11 @@
 //! Units: the processes of one run, one command or one `setup.sh` app, found again however
 //! they tried to leave (`setsid`, `setpgid`, double forks).
 //!
-//! - **Joined before the child runs.** A child joins its unit between fork and exec, before it
-//!   switches to the job user and before it can start anything itself: with a cgroup it writes
-//!   itself into the cgroup's `cgroup.procs` (only root could take it out again); with the
-//!   marker it carries `OTTER_UNIT=<name>` in its environment, which its descendants inherit.
-//!   It also asks to be killed when the process that started it dies (`PR_SET_PDEATHSIG`, set
-//!   after the switch of users, which would clear it).
+//! - **In the unit before the child runs.** With a cgroup, a child is born in it (`clone3` with
+//!   `CLONE_INTO_CGROUP`, see `clone.rs`; only root could take it out again); with the marker it
+//!   carries `OTTER_UNIT=<name>` in its environment, which its descendants inherit. Between fork
+//!   and exec it switches to the job user, and asks to be killed when the process that started
+//!   it dies (`PR_SET_PDEATHSIG`, set after the switch of users, which would clear it).
 //! - **Stopped whole.** [`Unit::kill`] kills every process in the unit (`cgroup.kill`, or a
 //!   freeze by SIGSTOP then SIGKILL of every process the marker or the process tree names)
 //!   and waits until none is left.
@@ -18,11 +17,13 @@
 //!   [`super::Isolation::sweep`] kills and removes it.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write as _;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -30,9 +31,10 @@ use std::time::Duration;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tokio::io::AsyncRead;
 use uuid::Uuid;
 
-use super::{Containment, Isolation, IsolationError, JobUser, io, procfs};
+use super::{Containment, Isolation, IsolationError, JobUser, clone, io, procfs};
 use crate::db::shell_sessions::ShellSessionId;
 use crate::model::{JobId, WorkspaceId};
 
@@ -158,7 +160,9 @@ struct Place {
 
 struct Cgroup {
     dir: PathBuf,
-    /// Its `cgroup.procs`, which each child writes itself into.
+    /// The directory, open: what children are cloned into.
+    dir_fd: OwnedFd,
+    /// Its `cgroup.procs`, which a child writes itself into once the cgroup was killed.
     procs: OwnedFd,
 }
 
@@ -171,6 +175,10 @@ pub struct Unit {
     roots: Mutex<Vec<i32>>,
     /// Closed or kept: nothing left for `Drop` to do.
     done: AtomicBool,
+    /// `cgroup.kill` was written: the kernel (6.18 at least) kills a child cloned into a
+    /// cgroup killed before at its birth, so children from now on join it between fork and
+    /// exec instead.
+    killed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Unit {
@@ -217,6 +225,7 @@ impl Unit {
             place,
             roots: Mutex::new(Vec::new()),
             done: AtomicBool::new(false),
+            killed: Arc::new(AtomicBool::new(false)),
         }))
     }
 
@@ -225,34 +234,58 @@ impl Unit {
         &self.name
     }
 
-    /// A command for `program` that starts in this unit, as the job user, with the child
-    /// environment of [`Isolation::child_env`] (the caller adds its own variables).
-    pub(crate) fn command(&self, program: &Path) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(program);
-        command.env_clear().envs(self.isolation.child_env());
-        let procs = match &self.place.cgroup {
-            Some(cgroup) => Some(cgroup.procs.as_raw_fd()),
-            None => {
-                command.env(MARKER, self.name.as_str());
-                None
+    /// Starts `program` in this unit, as the job user, with the child environment of
+    /// [`Isolation::child_env`] and `env` on top (nothing else is inherited): stdin from
+    /// /dev/null, stdout and stderr piped, in a process group of its own (as a shell would give
+    /// it; the unit, not the group, is what is killed), killed if dropped before it is waited
+    /// for. With a cgroup it is born in it (see `clone.rs`); with the marker it carries it.
+    pub(crate) fn start(
+        &self,
+        program: &Path,
+        args: &[OsString],
+        cwd: &Path,
+        env: &[(String, String)],
+    ) -> std::io::Result<Child> {
+        let ids = self.isolation.job_user().map(ChildIds::of);
+        let base = self.isolation.child_env();
+        // Held across the start: the orphan supervisor never sees the child unregistered.
+        let mut spawned = spawned();
+        let child = match &self.place.cgroup {
+            Some(cgroup) if !self.killed.load(Ordering::SeqCst) => {
+                let mut vars: Vec<(OsString, OsString)> = Vec::new();
+                for (k, v) in base.iter().chain(env) {
+                    vars.retain(|(name, _)| name != k.as_str());
+                    vars.push((k.into(), v.into()));
+                }
+                Child::Cloned(clone::start(&clone::Start {
+                    program,
+                    args,
+                    env: &vars,
+                    cwd,
+                    cgroup: cgroup.dir_fd.as_fd(),
+                    ids: ids.as_ref(),
+                })?)
+            }
+            cgroup => {
+                let mut command = tokio::process::Command::new(program);
+                command.env_clear().envs(base);
+                if cgroup.is_none() {
+                    command.env(MARKER, self.name.as_str());
+                }
+                command
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .args(args)
+                    .current_dir(cwd)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .process_group(0)
+                    .kill_on_drop(true);
+                let procs = cgroup.as_ref().map(|c| c.procs.as_raw_fd());
+                join_in_child(&mut command, procs, ids);
+                Child::Forked(command.spawn()?)
             }
         };
-        let ids = self.isolation.job_user().map(|u| ChildIds {
-            uid: u.uid.as_raw(),
-            gid: u.gid.as_raw(),
-            groups: u.groups.iter().map(|g| g.as_raw()).collect(),
-        });
-        join_in_child(&mut command, procs, ids);
-        command
-    }
-
-    /// Spawns `command` (from [`Unit::command`]) and records the child.
-    pub(crate) fn spawn(
-        &self,
-        command: &mut tokio::process::Command,
-    ) -> std::io::Result<tokio::process::Child> {
-        let mut spawned = spawned();
-        let child = command.spawn()?;
         if let Some(pid) = child.id() {
             spawned.insert(pid as i32);
             self.lock_roots().push(pid as i32);
@@ -280,6 +313,11 @@ impl Unit {
     /// when some survived that long.
     pub async fn kill(&self) -> bool {
         let roots = self.lock_roots().clone();
+        if let Some(cgroup) = &self.place.cgroup
+            && populated(&cgroup.dir)
+        {
+            self.killed.store(true, Ordering::SeqCst);
+        }
         kill_all(&self.place_ref(), &roots).await
     }
 
@@ -363,14 +401,69 @@ impl Drop for Unit {
 }
 
 /// The user a child switches to.
-struct ChildIds {
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    groups: Vec<libc::gid_t>,
+pub(super) struct ChildIds {
+    pub(super) uid: libc::uid_t,
+    pub(super) gid: libc::gid_t,
+    pub(super) groups: Vec<libc::gid_t>,
 }
 
-/// Makes the child join the unit (`procs`: the cgroup's `cgroup.procs`), switch to `ids`, and
-/// die with this process, between fork and exec.
+impl ChildIds {
+    fn of(user: &JobUser) -> Self {
+        Self {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups: user.groups.iter().map(|g| g.as_raw()).collect(),
+        }
+    }
+}
+
+/// A child started in a unit ([`Unit::start`]).
+#[derive(Debug)]
+pub(crate) enum Child {
+    /// Forked by tokio (the marker).
+    Forked(tokio::process::Child),
+    /// Cloned into the unit's cgroup.
+    Cloned(clone::Child),
+}
+
+/// A child's stdout or stderr.
+pub(crate) type Output = Box<dyn AsyncRead + Unpin + Send>;
+
+impl Child {
+    /// Its pid, until it is waited for.
+    pub(crate) fn id(&self) -> Option<u32> {
+        match self {
+            Self::Forked(child) => child.id(),
+            Self::Cloned(child) => Some(child.id()),
+        }
+    }
+
+    /// Its stdout and stderr, the first time.
+    pub(crate) fn take_output(&mut self) -> [Option<Output>; 2] {
+        match self {
+            Self::Forked(child) => [
+                child.stdout.take().map(|o| Box::new(o) as Output),
+                child.stderr.take().map(|e| Box::new(e) as Output),
+            ],
+            Self::Cloned(child) => [
+                child.stdout.take().map(|o| Box::new(o) as Output),
+                child.stderr.take().map(|e| Box::new(e) as Output),
+            ],
+        }
+    }
+
+    /// Waits for it to exit.
+    pub(crate) async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Self::Forked(child) => child.wait().await,
+            Self::Cloned(child) => child.wait().await,
+        }
+    }
+}
+
+/// Makes the child join the cgroup whose `cgroup.procs` is `procs` (if any), switch to `ids`,
+/// and die with this process, between fork and exec (the marker's children, and those of a
+/// cgroup that was killed; see `clone.rs` for the others).
 #[allow(unsafe_code)]
 fn join_in_child(command: &mut tokio::process::Command, procs: Option<i32>, ids: Option<ChildIds>) {
     let parent = std::process::id() as libc::pid_t;
@@ -461,23 +554,36 @@ pub(crate) fn create_locked_file(
     prepared
 }
 
-/// Makes the cgroup `dir` and opens its `cgroup.procs`.
+/// Makes the cgroup `dir` and opens it and its `cgroup.procs`.
 fn make_cgroup(dir: &Path) -> Result<Cgroup, IsolationError> {
     std::fs::create_dir(dir).map_err(io(format!("creating cgroup {}", dir.display())))?;
-    let procs = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(dir.join("cgroup.procs"));
-    match procs {
-        Ok(procs) => Ok(Cgroup {
+    let opened = open_dir(dir).and_then(|dir_fd| {
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(dir.join("cgroup.procs"))?;
+        Ok((dir_fd, procs.into()))
+    });
+    match opened {
+        Ok((dir_fd, procs)) => Ok(Cgroup {
             dir: dir.to_path_buf(),
-            procs: procs.into(),
+            dir_fd,
+            procs,
         }),
         Err(e) => {
             let _ = std::fs::remove_dir(dir);
-            Err(io(format!("opening {}/cgroup.procs", dir.display()))(e))
+            Err(io(format!("opening cgroup {}", dir.display()))(e))
         }
     }
+}
+
+/// `dir` open as a directory (close-on-exec), as `CLONE_INTO_CGROUP` takes it.
+pub(super) fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map(OwnedFd::from)
 }
 
 /// A unit as the operations on it need it (also for units of other owners).
@@ -545,6 +651,9 @@ fn kill_once(place: &PlaceRef<'_>, roots: &[i32]) {
 async fn kill_all(place: &PlaceRef<'_>, roots: &[i32]) -> bool {
     let deadline = tokio::time::Instant::now() + KILL_WAIT;
     match place.cgroup {
+        // Nothing to kill (most runs leave nothing behind): the cgroup stays one children can
+        // be cloned into (see `Unit::killed`).
+        Some(dir) if !populated(dir) => true,
         Some(dir) => {
             // `cgroup.kill` (Linux 5.14) kills the cgroup at once, forks in flight included;
             // without it, freeze the cgroup so that nothing forks, then kill each process.

@@ -515,7 +515,7 @@ async fn what_a_successful_setup_sh_started_keeps_running_and_nothing_else() {
     let pid: u32 = lines(&events, "setup")
         .iter()
         .find_map(|l| l.strip_prefix("app pid "))
-        .expect("setup's line")
+        .unwrap_or_else(|| panic!("setup's line: {job} {events:?}"))
         .parse()
         .unwrap();
     assert!(!process_gone(pid), "the app outlives its job");
