@@ -152,21 +152,48 @@ impl ProjectUsage {
 
 /// A run's limits, each handed to vibe as its flag when set: `--max-turns`, `--max-price`,
 /// `--max-tokens`, `--time-limit`. Every value is positive (checked by [`JobLimits::check`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Read from a JSON object only (an array is refused, as is an unknown key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct JobLimits {
     /// Model turns at most (`--max-turns`).
-    #[serde(default)]
     pub max_turns: Option<u64>,
     /// What the run may cost, in USD (`--max-price`).
-    #[serde(default)]
     pub max_price_usd: Option<f64>,
     /// Tokens at most (`--max-tokens`).
-    #[serde(default)]
     pub max_tokens: Option<u64>,
     /// Seconds at most (`--time-limit`).
-    #[serde(default)]
     pub time_limit_secs: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for JobLimits {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(LimitsVisitor)
+    }
+}
+
+struct LimitsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for LimitsVisitor {
+    type Value = JobLimits;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object of max_turns, max_price_usd, max_tokens, time_limit_secs")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JobLimits, A::Error> {
+        const FIELDS: &[&str] = &["max_turns", "max_price_usd", "max_tokens", "time_limit_secs"];
+        let mut limits = JobLimits::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "max_turns" => limits.max_turns = map.next_value()?,
+                "max_price_usd" => limits.max_price_usd = map.next_value()?,
+                "max_tokens" => limits.max_tokens = map.next_value()?,
+                "time_limit_secs" => limits.time_limit_secs = map.next_value()?,
+                other => return Err(serde::de::Error::unknown_field(other, FIELDS)),
+            }
+        }
+        Ok(limits)
+    }
 }
 
 impl JobLimits {
