@@ -403,7 +403,9 @@ async fn prepare(
             vibe_home: &workspace.vibe_home,
             run_dir,
             job_token: &lease.job_token.to_string(),
-            resume: job.session_id.as_deref(),
+            // A follow-up goes on with its parent's session (which a resumed run keeps); any
+            // other job starts a new one, on a retry too.
+            resume: job.parent_job_id.and(job.session_id.as_deref()),
             limits,
             model: job.model.as_deref(),
         },
