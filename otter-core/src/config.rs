@@ -521,7 +521,11 @@ impl Env<'_> {
         };
         match raw.parse::<f64>() {
             Ok(v) if v.is_finite() && v > 0.0 => Ok(Some(v)),
-            _ => Err(invalid(name, &raw, "expected a positive amount of USD, e.g. 0.50")),
+            _ => Err(invalid(
+                name,
+                &raw,
+                "expected a positive amount of USD, e.g. 0.50",
+            )),
         }
     }
 

@@ -181,7 +181,12 @@ impl<'de> serde::de::Visitor<'de> for LimitsVisitor {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JobLimits, A::Error> {
-        const FIELDS: &[&str] = &["max_turns", "max_price_usd", "max_tokens", "time_limit_secs"];
+        const FIELDS: &[&str] = &[
+            "max_turns",
+            "max_price_usd",
+            "max_tokens",
+            "time_limit_secs",
+        ];
         let mut limits = JobLimits::default();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {

@@ -439,8 +439,12 @@ fn resume_goes_on_with_the_named_session_and_refuses_an_unknown_one() {
         argv.extend(["--output-dir".to_owned(), "../export".to_owned()]);
         argv
     };
-    let stderr_of =
-        |dir: &str| stderr_lines(&read(&captures_dir().join(dir).join("stderr")), Path::new("/"));
+    let stderr_of = |dir: &str| {
+        stderr_lines(
+            &read(&captures_dir().join(dir).join("stderr")),
+            Path::new("/"),
+        )
+    };
     let code_of = |dir: &str| -> i32 {
         read(&captures_dir().join(dir).join("exit_code"))
             .trim()
@@ -466,7 +470,11 @@ fn resume_goes_on_with_the_named_session_and_refuses_an_unknown_one() {
     let second = run_fake(&scratch, &case, &argv);
     assert_eq!(second.exit_code, code_of("turn2"));
     assert_eq!(second.stderr, stderr_of("turn2"));
-    assert_eq!(export_of()["session_id"], session.as_str(), "the id is kept");
+    assert_eq!(
+        export_of()["session_id"],
+        session.as_str(),
+        "the id is kept"
+    );
     let users: Vec<String> = shape(&second.stdout, "streaming")
         .into_iter()
         .filter(|e| e == "message:user")

@@ -331,7 +331,11 @@ mod tests {
         );
         assert!(!args.contains(&"-c") && !args.contains(&"--continue"));
         for name in ["VIBE_ACTIVE_MODEL", "VIBE_MODEL", "MISTRAL_MODEL"] {
-            let value = invocation.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            let value = invocation
+                .env
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str());
             assert_eq!(value, Some("mistral-small"), "{name}");
         }
         let shorter = JobLimits {
@@ -346,7 +350,11 @@ mod tests {
                 ..run
             },
         );
-        let args: Vec<&str> = invocation.args.iter().map(|a| a.to_str().unwrap()).collect();
+        let args: Vec<&str> = invocation
+            .args
+            .iter()
+            .map(|a| a.to_str().unwrap())
+            .collect();
         assert_eq!(&args[7..], ["--time-limit", "20"]);
     }
 }

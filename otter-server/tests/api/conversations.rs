@@ -20,7 +20,10 @@ async fn a_bad_limit_is_a_400_naming_the_field_and_writes_nothing() {
         (json!({"max_turns": "7"}), "max_turns"),
         (json!({"max_tokens": 0}), "limits.max_tokens"),
         (json!({"time_limit_secs": 0}), "limits.time_limit_secs"),
-        (json!({"time_limit_secs": 9_007_199_254_740_993_u64}), "limits.time_limit_secs"),
+        (
+            json!({"time_limit_secs": 9_007_199_254_740_993_u64}),
+            "limits.time_limit_secs",
+        ),
         (json!({"max_price_usd": 0}), "limits.max_price_usd"),
         (json!({"max_price_usd": -0.5}), "limits.max_price_usd"),
         (json!({"max_price_usd": "cheap"}), "max_price_usd"),
@@ -28,8 +31,11 @@ async fn a_bad_limit_is_a_400_naming_the_field_and_writes_nothing() {
         (json!([1, 2]), "limits"),
     ];
     for (limits, field) in cases {
-        let (status, body) =
-            prompt(&app, json!({"prompt": "p", "workspace_id": ws["id"], "limits": limits})).await;
+        let (status, body) = prompt(
+            &app,
+            json!({"prompt": "p", "workspace_id": ws["id"], "limits": limits}),
+        )
+        .await;
         let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
         assert!(message.contains(field), "{limits}: {message}");
     }
@@ -67,8 +73,11 @@ async fn limits_and_a_model_are_kept_on_the_job_with_the_defaults_applied() {
     assert_eq!(read["model"], job["model"]);
 
     for model in [json!("mistral-large-3"), json!(""), json!("a b"), json!(7)] {
-        let (status, body) =
-            prompt(&app, json!({"prompt": "p", "workspace_id": ws["id"], "model": model})).await;
+        let (status, body) = prompt(
+            &app,
+            json!({"prompt": "p", "workspace_id": ws["id"], "model": model}),
+        )
+        .await;
         let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
         assert!(message.contains("model"), "{model}: {message}");
     }
@@ -87,7 +96,10 @@ async fn a_follow_up_is_checked_against_its_parent() {
         prompt(&app, json!({"prompt": "then", "parent_job_id": parent_id})).await;
     assert_eq!(status, StatusCode::CREATED, "{follow_up}");
     assert_eq!(follow_up["parent_job_id"], parent["id"]);
-    assert_eq!(follow_up["workspace_id"], ws["id"], "the parent's workspace");
+    assert_eq!(
+        follow_up["workspace_id"], ws["id"],
+        "the parent's workspace"
+    );
     assert_eq!(follow_up["session_id"], Value::Null, "not known yet");
 
     let (status, body) = prompt(
@@ -105,15 +117,21 @@ async fn a_follow_up_is_checked_against_its_parent() {
         json!({"prompt": "then", "parent_job_id": parent_id, "workspace_id": ws["id"]}),
     )
     .await;
-    assert_eq!(status, StatusCode::CREATED, "the same workspace may be named: {body}");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the same workspace may be named: {body}"
+    );
 
     let missing = uuid::Uuid::new_v4();
-    let (status, body) =
-        prompt(&app, json!({"prompt": "then", "parent_job_id": missing})).await;
+    let (status, body) = prompt(&app, json!({"prompt": "then", "parent_job_id": missing})).await;
     let message = assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     assert!(message.contains("parent job"), "{message}");
-    let (status, body) =
-        prompt(&app, json!({"prompt": "then", "parent_job_id": "not-a-uuid"})).await;
+    let (status, body) = prompt(
+        &app,
+        json!({"prompt": "then", "parent_job_id": "not-a-uuid"}),
+    )
+    .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
 
     // A parent that ended without a vibe session (cancelled before it ran) has nothing to
@@ -122,8 +140,7 @@ async fn a_follow_up_is_checked_against_its_parent() {
         .post(&format!("/v1/jobs/{parent_id}/cancel"), json!({}))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) =
-        prompt(&app, json!({"prompt": "then", "parent_job_id": parent_id})).await;
+    let (status, body) = prompt(&app, json!({"prompt": "then", "parent_job_id": parent_id})).await;
     let message = assert_error(status, &body, StatusCode::CONFLICT, "conflict");
     assert!(message.contains("no vibe session"), "{message}");
 }

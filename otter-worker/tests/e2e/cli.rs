@@ -160,7 +160,11 @@ async fn the_cli_follows_up_in_the_same_session_with_limits_a_model_and_a_budget
     );
     let ws_id = ws["id"].as_str().unwrap();
     let out = cli(&app, &["prompt", "first", "--workspace", ws_id, "--follow"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let first = ok_json(&app, &["history"])["items"][0].clone();
 
     let second = ok_json(

@@ -42,13 +42,19 @@ async fn a_follow_up_is_given_resume_with_its_parents_session_id() {
     let app = TestApp::spawn().await;
     let ws = app.workspace("ws").await;
     let record = app.env.dir.join("record.jsonl");
-    let extra = scenario("tools", &[&format!("FAKE_VIBE_RECORD={}", record.display())]);
+    let extra = scenario(
+        "tools",
+        &[&format!("FAKE_VIBE_RECORD={}", record.display())],
+    );
     let worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &extra)]).await;
 
     let first = submit(&app, &ws, "Write a greeting to a file.", json!({})).await;
     let first = finished(&app, &first).await;
     assert_eq!(first["status"], "succeeded", "{first}");
-    let session = first["session_id"].as_str().expect("vibe's session id").to_owned();
+    let session = first["session_id"]
+        .as_str()
+        .expect("vibe's session id")
+        .to_owned();
     assert_eq!(first["output"]["export"]["session_id"], session.as_str());
     assert_eq!(first["parent_job_id"], Value::Null);
     worker.stop().await;
@@ -73,13 +79,25 @@ async fn a_follow_up_is_given_resume_with_its_parents_session_id() {
     let second = finished(&app, &second).await;
     assert_eq!(second["status"], "succeeded", "{second}");
     assert_eq!(second["parent_job_id"], first["id"]);
-    assert_eq!(second["session_id"], session.as_str(), "vibe kept the session");
+    assert_eq!(
+        second["session_id"],
+        session.as_str(),
+        "vibe kept the session"
+    );
 
     let runs = recorded_runs(&record);
     assert_eq!(runs.len(), 2);
-    assert_eq!(flag(&argv(&runs[0]), "--resume"), None, "a first turn is new");
+    assert_eq!(
+        flag(&argv(&runs[0]), "--resume"),
+        None,
+        "a first turn is new"
+    );
     let follow_up = argv(&runs[1]);
-    assert_eq!(flag(&follow_up, "--resume"), Some(session.as_str()), "{follow_up:?}");
+    assert_eq!(
+        flag(&follow_up, "--resume"),
+        Some(session.as_str()),
+        "{follow_up:?}"
+    );
     assert!(
         !follow_up.iter().any(|a| *a == "-c" || *a == "--continue"),
         "never -c: {follow_up:?}"
@@ -127,7 +145,11 @@ async fn a_follow_up_of_a_running_job_waits_for_it() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{second}");
     assert_eq!(second["status"], "queued");
-    assert_eq!(second["session_id"], Value::Null, "the parent has not ended yet");
+    assert_eq!(
+        second["session_id"],
+        Value::Null,
+        "the parent has not ended yet"
+    );
 
     let second = finished(&app, &second).await;
     let first = finished(&app, &first).await;
@@ -263,7 +285,10 @@ async fn a_run_gets_at_most_the_remaining_budget_and_a_spent_budget_refuses_prom
         .await;
     assert_eq!(status, StatusCode::CREATED, "{ws}");
     let record = app.env.dir.join("record.jsonl");
-    let extra = scenario("tools", &[&format!("FAKE_VIBE_RECORD={}", record.display())]);
+    let extra = scenario(
+        "tools",
+        &[&format!("FAKE_VIBE_RECORD={}", record.display())],
+    );
     let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &extra)]).await;
 
     // The whole budget is less than the job's own limit.
@@ -293,14 +318,22 @@ async fn a_run_gets_at_most_the_remaining_budget_and_a_spent_budget_refuses_prom
     assert_eq!(second["output"]["outcome"], "price_limit", "{second}");
 
     let runs = recorded_runs(&record);
-    let price = |run: &Value| flag(&argv(run), "--max-price").unwrap().parse::<f64>().unwrap();
+    let price = |run: &Value| {
+        flag(&argv(run), "--max-price")
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
     assert_eq!(price(&runs[0]), 0.02, "the budget, below the job's 5 USD");
     assert!((price(&runs[1]) - remaining).abs() < 1e-9, "what was left");
 
     let (_, usage) = app.get(&format!("/v1/projects/{project_id}/usage")).await;
     assert_eq!(usage["remaining_usd"], 0.0, "{usage}");
     let (status, body) = app
-        .post("/v1/prompts", json!({"prompt": "three", "workspace_id": ws["id"]}))
+        .post(
+            "/v1/prompts",
+            json!({"prompt": "three", "workspace_id": ws["id"]}),
+        )
         .await;
     otter_testkit::assert_error(status, &body, StatusCode::CONFLICT, "budget_exhausted");
     let (_, queue) = app.get("/v1/queue").await;

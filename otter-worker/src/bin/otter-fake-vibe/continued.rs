@@ -33,7 +33,9 @@ fn path() -> PathBuf {
 fn path_of(id: &str) -> Option<PathBuf> {
     let plain = !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     plain.then(|| dir().join(format!("otter-fake-vibe-session-{id}.json")))
 }
 
