@@ -153,8 +153,11 @@ async fn a_session_filter_is_checked() {
         assert_eq!(status, StatusCode::OK, "{page}");
         assert_eq!(page["total"], 0);
         let long = "s".repeat(201);
-        let (status, body) = app.get(&format!("{path}?session_id={long}")).await;
-        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+        for bad in [long.as_str(), "%00", "a%0Ab", ""] {
+            let (status, body) = app.get(&format!("{path}?session_id={bad}")).await;
+            let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+            assert!(message.contains("session_id"), "{bad}: {message}");
+        }
     }
 }
 
