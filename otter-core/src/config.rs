@@ -950,6 +950,47 @@ mod tests {
     }
 
     #[test]
+    fn default_limits_and_allowed_models_parse_and_a_bad_one_is_named() {
+        let config = Config::from_map(&vars(&base())).expect("valid");
+        assert_eq!(config.default_limits, crate::model::JobLimits::default());
+        assert!(config.vibe_models.is_empty());
+        let mut v = base();
+        v.extend([
+            ("OTTER_DEFAULT_MAX_TURNS", "25"),
+            ("OTTER_DEFAULT_MAX_PRICE_USD", "0.5"),
+            ("OTTER_DEFAULT_MAX_TOKENS", "200000"),
+            ("OTTER_DEFAULT_TIME_LIMIT_SECS", "900"),
+            ("OTTER_VIBE_MODELS", "devstral-small, mistral-medium-3.5,"),
+        ]);
+        let config = Config::from_map(&vars(&v)).expect("valid");
+        assert_eq!(
+            config.default_limits,
+            crate::model::JobLimits {
+                max_turns: Some(25),
+                max_price_usd: Some(0.5),
+                max_tokens: Some(200_000),
+                time_limit_secs: Some(900),
+            }
+        );
+        assert_eq!(config.vibe_models, ["devstral-small", "mistral-medium-3.5"]);
+        for (var, value) in [
+            ("OTTER_DEFAULT_MAX_TURNS", "0"),
+            ("OTTER_DEFAULT_MAX_TOKENS", "-5"),
+            ("OTTER_DEFAULT_TIME_LIMIT_SECS", "ten"),
+            ("OTTER_DEFAULT_MAX_PRICE_USD", "0"),
+            ("OTTER_DEFAULT_MAX_PRICE_USD", "inf"),
+        ] {
+            let mut v = base();
+            v.push((var, value));
+            let err = Config::from_map(&vars(&v)).expect_err(value);
+            assert!(
+                matches!(&err, ConfigError::Invalid { var: named, .. } if *named == var),
+                "{var}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn lists_and_durations_parse() {
         let mut v = base();
         v.extend([

@@ -459,3 +459,74 @@ impl NewEvent {
         Self::new(kinds::OUTPUT_CHUNK, serde_json::Value::Object(payload))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_take_defaults_and_the_budget_caps_the_price() {
+        let own = JobLimits {
+            max_turns: Some(3),
+            max_price_usd: Some(2.0),
+            ..JobLimits::default()
+        };
+        let defaults = JobLimits {
+            max_turns: Some(50),
+            max_tokens: Some(1000),
+            ..JobLimits::default()
+        };
+        let limits = own.or(defaults);
+        assert_eq!(limits.max_turns, Some(3), "the job's own wins");
+        assert_eq!(limits.max_tokens, Some(1000), "a default fills the gap");
+        assert_eq!(limits.within_budget(Some(0.5)).max_price_usd, Some(0.5));
+        assert_eq!(limits.within_budget(Some(9.0)).max_price_usd, Some(2.0));
+        assert_eq!(limits.within_budget(None).max_price_usd, Some(2.0));
+        assert_eq!(
+            JobLimits::default().within_budget(Some(0.25)).max_price_usd,
+            Some(0.25),
+            "the remaining budget is a limit of its own"
+        );
+    }
+
+    #[test]
+    fn limits_are_positive_and_read_from_an_object_only() {
+        assert!(JobLimits::default().check().is_ok());
+        for bad in [
+            JobLimits {
+                max_turns: Some(0),
+                ..JobLimits::default()
+            },
+            JobLimits {
+                max_tokens: Some(MAX_LIMIT + 1),
+                ..JobLimits::default()
+            },
+            JobLimits {
+                max_price_usd: Some(f64::NAN),
+                ..JobLimits::default()
+            },
+            JobLimits {
+                max_price_usd: Some(-1.0),
+                ..JobLimits::default()
+            },
+        ] {
+            let message = bad.check().expect_err("refused");
+            assert!(message.starts_with("limits."), "{message}");
+        }
+        let read: JobLimits =
+            serde_json::from_str(r#"{"max_turns": 2, "max_price_usd": null}"#).unwrap();
+        assert_eq!(read.max_turns, Some(2));
+        assert!(serde_json::from_str::<JobLimits>("[1, 2]").is_err());
+        let unknown = serde_json::from_str::<JobLimits>(r#"{"max_steps": 1}"#).unwrap_err();
+        assert!(unknown.to_string().contains("max_steps"), "{unknown}");
+        // Stored with every key, read back the same.
+        let all = JobLimits {
+            max_turns: Some(1),
+            max_price_usd: Some(0.5),
+            max_tokens: Some(7),
+            time_limit_secs: Some(9),
+        };
+        let text = serde_json::to_string(&all).unwrap();
+        assert_eq!(serde_json::from_str::<JobLimits>(&text).unwrap(), all);
+    }
+}
