@@ -18,12 +18,14 @@ usage() {
 usage: otter-cli.sh <command> [args...]
 
   smoke                                   health check plus a read of every list endpoint
-  projects list | create <name> [description]
+  projects list | create <name> [description] [--budget USD] | usage <id> | budget <id> <USD|none>
   workspaces list | create <path> [name] [--project ID] [--create]
-  prompt <text> [--workspace ID] [--priority N] [--max-attempts N] [--follow]
+  prompt <text> [--workspace ID] [--follow-up JOB] [--priority N] [--max-attempts N]
+         [--model ALIAS] [--max-turns N] [--max-price USD] [--max-tokens N] [--time-limit S]
+         [--follow]
   jobs show <id> | events <id> [after] | follow <id> | cancel <id> | pause <id> | resume <id>
   queue list [limit] [offset] | priority <id> <n>
-  history [limit] [offset] [--status S] [--workspace ID]
+  history [limit] [offset] [--status S] [--workspace ID] [--session SESSION_ID]
   runtime status|start|stop|restart|logs <workspace id> [tail]
 
 environment: OTTER_URL (default http://127.0.0.1:8080), OTTER_TOKEN (bearer token)
@@ -158,12 +160,30 @@ projects)
   case "${1:-}" in
   list) api GET "/v1/projects?limit=${2:-50}&offset=${3:-0}" | pretty ;;
   create)
-    [[ -n "${2:-}" ]] || die_usage "projects create needs a name"
-    body="{\"name\":$(json_string "$2")"
-    [[ -n "${3:-}" ]] && body+=",\"description\":$(json_string "$3")"
+    shift
+    [[ -n "${1:-}" ]] || die_usage "projects create needs a name"
+    body="{\"name\":$(json_string "$1")"
+    shift
+    while [[ $# -gt 0 ]]; do
+      case "$1" in
+      --budget) body+=",\"budget_usd\":${2:?--budget needs an amount of USD}" && shift ;;
+      *) body+=",\"description\":$(json_string "$1")" ;;
+      esac
+      shift
+    done
     api POST /v1/projects "$body}" | pretty
     ;;
-  *) die_usage "projects list|create" ;;
+  usage)
+    [[ -n "${2:-}" ]] || die_usage "projects usage <id>"
+    api GET "/v1/projects/$2/usage" | pretty
+    ;;
+  budget)
+    [[ -n "${2:-}" && -n "${3:-}" ]] || die_usage "projects budget <id> <USD|none>"
+    budget=$3
+    [[ "$budget" == none ]] && budget=null
+    api PATCH "/v1/projects/$2" "{\"budget_usd\":$budget}" | pretty
+    ;;
+  *) die_usage "projects list|create|usage|budget" ;;
   esac
   ;;
 workspaces)
@@ -192,9 +212,17 @@ prompt)
   body="{\"prompt\":$(json_string "$1")"
   shift
   do_follow=0
+  limits=""
+  add_limit() { limits+="${limits:+,}\"$1\":$2"; }
   while [[ $# -gt 0 ]]; do
     case "$1" in
     --workspace) body+=",\"workspace_id\":$(json_string "${2:?--workspace needs an id}")" && shift ;;
+    --follow-up) body+=",\"parent_job_id\":$(json_string "${2:?--follow-up needs a job id}")" && shift ;;
+    --model) body+=",\"model\":$(json_string "${2:?--model needs an alias}")" && shift ;;
+    --max-turns) add_limit max_turns "${2:?--max-turns needs a number}" && shift ;;
+    --max-price) add_limit max_price_usd "${2:?--max-price needs an amount of USD}" && shift ;;
+    --max-tokens) add_limit max_tokens "${2:?--max-tokens needs a number}" && shift ;;
+    --time-limit) add_limit time_limit_secs "${2:?--time-limit needs seconds}" && shift ;;
     --priority) body+=",\"priority\":${2:?--priority needs a number}" && shift ;;
     --max-attempts) body+=",\"max_attempts\":${2:?--max-attempts needs a number}" && shift ;;
     --follow) do_follow=1 ;;
@@ -202,6 +230,7 @@ prompt)
     esac
     shift
   done
+  [[ -n "$limits" ]] && body+=",\"limits\":{$limits}"
   job=$(api POST /v1/prompts "$body}")
   if [[ $do_follow -eq 1 ]]; then
     id=$(printf '%s' "$job" | field id)
@@ -239,6 +268,7 @@ history)
     case "$1" in
     --status) query+="&status=${2:?--status needs a value}" && shift ;;
     --workspace) query+="&workspace_id=${2:?--workspace needs an id}" && shift ;;
+    --session) query+="&session_id=${2:?--session needs a session id}" && shift ;;
     *) positional+=("$1") ;;
     esac
     shift

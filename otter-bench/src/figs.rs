@@ -224,6 +224,9 @@ async fn pg_floor(stack: &Stack, n: usize, parallel: usize, lines: Vec<NewEvent>
                     prompt: "benchmark",
                     priority: 0,
                     max_attempts: 3,
+                    parent_job_id: None,
+                    limits: Default::default(),
+                    model: None,
                 };
                 let job = jobs::insert(&pool, &new).await?;
                 let jobs::Claim::Claimed { lease, .. } =

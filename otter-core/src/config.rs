@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::model::MAX_LIMIT;
+
 /// A value that must never appear in logs or `Debug` output (database passwords, API keys).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -162,6 +164,12 @@ pub struct Config {
     pub vibe_home_template: Option<PathBuf>,
     /// `OTTER_VIBE_MODEL` (optional): forwarded as `VIBE_ACTIVE_MODEL`, `VIBE_MODEL`, `MISTRAL_MODEL`.
     pub vibe_model: Option<String>,
+    /// `OTTER_VIBE_MODELS` (optional, comma-separated): the model aliases a prompt may ask
+    /// for (`"model"`); unset: any alias.
+    pub vibe_models: Vec<String>,
+    /// `OTTER_DEFAULT_MAX_TURNS`, `OTTER_DEFAULT_MAX_PRICE_USD`, `OTTER_DEFAULT_MAX_TOKENS`,
+    /// `OTTER_DEFAULT_TIME_LIMIT_SECS` (each optional): the limits of a prompt that sets none.
+    pub default_limits: crate::model::JobLimits,
     /// `OTTER_VIBE_PROVIDER` (optional): forwarded as `VIBE_PROVIDER`.
     pub vibe_provider: Option<String>,
     /// `OTTER_VIBE_EXTRA_ENV` (optional, comma-separated `KEY=VALUE`): forwarded to vibe.
@@ -335,6 +343,14 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("/var/lib/otter/vibe")),
             vibe_home_template: env.abs_path("OTTER_VIBE_HOME_TEMPLATE")?,
             vibe_model: env.get("OTTER_VIBE_MODEL"),
+            vibe_models: env.list("OTTER_VIBE_MODELS", ""),
+            default_limits: crate::model::JobLimits {
+                max_turns: env.optional_parsed("OTTER_DEFAULT_MAX_TURNS", 1..=MAX_LIMIT)?,
+                max_price_usd: env.positive_usd("OTTER_DEFAULT_MAX_PRICE_USD")?,
+                max_tokens: env.optional_parsed("OTTER_DEFAULT_MAX_TOKENS", 1..=MAX_LIMIT)?,
+                time_limit_secs: env
+                    .optional_parsed("OTTER_DEFAULT_TIME_LIMIT_SECS", 1..=MAX_LIMIT)?,
+            },
             vibe_provider: env.get("OTTER_VIBE_PROVIDER"),
             vibe_extra_env: env.key_values("OTTER_VIBE_EXTRA_ENV")?,
             api_base_url: env
@@ -496,6 +512,21 @@ impl Env<'_> {
             ));
         }
         Ok(Some(value))
+    }
+
+    /// A positive, finite amount of USD.
+    fn positive_usd(&self, name: &'static str) -> Result<Option<f64>, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(None);
+        };
+        match raw.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(Some(v)),
+            _ => Err(invalid(
+                name,
+                &raw,
+                "expected a positive amount of USD, e.g. 0.50",
+            )),
+        }
     }
 
     /// Comma-separated bearer tokens. Unset or blank means none; a value that is set but lists
@@ -915,6 +946,47 @@ mod tests {
             v.push((var, value));
             let err = Config::from_map(&vars(&v)).unwrap_err().to_string();
             assert!(err.contains(var), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn default_limits_and_allowed_models_parse_and_a_bad_one_is_named() {
+        let config = Config::from_map(&vars(&base())).expect("valid");
+        assert_eq!(config.default_limits, crate::model::JobLimits::default());
+        assert!(config.vibe_models.is_empty());
+        let mut v = base();
+        v.extend([
+            ("OTTER_DEFAULT_MAX_TURNS", "25"),
+            ("OTTER_DEFAULT_MAX_PRICE_USD", "0.5"),
+            ("OTTER_DEFAULT_MAX_TOKENS", "200000"),
+            ("OTTER_DEFAULT_TIME_LIMIT_SECS", "900"),
+            ("OTTER_VIBE_MODELS", "devstral-small, mistral-medium-3.5,"),
+        ]);
+        let config = Config::from_map(&vars(&v)).expect("valid");
+        assert_eq!(
+            config.default_limits,
+            crate::model::JobLimits {
+                max_turns: Some(25),
+                max_price_usd: Some(0.5),
+                max_tokens: Some(200_000),
+                time_limit_secs: Some(900),
+            }
+        );
+        assert_eq!(config.vibe_models, ["devstral-small", "mistral-medium-3.5"]);
+        for (var, value) in [
+            ("OTTER_DEFAULT_MAX_TURNS", "0"),
+            ("OTTER_DEFAULT_MAX_TOKENS", "-5"),
+            ("OTTER_DEFAULT_TIME_LIMIT_SECS", "ten"),
+            ("OTTER_DEFAULT_MAX_PRICE_USD", "0"),
+            ("OTTER_DEFAULT_MAX_PRICE_USD", "inf"),
+        ] {
+            let mut v = base();
+            v.push((var, value));
+            let err = Config::from_map(&vars(&v)).expect_err(value);
+            assert!(
+                matches!(&err, ConfigError::Invalid { var: named, .. } if *named == var),
+                "{var}={value}: {err}"
+            );
         }
     }
 

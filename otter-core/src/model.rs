@@ -117,7 +117,144 @@ pub struct Project {
     pub description: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// What the project's jobs may cost in all, in USD (`None`: no budget). Once spent, new
+    /// prompts are refused (`budget_exhausted`), and every run starts with at most what remains
+    /// as its `--max-price`.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
 }
+
+/// What a project's jobs cost and used: the sums over each job's output (its last run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ProjectUsage {
+    /// The project.
+    pub project_id: ProjectId,
+    /// Its budget, if it has one.
+    pub budget_usd: Option<f64>,
+    /// What its jobs cost (export.json's `cost_usd`).
+    pub spent_usd: f64,
+    /// `budget_usd - spent_usd`, never below 0; `None` without a budget.
+    pub remaining_usd: Option<f64>,
+    /// Input tokens of its jobs (export.json's `usage.input_tokens`).
+    pub prompt_tokens: i64,
+    /// Output tokens of its jobs (`usage.output_tokens`).
+    pub completion_tokens: i64,
+    /// How many jobs it has, in any state.
+    pub jobs: i64,
+}
+
+impl ProjectUsage {
+    /// Whether the budget is spent (never, without one).
+    pub fn exhausted(&self) -> bool {
+        self.remaining_usd.is_some_and(|r| r <= 0.0)
+    }
+}
+
+/// A run's limits, each handed to vibe as its flag when set: `--max-turns`, `--max-price`,
+/// `--max-tokens`, `--time-limit`. Every value is positive (checked by [`JobLimits::check`]).
+/// Read from a JSON object only (an array is refused, as is an unknown key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct JobLimits {
+    /// Model turns at most (`--max-turns`).
+    pub max_turns: Option<u64>,
+    /// What the run may cost, in USD (`--max-price`).
+    pub max_price_usd: Option<f64>,
+    /// Tokens at most (`--max-tokens`).
+    pub max_tokens: Option<u64>,
+    /// Seconds at most (`--time-limit`).
+    pub time_limit_secs: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for JobLimits {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(LimitsVisitor)
+    }
+}
+
+struct LimitsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for LimitsVisitor {
+    type Value = JobLimits;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object of max_turns, max_price_usd, max_tokens, time_limit_secs")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JobLimits, A::Error> {
+        const FIELDS: &[&str] = &[
+            "max_turns",
+            "max_price_usd",
+            "max_tokens",
+            "time_limit_secs",
+        ];
+        let mut limits = JobLimits::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "max_turns" => limits.max_turns = map.next_value()?,
+                "max_price_usd" => limits.max_price_usd = map.next_value()?,
+                "max_tokens" => limits.max_tokens = map.next_value()?,
+                "time_limit_secs" => limits.time_limit_secs = map.next_value()?,
+                other => return Err(serde::de::Error::unknown_field(other, FIELDS)),
+            }
+        }
+        Ok(limits)
+    }
+}
+
+impl JobLimits {
+    /// Each limit not set here taken from `defaults`.
+    pub fn or(self, defaults: JobLimits) -> JobLimits {
+        JobLimits {
+            max_turns: self.max_turns.or(defaults.max_turns),
+            max_price_usd: self.max_price_usd.or(defaults.max_price_usd),
+            max_tokens: self.max_tokens.or(defaults.max_tokens),
+            time_limit_secs: self.time_limit_secs.or(defaults.time_limit_secs),
+        }
+    }
+
+    /// These limits with the price at most `remaining_usd` (what the project's budget leaves;
+    /// `None`: no budget).
+    pub fn within_budget(self, remaining_usd: Option<f64>) -> JobLimits {
+        let max_price_usd = match (self.max_price_usd, remaining_usd) {
+            (Some(own), Some(left)) => Some(own.min(left)),
+            (own, left) => own.or(left),
+        };
+        JobLimits {
+            max_price_usd,
+            ..self
+        }
+    }
+
+    /// `Err` names the first limit that is not positive (or, for the price, not a finite
+    /// number), as `limits.<name>`.
+    pub fn check(&self) -> Result<(), String> {
+        let whole = [
+            ("max_turns", self.max_turns),
+            ("max_tokens", self.max_tokens),
+            ("time_limit_secs", self.time_limit_secs),
+        ];
+        for (name, value) in whole {
+            if value == Some(0) {
+                return Err(format!("limits.{name} must be a positive integer (got 0)"));
+            }
+            // Stored as jsonb and handed to vibe as a number: keep it exact in every reader.
+            if value.is_some_and(|v| v > MAX_LIMIT) {
+                return Err(format!("limits.{name} must be at most {MAX_LIMIT}"));
+            }
+        }
+        if let Some(price) = self.max_price_usd
+            && !(price.is_finite() && price > 0.0)
+        {
+            return Err(format!(
+                "limits.max_price_usd must be a positive number of USD (got {price})"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The largest whole-number limit (2^53 - 1: exact as a JSON number everywhere).
+pub const MAX_LIMIT: u64 = (1 << 53) - 1;
 
 /// A directory vibe works in, with its own `VIBE_HOME`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -200,6 +337,21 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// Present once the job has finished.
     pub output: Option<JobOutput>,
+    /// The job this one follows up: it runs in that job's workspace and resumes its vibe
+    /// session.
+    #[serde(default)]
+    pub parent_job_id: Option<JobId>,
+    /// vibe's session id, once known: a follow-up's is its parent's (the session it resumes),
+    /// and each run's `export.json` sets it.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The run's limits, as submitted with the defaults applied.
+    #[serde(default)]
+    pub limits: JobLimits,
+    /// The vibe model alias the run uses (`VIBE_ACTIVE_MODEL`); `None`: the worker's
+    /// (`OTTER_VIBE_MODEL`).
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// Event kinds (DESIGN.md §5); the SSE `event:` field carries them.
@@ -305,5 +457,76 @@ impl NewEvent {
             payload.insert("entry".to_owned(), entry);
         }
         Self::new(kinds::OUTPUT_CHUNK, serde_json::Value::Object(payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_take_defaults_and_the_budget_caps_the_price() {
+        let own = JobLimits {
+            max_turns: Some(3),
+            max_price_usd: Some(2.0),
+            ..JobLimits::default()
+        };
+        let defaults = JobLimits {
+            max_turns: Some(50),
+            max_tokens: Some(1000),
+            ..JobLimits::default()
+        };
+        let limits = own.or(defaults);
+        assert_eq!(limits.max_turns, Some(3), "the job's own wins");
+        assert_eq!(limits.max_tokens, Some(1000), "a default fills the gap");
+        assert_eq!(limits.within_budget(Some(0.5)).max_price_usd, Some(0.5));
+        assert_eq!(limits.within_budget(Some(9.0)).max_price_usd, Some(2.0));
+        assert_eq!(limits.within_budget(None).max_price_usd, Some(2.0));
+        assert_eq!(
+            JobLimits::default().within_budget(Some(0.25)).max_price_usd,
+            Some(0.25),
+            "the remaining budget is a limit of its own"
+        );
+    }
+
+    #[test]
+    fn limits_are_positive_and_read_from_an_object_only() {
+        assert!(JobLimits::default().check().is_ok());
+        for bad in [
+            JobLimits {
+                max_turns: Some(0),
+                ..JobLimits::default()
+            },
+            JobLimits {
+                max_tokens: Some(MAX_LIMIT + 1),
+                ..JobLimits::default()
+            },
+            JobLimits {
+                max_price_usd: Some(f64::NAN),
+                ..JobLimits::default()
+            },
+            JobLimits {
+                max_price_usd: Some(-1.0),
+                ..JobLimits::default()
+            },
+        ] {
+            let message = bad.check().expect_err("refused");
+            assert!(message.starts_with("limits."), "{message}");
+        }
+        let read: JobLimits =
+            serde_json::from_str(r#"{"max_turns": 2, "max_price_usd": null}"#).unwrap();
+        assert_eq!(read.max_turns, Some(2));
+        assert!(serde_json::from_str::<JobLimits>("[1, 2]").is_err());
+        let unknown = serde_json::from_str::<JobLimits>(r#"{"max_steps": 1}"#).unwrap_err();
+        assert!(unknown.to_string().contains("max_steps"), "{unknown}");
+        // Stored with every key, read back the same.
+        let all = JobLimits {
+            max_turns: Some(1),
+            max_price_usd: Some(0.5),
+            max_tokens: Some(7),
+            time_limit_secs: Some(9),
+        };
+        let text = serde_json::to_string(&all).unwrap();
+        assert_eq!(serde_json::from_str::<JobLimits>(&text).unwrap(), all);
     }
 }

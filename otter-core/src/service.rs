@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::db::jobs::{self, NewJob};
 use crate::db::{DbError, projects, workspaces};
 use crate::instructions;
-use crate::model::{Job, JobId, Project, ProjectId, Workspace, WorkspaceId};
+use crate::model::{Job, JobId, JobLimits, Project, ProjectId, Workspace, WorkspaceId};
 use crate::queue::Queue;
 use crate::runtime::{Removed, Runtime, RuntimeError};
 use crate::workspace::{self, WorkspaceError};
@@ -28,6 +28,9 @@ pub enum ServiceError {
     /// A value is longer than Otter can take; the message names it and the limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The project's budget is spent: no new prompt runs until it is raised.
+    #[error("{0}")]
+    BudgetExhausted(String),
     /// A workspace path was refused or could not be prepared.
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
@@ -76,14 +79,26 @@ pub fn check_name(name: &str) -> Result<&str, ServiceError> {
     Ok(name)
 }
 
+/// A project budget: a finite amount of USD, 0 or more.
+pub fn check_budget(budget_usd: Option<f64>) -> Result<Option<f64>, ServiceError> {
+    match budget_usd {
+        Some(b) if !(b.is_finite() && b >= 0.0) => Err(ServiceError::Invalid(format!(
+            "budget_usd must be a number of USD, 0 or more (got {b})"
+        ))),
+        other => Ok(other),
+    }
+}
+
 /// Creates a project: its name is checked by [`check_name`], its description holds at most
-/// [`MAX_DESCRIPTION_CHARS`] characters.
+/// [`MAX_DESCRIPTION_CHARS`] characters, its budget (optional) by [`check_budget`].
 pub async fn create_project(
     pool: &PgPool,
     name: &str,
     description: Option<&str>,
+    budget_usd: Option<f64>,
 ) -> Result<Project, ServiceError> {
     let name = check_name(name)?;
+    let budget_usd = check_budget(budget_usd)?;
     if let Some(chars) = description.map(|d| d.chars().count())
         && chars > MAX_DESCRIPTION_CHARS
     {
@@ -91,8 +106,20 @@ pub async fn create_project(
             "description must be at most {MAX_DESCRIPTION_CHARS} characters (got {chars})"
         )));
     }
-    let project = projects::insert(pool, name, description).await?;
+    let project = projects::insert(pool, name, description, budget_usd).await?;
     tracing::info!(project_id = %project.id, "project created");
+    Ok(project)
+}
+
+/// Sets (or, with `None`, removes) a project's budget, checked by [`check_budget`].
+pub async fn set_project_budget(
+    pool: &PgPool,
+    id: ProjectId,
+    budget_usd: Option<f64>,
+) -> Result<Project, ServiceError> {
+    let budget_usd = check_budget(budget_usd)?;
+    let project = projects::set_budget(pool, id, budget_usd).await?;
+    tracing::info!(project_id = %id, budget_usd, "project budget set");
     Ok(project)
 }
 
@@ -210,6 +237,88 @@ pub struct SubmitPrompt<'a> {
     pub priority: Option<i32>,
     /// Runs allowed (1..=100, default `OTTER_MAX_ATTEMPTS`).
     pub max_attempts: Option<i32>,
+    /// The job this one follows up: it runs in that job's workspace (`workspace_id`, when
+    /// given, must be that one) and resumes its vibe session.
+    pub parent_job_id: Option<JobId>,
+    /// The run's limits; each one not set is `OTTER_DEFAULT_*`'s.
+    pub limits: JobLimits,
+    /// The vibe model alias for the run; one of `OTTER_VIBE_MODELS` when that is set.
+    pub model: Option<&'a str>,
+}
+
+/// Longest model alias, in bytes.
+pub const MAX_MODEL_BYTES: usize = 200;
+
+/// A model alias a prompt asks for: 1 to [`MAX_MODEL_BYTES`] bytes of letters, digits and
+/// `.-_:/@+`, and one of `OTTER_VIBE_MODELS` when that is set.
+pub fn check_model<'a>(config: &Config, model: &'a str) -> Result<&'a str, ServiceError> {
+    let fits = !model.is_empty()
+        && model.len() <= MAX_MODEL_BYTES
+        && model
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:/@+".contains(c));
+    if !fits {
+        return Err(ServiceError::Invalid(format!(
+            "model must be a model alias of 1 to {MAX_MODEL_BYTES} letters, digits or .-_:/@+"
+        )));
+    }
+    if !config.vibe_models.is_empty() && !config.vibe_models.iter().any(|m| m == model) {
+        return Err(ServiceError::Invalid(format!(
+            "model {model:?} is not allowed here; OTTER_VIBE_MODELS allows {}",
+            config.vibe_models.join(", ")
+        )));
+    }
+    Ok(model)
+}
+
+/// The workspace of a follow-up of `parent_id`: its parent's. Not found when the parent does
+/// not exist; invalid when `workspace_id` names another workspace; a conflict when the parent
+/// ended without a vibe session (nothing to resume). A parent still queued or running is
+/// accepted: the follow-up waits for it, and fails if it leaves no session.
+async fn follow_up_workspace(
+    pool: &PgPool,
+    parent_id: JobId,
+    workspace_id: Option<WorkspaceId>,
+) -> Result<Workspace, ServiceError> {
+    let parent = match jobs::get(pool, parent_id).await {
+        Err(DbError::NotFound(_)) => return Err(DbError::NotFound("parent job").into()),
+        other => other?,
+    };
+    if let Some(asked) = workspace_id
+        && asked != parent.workspace_id
+    {
+        return Err(ServiceError::Invalid(format!(
+            "workspace_id {asked} is not the workspace of parent job {parent_id} ({}): a \
+             follow-up runs in its parent's workspace; leave workspace_id out or give that one",
+            parent.workspace_id
+        )));
+    }
+    if parent.status.is_terminal() && parent.session_id.is_none() {
+        return Err(DbError::Conflict(format!(
+            "parent job {parent_id} has no vibe session to resume: it ended {} before vibe \
+             started a session",
+            parent.status.as_str()
+        ))
+        .into());
+    }
+    Ok(workspaces::get(pool, parent.workspace_id).await?)
+}
+
+/// Refuses a prompt for a project whose budget is spent.
+async fn check_budget_left(pool: &PgPool, workspace: &Workspace) -> Result<(), ServiceError> {
+    let Some(project_id) = workspace.project_id else {
+        return Ok(());
+    };
+    let usage = projects::usage(pool, project_id).await?;
+    if usage.exhausted() {
+        return Err(ServiceError::BudgetExhausted(format!(
+            "project {project_id} has spent its budget ({:.4} of {:.4} USD); raise budget_usd \
+             (PATCH /v1/projects/{project_id}) to run more prompts",
+            usage.spent_usd,
+            usage.budget_usd.unwrap_or_default()
+        )));
+    }
+    Ok(())
 }
 
 /// Validates and stores a job, then pushes it to Redis. The prompt holds at most
@@ -251,7 +360,14 @@ pub async fn submit_prompt(
             "max_attempts must be between 1 and 100".to_owned(),
         ));
     }
-    let workspace = resolve_workspace(pool, config, req.workspace_id).await?;
+    req.limits.check().map_err(ServiceError::Invalid)?;
+    let limits = req.limits.or(config.default_limits);
+    let model = req.model.map(|m| check_model(config, m)).transpose()?;
+    let workspace = match req.parent_job_id {
+        Some(parent) => follow_up_workspace(pool, parent, req.workspace_id).await?,
+        None => resolve_workspace(pool, config, req.workspace_id).await?,
+    };
+    check_budget_left(pool, &workspace).await?;
     let job = jobs::insert(
         pool,
         &NewJob {
@@ -259,6 +375,9 @@ pub async fn submit_prompt(
             prompt: req.prompt,
             priority,
             max_attempts,
+            parent_job_id: req.parent_job_id,
+            limits,
+            model,
         },
     )
     .await?;

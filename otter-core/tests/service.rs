@@ -83,7 +83,9 @@ async fn a_workspace_of_an_unknown_project_is_not_found_and_nothing_is_made(pool
     );
     assert_eq!(entries(&scratch.homes()), 0, "no VIBE_HOME was left");
 
-    let project = service::create_project(&pool, "p", None).await.unwrap();
+    let project = service::create_project(&pool, "p", None, None)
+        .await
+        .unwrap();
     let ws = service::create_workspace(
         &pool,
         &config,

@@ -46,6 +46,9 @@ pub enum AppError {
     /// 409: the request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// 409 `budget_exhausted`: the project's budget is spent.
+    #[error("{0}")]
+    BudgetExhausted(String),
     /// 413.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -97,6 +100,7 @@ impl AppError {
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AppError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AppError::BudgetExhausted(_) => (StatusCode::CONFLICT, "budget_exhausted"),
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -207,6 +211,7 @@ impl From<ServiceError> for AppError {
         match e {
             ServiceError::Invalid(msg) => AppError::Validation(msg),
             ServiceError::TooLarge(msg) => AppError::PayloadTooLarge(msg),
+            ServiceError::BudgetExhausted(msg) => AppError::BudgetExhausted(msg),
             ServiceError::Workspace(WorkspaceError::InvalidPath(msg)) => {
                 AppError::Validation(format!("path: {msg}"))
             }

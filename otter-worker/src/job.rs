@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otter_core::db::jobs::{self, Finish, Lease, LeaseRenewal, RunEnd};
-use otter_core::db::{retry_read, workspaces};
+use otter_core::db::{projects, retry_read, workspaces};
 use otter_core::isolation::{Isolation, IsolationError, Unit, UnitName};
-use otter_core::model::{Job, NewEvent, OutputStream, Workspace, kinds};
+use otter_core::model::{Job, JobLimits, NewEvent, OutputStream, Workspace, kinds};
 use otter_core::output::Item;
 use otter_core::runner::{self, RunOutcome, RunSpec, RunnerError, SpillSpec};
 use otter_core::vibe::{self, Decision, Invocation, RunExport, RunRequest, Verdict, parse_export};
@@ -91,6 +91,21 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
         Err(e) => return failed(format!("workspace unavailable: {e}"), true, None),
     };
 
+    if let (Some(parent), None) = (job.parent_job_id, &job.session_id) {
+        return failed(
+            format!(
+                "parent job {parent} ended without a vibe session to resume (vibe failed before \
+                 starting one): submit the prompt as a new job instead"
+            ),
+            false,
+            None,
+        );
+    }
+    let limits = match run_limits(ctx, job).await {
+        Ok(limits) => limits,
+        Err(finish) => return finish,
+    };
+
     // The claim is real: any other run of this workspace still on this host is a lost one, and
     // must be gone before this one starts (one running job per workspace).
     ctx.isolation.stop_runs_of(workspace.id).await;
@@ -109,7 +124,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
 
     let run_dir = run_dir(&workspace, lease);
     let run = async {
-        let spec = prepare(ctx, job, lease, &workspace, &run_dir, &unit).await?;
+        let spec = prepare(ctx, job, lease, &workspace, &run_dir, &unit, &limits).await?;
         runner::run(&spec, tx.clone(), cancel)
             .await
             .map_err(RunError::from)
@@ -174,6 +189,30 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     finish.output = Some(report.log.output(export.as_ref()));
     finish.events = report.tail;
     finish
+}
+
+/// The job's limits for this run, its price within what its project's budget leaves; a spent
+/// budget fails the job (it was accepted before the budget ran out).
+async fn run_limits(ctx: &Ctx, job: &Job) -> Result<JobLimits, Finish> {
+    let Some(project_id) = job.project_id else {
+        return Ok(job.limits);
+    };
+    let within = ctx.config.lease_ttl / 2;
+    let usage = retry_read(within, || projects::usage(&ctx.pool, project_id))
+        .await
+        .map_err(|e| failed(format!("project budget unavailable: {e}"), true, None))?;
+    if usage.exhausted() {
+        return Err(failed(
+            format!(
+                "budget_exhausted: project {project_id} has spent its budget ({:.4} of {:.4} USD)",
+                usage.spent_usd,
+                usage.budget_usd.unwrap_or_default()
+            ),
+            false,
+            None,
+        ));
+    }
+    Ok(job.limits.within_budget(usage.remaining_usd))
 }
 
 /// Renews the lease every third of its TTL, the first time after [`FIRST_RENEWAL`] at most;
@@ -310,6 +349,7 @@ async fn prepare(
     workspace: &Workspace,
     run_dir: &Path,
     unit: &Arc<Unit>,
+    limits: &JobLimits,
 ) -> Result<RunSpec, PrepareError> {
     let config = &ctx.config;
     // Checked now, as the file and command APIs check it: a directory replaced by a link or
@@ -363,6 +403,11 @@ async fn prepare(
             vibe_home: &workspace.vibe_home,
             run_dir,
             job_token: &lease.job_token.to_string(),
+            // A follow-up goes on with its parent's session (which a resumed run keeps); any
+            // other job starts a new one, on a retry too.
+            resume: job.parent_job_id.and(job.session_id.as_deref()),
+            limits,
+            model: job.model.as_deref(),
         },
     );
     Ok(RunSpec {

@@ -134,6 +134,9 @@ mod tests {
                 prompt: "p",
                 priority: 0,
                 max_attempts: 1,
+                parent_job_id: None,
+                limits: Default::default(),
+                model: None,
             };
             let job = jobs::insert(&pool, &new).await.unwrap();
             let Claim::Claimed { lease, .. } =

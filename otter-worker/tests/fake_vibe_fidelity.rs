@@ -405,6 +405,97 @@ fn continue_goes_on_with_the_last_session() {
     );
 }
 
+fn captures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../otter-core/tests/data/vibe-captures/vibe-3.0.3/resume")
+}
+
+/// The top-level keys of `<dir>/export.json`.
+fn top_keys(dir: &Path) -> BTreeSet<String> {
+    let value: Value = serde_json::from_str(&read(&dir.join("export.json"))).expect("JSON");
+    value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// `resume` (otter-core/tests/data/vibe-captures/vibe-3.0.3/resume, made against the demo
+/// model, so the entries of a turn are not compared, only what `--resume` changes): a first
+/// turn, a second with `--resume <its session id>` that keeps the id and prints only the new
+/// turn, and `--resume` of an unknown id (exit 1, `Session not found`, nothing on stdout,
+/// outcome `usage_error`).
+#[test]
+fn resume_goes_on_with_the_named_session_and_refuses_an_unknown_one() {
+    let case = Case::new("resume", "tools");
+    let scratch = Scratch::new();
+    let export_dir = scratch.0.join("export");
+    let export_of = || -> Value {
+        serde_json::from_str(&read(&export_dir.join("export.json"))).expect("export.json")
+    };
+    let with_export = |dir: &str| {
+        let mut argv = argv(&captures_dir().join(dir));
+        argv.extend(["--output-dir".to_owned(), "../export".to_owned()]);
+        argv
+    };
+    let stderr_of = |dir: &str| {
+        stderr_lines(
+            &read(&captures_dir().join(dir).join("stderr")),
+            Path::new("/"),
+        )
+    };
+    let code_of = |dir: &str| -> i32 {
+        read(&captures_dir().join(dir).join("exit_code"))
+            .trim()
+            .parse()
+            .expect("a number")
+    };
+
+    let first = run_fake(&scratch, &case, &with_export("turn1"));
+    assert_eq!(first.exit_code, code_of("turn1"));
+    assert_eq!(first.stderr, stderr_of("turn1"));
+    let session = export_of()["session_id"]
+        .as_str()
+        .expect("the first turn's session id")
+        .to_owned();
+    assert_eq!(
+        top_keys(&export_dir),
+        top_keys(&captures_dir().join("turn1"))
+    );
+
+    let mut argv = with_export("turn2");
+    let at = argv.iter().position(|a| a == "SESSION_1").expect("the id");
+    argv[at] = session.clone();
+    let second = run_fake(&scratch, &case, &argv);
+    assert_eq!(second.exit_code, code_of("turn2"));
+    assert_eq!(second.stderr, stderr_of("turn2"));
+    assert_eq!(
+        export_of()["session_id"],
+        session.as_str(),
+        "the id is kept"
+    );
+    let users: Vec<String> = shape(&second.stdout, "streaming")
+        .into_iter()
+        .filter(|e| e == "message:user")
+        .collect();
+    assert_eq!(users.len(), 1, "streaming prints only the new turn");
+    assert_eq!(
+        last_user_text(&second.stdout, "streaming"),
+        last_user_text(&read(&captures_dir().join("turn2/stdout")), "streaming")
+    );
+
+    let unknown = run_fake(&scratch, &case, &with_export("unknown"));
+    let real = captures_dir().join("unknown");
+    assert_eq!(unknown.exit_code, code_of("unknown"));
+    assert_eq!(unknown.stderr, stderr_of("unknown"));
+    assert_eq!(unknown.stdout, read(&real.join("stdout")));
+    assert_eq!(unknown.export, export_keys(&real), "export.json's keys");
+    let export = export_of();
+    assert_eq!(export["outcome"], "usage_error");
+    assert_eq!(export["session_id"], Value::Null);
+}
+
 /// The text of the last user message in a streaming or json stdout.
 fn last_user_text(stdout: &str, format: &str) -> String {
     let entries: Vec<Value> = if format == "json" {

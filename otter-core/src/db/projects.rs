@@ -1,9 +1,12 @@
-//! The `projects` table.
+//! The `projects` table, and what a project's jobs cost (the view `otter_project_usage`).
 
 use sqlx::PgPool;
 
 use super::{DbError, Page, PageRequest};
-use crate::model::{Project, ProjectId};
+use crate::model::{Project, ProjectId, ProjectUsage};
+
+/// The columns of a [`Project`].
+const COLUMNS: &str = "id, name, description, created_at, budget_usd";
 
 /// Creates a project.
 #[tracing::instrument(skip_all, err(level = "debug"))]
@@ -11,14 +14,16 @@ pub async fn insert(
     pool: &PgPool,
     name: &str,
     description: Option<&str>,
+    budget_usd: Option<f64>,
 ) -> Result<Project, DbError> {
-    let project = sqlx::query_as::<_, Project>(
-        "INSERT INTO projects (id, name, description) VALUES ($1, $2, $3)
-         RETURNING id, name, description, created_at",
-    )
+    let project = sqlx::query_as::<_, Project>(&format!(
+        "INSERT INTO projects (id, name, description, budget_usd) VALUES ($1, $2, $3, $4)
+         RETURNING {COLUMNS}"
+    ))
     .bind(ProjectId::new())
     .bind(name)
     .bind(description)
+    .bind(budget_usd)
     .fetch_one(pool)
     .await?;
     Ok(project)
@@ -26,8 +31,37 @@ pub async fn insert(
 
 /// One project.
 pub async fn get(pool: &PgPool, id: ProjectId) -> Result<Project, DbError> {
-    sqlx::query_as::<_, Project>(
-        "SELECT id, name, description, created_at FROM projects WHERE id = $1",
+    sqlx::query_as::<_, Project>(&format!("SELECT {COLUMNS} FROM projects WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(DbError::NotFound("project"))
+}
+
+/// Sets (or, with `None`, removes) a project's budget.
+#[tracing::instrument(skip_all, fields(project_id = %id), err(level = "debug"))]
+pub async fn set_budget(
+    pool: &PgPool,
+    id: ProjectId,
+    budget_usd: Option<f64>,
+) -> Result<Project, DbError> {
+    sqlx::query_as::<_, Project>(&format!(
+        "UPDATE projects SET budget_usd = $2 WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(budget_usd)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(DbError::NotFound("project"))
+}
+
+/// What a project's jobs cost and used so far.
+pub async fn usage(pool: &PgPool, id: ProjectId) -> Result<ProjectUsage, DbError> {
+    sqlx::query_as::<_, ProjectUsage>(
+        "SELECT project_id, budget_usd, spent_usd,
+                CASE WHEN budget_usd IS NOT NULL THEN greatest(budget_usd - spent_usd, 0) END AS remaining_usd,
+                prompt_tokens, completion_tokens, jobs
+         FROM otter_project_usage WHERE project_id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -37,10 +71,9 @@ pub async fn get(pool: &PgPool, id: ProjectId) -> Result<Project, DbError> {
 
 /// Projects, oldest first.
 pub async fn list(pool: &PgPool, page: PageRequest) -> Result<Page<Project>, DbError> {
-    let items = sqlx::query_as::<_, Project>(
-        "SELECT id, name, description, created_at FROM projects
-         ORDER BY created_at, id LIMIT $1 OFFSET $2",
-    )
+    let items = sqlx::query_as::<_, Project>(&format!(
+        "SELECT {COLUMNS} FROM projects ORDER BY created_at, id LIMIT $1 OFFSET $2"
+    ))
     .bind(page.limit)
     .bind(page.offset)
     .fetch_all(pool)

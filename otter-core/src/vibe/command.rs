@@ -3,8 +3,17 @@
 //!
 //! ```text
 //! vibe --prompt=<prompt> --output streaming --trust --auto-approve --output-dir <run dir>
-//!      [--time-limit <OTTER_JOB_TIMEOUT seconds>]
+//!      [--resume <session id>] [--max-turns N] [--max-price USD] [--max-tokens N]
+//!      [--time-limit <seconds>]
 //! ```
+//!
+//! `--resume` continues the job's vibe session (a follow-up's parent's), never `-c`, which
+//! takes "the latest" session of the home and races. The limits are the job's (`limits`, the
+//! price within what its project's budget leaves); `--time-limit` is the shorter of the job's
+//! and `OTTER_JOB_TIMEOUT`. Every flag here is one vibe 3.x takes (the captures in
+//! `otter-core/tests/data/`); vibe 1.x knows `--resume`, `--max-turns` and `--max-price` but
+//! not `--max-tokens` nor `--time-limit` (nor `--trust` and `--output-dir`, which Otter always
+//! passes): it refuses them with a usage error, exit 1, and the job fails saying so.
 //!
 //! Where the process runs (cwd, unit, output budget) is the caller's: this module says only what
 //! vibe is told.
@@ -16,7 +25,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::demo;
 use crate::instructions;
-use crate::model::JobId;
+use crate::model::{JobId, JobLimits};
 
 /// The file in `VIBE_HOME` whose text vibe 3.x puts into its system prompt as user-level
 /// instructions.
@@ -77,6 +86,12 @@ pub struct RunRequest<'a> {
     pub run_dir: &'a Path,
     /// `OTTER_API_TOKEN`: good only for posting this job's preview URL while this run lasts.
     pub job_token: &'a str,
+    /// The vibe session to go on with (`--resume`), a follow-up's.
+    pub resume: Option<&'a str>,
+    /// The run's limits (the price already within the project's budget).
+    pub limits: &'a JobLimits,
+    /// The model alias for this run (`VIBE_ACTIVE_MODEL`), over `OTTER_VIBE_MODEL`.
+    pub model: Option<&'a str>,
 }
 
 /// vibe's command line and environment for one run.
@@ -108,10 +123,31 @@ impl Invocation {
             .map(OsString::from),
         );
         args.push(run.run_dir.as_os_str().to_owned());
+        let mut flag = |name: &str, value: String| {
+            args.push(name.into());
+            args.push(value.into());
+        };
+        if let Some(session) = run.resume {
+            flag("--resume", session.to_owned());
+        }
+        let limits = run.limits;
+        if let Some(turns) = limits.max_turns {
+            flag("--max-turns", turns.to_string());
+        }
+        if let Some(price) = limits.max_price_usd {
+            flag("--max-price", price.to_string());
+        }
+        if let Some(tokens) = limits.max_tokens {
+            flag("--max-tokens", tokens.to_string());
+        }
+        let job_limit = limits.time_limit_secs.map(Duration::from_secs);
+        let time_limit = match (job_limit, config.job_timeout) {
+            (Some(job), Some(all)) => Some(job.min(all)),
+            (job, all) => job.or(all),
+        };
         let mut timeout = None;
-        if let Some(limit) = config.job_timeout {
-            args.push("--time-limit".into());
-            args.push(limit.as_secs().max(1).to_string().into());
+        if let Some(limit) = time_limit {
+            flag("--time-limit", limit.as_secs().max(1).to_string());
             timeout = Some(limit + config.cancel_grace + Duration::from_secs(30));
         }
         Self {
@@ -133,10 +169,10 @@ fn env(config: &Config, run: &RunRequest<'_>) -> Vec<(String, String)> {
         // The demo model, whatever OTTER_VIBE_MODEL says, and its dummy key.
         env.extend(demo::vibe_env());
     } else {
-        if let Some(model) = &config.vibe_model {
+        if let Some(model) = run.model.or(config.vibe_model.as_deref()) {
             // vibe 3.x reads only VIBE_ACTIVE_MODEL; older versions the other two (DESIGN.md §4).
             for name in ["VIBE_ACTIVE_MODEL", "VIBE_MODEL", "MISTRAL_MODEL"] {
-                env.push((name.to_owned(), model.clone()));
+                env.push((name.to_owned(), model.to_owned()));
             }
         }
         if let Some(provider) = &config.vibe_provider {
@@ -197,6 +233,9 @@ mod tests {
             vibe_home: "/homes/w/.vibe",
             run_dir: Path::new("/homes/w/.vibe/runs/j-1"),
             job_token: "tok",
+            resume: None,
+            limits: &JobLimits::default(),
+            model: None,
         };
         let invocation = Invocation::new(&config, &run);
         assert_eq!(invocation.program, PathBuf::from("/opt/vibe"));
@@ -238,5 +277,84 @@ mod tests {
             invocation.env.last().map(|(k, _)| k.as_str()),
             Some("EXTRA")
         );
+    }
+
+    #[test]
+    fn a_follow_up_resumes_its_session_with_its_limits_and_model() {
+        let vars: std::collections::HashMap<String, String> = [
+            ("OTTER_DATABASE_URL", "postgres://otter@db/otter"),
+            ("OTTER_REDIS_URL", "redis://redis:6379"),
+            ("OTTER_VIBE_MODEL", "devstral"),
+            ("OTTER_JOB_TIMEOUT", "5m"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let config = Config::from_map(&vars).expect("valid");
+        let limits = JobLimits {
+            max_turns: Some(7),
+            max_price_usd: Some(0.25),
+            max_tokens: Some(9000),
+            time_limit_secs: Some(600),
+        };
+        let run = RunRequest {
+            job_id: JobId::new(),
+            prompt: "and now blue",
+            vibe_home: "/h",
+            run_dir: Path::new("/h/runs/j-1"),
+            job_token: "tok",
+            resume: Some("5f0c-session"),
+            limits: &limits,
+            model: Some("mistral-small"),
+        };
+        let invocation = Invocation::new(&config, &run);
+        let args: Vec<&str> = invocation
+            .args
+            .iter()
+            .map(|a| a.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            &args[7..],
+            [
+                "--resume",
+                "5f0c-session",
+                "--max-turns",
+                "7",
+                "--max-price",
+                "0.25",
+                "--max-tokens",
+                "9000",
+                // The shorter of the job's 600 s and OTTER_JOB_TIMEOUT's 300 s.
+                "--time-limit",
+                "300",
+            ]
+        );
+        assert!(!args.contains(&"-c") && !args.contains(&"--continue"));
+        for name in ["VIBE_ACTIVE_MODEL", "VIBE_MODEL", "MISTRAL_MODEL"] {
+            let value = invocation
+                .env
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str());
+            assert_eq!(value, Some("mistral-small"), "{name}");
+        }
+        let shorter = JobLimits {
+            time_limit_secs: Some(20),
+            ..JobLimits::default()
+        };
+        let invocation = Invocation::new(
+            &config,
+            &RunRequest {
+                limits: &shorter,
+                resume: None,
+                ..run
+            },
+        );
+        let args: Vec<&str> = invocation
+            .args
+            .iter()
+            .map(|a| a.to_str().unwrap())
+            .collect();
+        assert_eq!(&args[7..], ["--time-limit", "20"]);
     }
 }

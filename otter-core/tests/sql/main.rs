@@ -22,6 +22,9 @@ async fn queued_job(pool: &PgPool, max_attempts: i32) -> Job {
         prompt: "p",
         priority: 0,
         max_attempts,
+        parent_job_id: None,
+        limits: Default::default(),
+        model: None,
     };
     jobs::insert(pool, &new).await.unwrap()
 }

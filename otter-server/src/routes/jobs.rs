@@ -91,6 +91,7 @@ async fn list_job_events(
 struct HistoryQuery {
     status: Option<String>,
     workspace_id: Option<WorkspaceId>,
+    session_id: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -113,6 +114,7 @@ async fn list_history(
     let filter = HistoryFilter {
         status,
         workspace_id: q.workspace_id,
+        session_id: super::session_filter(q.session_id)?,
     };
     Ok(AppJson(
         jobs::list_history(&state.db, filter, super::page(q.limit, q.offset)?).await?,

@@ -69,3 +69,18 @@ impl PageQuery {
 pub(crate) fn page(limit: Option<i64>, offset: Option<i64>) -> Result<PageRequest, AppError> {
     Ok(PageRequest::new(limit, offset)?)
 }
+
+/// `?session_id=` of a list (a vibe session: a conversation): 1 to 200 characters, none a
+/// control character (PostgreSQL cannot even compare a NUL).
+pub(crate) fn session_filter(session_id: Option<String>) -> Result<Option<String>, AppError> {
+    match session_id {
+        Some(id)
+            if id.is_empty() || id.chars().count() > 200 || id.chars().any(char::is_control) =>
+        {
+            Err(AppError::Validation(
+                "session_id must be 1 to 200 characters, without control characters".to_owned(),
+            ))
+        }
+        other => Ok(other),
+    }
+}

@@ -1,10 +1,11 @@
-//! `POST /v1/prompts`: submit a prompt; answers 201 with the queued job.
+//! `POST /v1/prompts`: submit a prompt (a follow-up of a job with `parent_job_id`, with
+//! `limits` and a `model`); answers 201 with the queued job.
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use otter_core::model::{Job, WorkspaceId};
+use otter_core::model::{Job, JobId, JobLimits, WorkspaceId};
 use otter_core::service::{self, SubmitPrompt};
 use serde::Deserialize;
 
@@ -22,6 +23,11 @@ struct CreatePrompt {
     workspace_id: Option<WorkspaceId>,
     priority: Option<i32>,
     max_attempts: Option<i32>,
+    /// A follow-up of this job, in its vibe session.
+    parent_job_id: Option<JobId>,
+    #[serde(default)]
+    limits: JobLimits,
+    model: Option<String>,
 }
 
 async fn create_prompt(
@@ -37,6 +43,9 @@ async fn create_prompt(
             workspace_id: body.workspace_id,
             priority: body.priority,
             max_attempts: body.max_attempts,
+            parent_job_id: body.parent_job_id,
+            limits: body.limits,
+            model: body.model.as_deref(),
         },
     )
     .await?;

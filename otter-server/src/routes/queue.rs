@@ -1,4 +1,5 @@
-//! `GET /v1/queue`: queued jobs in the order they will be claimed; `PATCH /v1/queue/{id}`
+//! `GET /v1/queue`: queued jobs in the order they will be claimed (`?session_id=`: of one vibe
+//! session); `PATCH /v1/queue/{id}`
 //! `{"priority": n}` moves a queued job.
 
 use axum::Router;
@@ -9,7 +10,6 @@ use otter_core::model::{Job, JobId};
 use otter_core::service;
 use serde::Deserialize;
 
-use super::PageQuery;
 use crate::error::{AppJson, AppPath, AppQuery, Result};
 use crate::state::AppState;
 
@@ -19,11 +19,22 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/queue/{id}", patch(update_queue_entry))
 }
 
+#[derive(Debug, Deserialize)]
+struct QueueQuery {
+    session_id: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
 async fn list_queue(
     State(state): State<AppState>,
-    AppQuery(q): AppQuery<PageQuery>,
+    AppQuery(q): AppQuery<QueueQuery>,
 ) -> Result<AppJson<Page<Job>>> {
-    Ok(AppJson(jobs::list_queue(&state.db, q.page()?).await?))
+    let session_id = super::session_filter(q.session_id)?;
+    let page = super::page(q.limit, q.offset)?;
+    Ok(AppJson(
+        jobs::list_queue(&state.db, session_id.as_deref(), page).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@ mod attacks;
 mod auth;
 mod commands;
 mod connections;
+mod conversations;
 mod errors;
 mod files;
 mod isolation;

@@ -3,7 +3,7 @@
 use std::process::{Command, Output};
 
 use otter_testkit::TestApp;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::harness::{Worker, scenario};
 
@@ -136,4 +136,80 @@ async fn the_cli_says_when_otter_is_unreachable() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
     drop(app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_follows_up_in_the_same_session_with_limits_a_model_and_a_budget() {
+    let app = TestApp::spawn().await;
+    let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[]))]).await;
+    let project = ok_json(&app, &["projects", "create", "demo", "--budget", "3"]);
+    assert_eq!(project["budget_usd"], 3.0);
+    let project_id = project["id"].as_str().unwrap().to_owned();
+    let dir = app.env.dir.join("cli-ws");
+    let ws = ok_json(
+        &app,
+        &[
+            "workspaces",
+            "create",
+            dir.to_str().unwrap(),
+            "cli",
+            "--project",
+            &project_id,
+            "--create",
+        ],
+    );
+    let ws_id = ws["id"].as_str().unwrap();
+    let out = cli(&app, &["prompt", "first", "--workspace", ws_id, "--follow"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = ok_json(&app, &["history"])["items"][0].clone();
+
+    let second = ok_json(
+        &app,
+        &[
+            "prompt",
+            "then",
+            "--follow-up",
+            first["id"].as_str().unwrap(),
+            "--model",
+            "mock",
+            "--max-turns",
+            "4",
+            "--max-price",
+            "0.5",
+            "--max-tokens",
+            "90000",
+            "--time-limit",
+            "60",
+        ],
+    );
+    assert_eq!(second["parent_job_id"], first["id"]);
+    assert_eq!(second["session_id"], first["session_id"]);
+    assert_eq!(second["model"], "mock");
+    assert_eq!(
+        second["limits"],
+        json!({"max_turns": 4, "max_price_usd": 0.5, "max_tokens": 90000, "time_limit_secs": 60})
+    );
+    let second = crate::harness::finished(&app, &second).await;
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let session = first["session_id"].as_str().unwrap();
+    let conversation = ok_json(&app, &["history", "--session", session]);
+    assert_eq!(conversation["total"], 2, "{conversation}");
+
+    let usage = ok_json(&app, &["projects", "usage", &project_id]);
+    assert_eq!(usage["jobs"], 2);
+    let spent = ok_json(&app, &["projects", "budget", &project_id, "0"]);
+    assert_eq!(spent["budget_usd"], 0.0);
+    let out = cli(&app, &["prompt", "more", "--workspace", ws_id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("budget"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let none = ok_json(&app, &["projects", "budget", &project_id, "none"]);
+    assert_eq!(none["budget_usd"], Value::Null);
 }

@@ -4,6 +4,7 @@
 
 mod chaos;
 mod cli;
+mod conversations;
 mod harness;
 mod isolation;
 mod lifecycle;

@@ -13,6 +13,7 @@
 //! saying so.
 
 mod demo;
+mod follow_up;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

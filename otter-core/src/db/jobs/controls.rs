@@ -11,7 +11,7 @@ use sqlx::{PgPool, Postgres};
 
 use super::JobRow;
 use crate::db::DbError;
-use crate::model::{Job, JobId, JobStatus, Workspace};
+use crate::model::{Job, JobId, JobLimits, JobStatus, Workspace};
 
 /// A job to submit.
 #[derive(Debug, Clone)]
@@ -24,6 +24,12 @@ pub struct NewJob<'a> {
     pub priority: i32,
     /// Runs allowed.
     pub max_attempts: i32,
+    /// The job it follows up (same workspace, checked by the caller).
+    pub parent_job_id: Option<JobId>,
+    /// The run's limits, defaults applied.
+    pub limits: JobLimits,
+    /// The vibe model alias for the run.
+    pub model: Option<&'a str>,
 }
 
 /// Submits a job: the row and its `job_queued` event in one transaction.
@@ -32,7 +38,8 @@ pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
     let id = JobId::new();
     let created_at: DateTime<Utc> = sqlx::query_scalar(
         "SELECT otter_insert_job(p_id => $1, p_workspace_id => $2, p_project_id => $3,
-                p_prompt => $4, p_priority => $5, p_max_attempts => $6)",
+                p_prompt => $4, p_priority => $5, p_max_attempts => $6,
+                p_parent_job_id => $7, p_limits => $8, p_model => $9)",
     )
     .bind(id)
     .bind(new.workspace.id)
@@ -40,13 +47,22 @@ pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
     .bind(new.prompt)
     .bind(new.priority)
     .bind(new.max_attempts)
+    .bind(new.parent_job_id)
+    .bind(sqlx::types::Json(new.limits))
+    .bind(new.model)
     .fetch_one(pool)
     .await
     .map_err(|e| match DbError::from(e) {
         // The workspace was deleted between the request's lookup and this insert.
         e if e.is_constraint("jobs_workspace_id_fkey") => DbError::NotFound("workspace"),
+        // So was the parent (its workspace deleted with its jobs).
+        e if e.is_constraint("jobs_parent_job_id_fkey") => DbError::NotFound("parent job"),
         e => e,
     })?;
+    if new.parent_job_id.is_some() {
+        // The session id it inherited is the database's to tell.
+        return super::get(pool, id).await;
+    }
     // The row as the insert left it (the columns' defaults), without reading it back.
     Ok(Job {
         id,
@@ -69,6 +85,10 @@ pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
         started_at: None,
         finished_at: None,
         output: None,
+        parent_job_id: None,
+        session_id: None,
+        limits: new.limits,
+        model: new.model.map(str::to_owned),
     })
 }
 

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Job, JobId, JobOutput, JobStatus, ProjectId, WorkspaceId};
+use crate::model::{Job, JobId, JobLimits, JobOutput, JobStatus, ProjectId, WorkspaceId};
 
 /// A job as the API reads it: the SQL view `otter_job_rows` (the row joined with its output),
 /// which the queue controls also return.
@@ -64,6 +64,10 @@ struct JobRow {
     outcome: Option<String>,
     stop_reason: Option<String>,
     export: Option<serde_json::Value>,
+    parent_job_id: Option<JobId>,
+    session_id: Option<String>,
+    limits: sqlx::types::Json<JobLimits>,
+    model: Option<String>,
 }
 
 impl From<JobRow> for Job {
@@ -104,6 +108,10 @@ impl From<JobRow> for Job {
             started_at: r.started_at,
             finished_at: r.finished_at,
             output,
+            parent_job_id: r.parent_job_id,
+            session_id: r.session_id,
+            limits: r.limits.0,
+            model: r.model,
         }
     }
 }

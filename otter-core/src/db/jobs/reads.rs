@@ -18,19 +18,30 @@ pub async fn get(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
         .ok_or(DbError::NotFound("job"))
 }
 
-/// Queued jobs in claim order: priority (higher first), then submission time.
-pub async fn list_queue(pool: &PgPool, page: PageRequest) -> Result<Page<Job>, DbError> {
+/// Queued jobs (all, or those of one vibe session) in claim order: priority (higher first),
+/// then submission time.
+pub async fn list_queue(
+    pool: &PgPool,
+    session_id: Option<&str>,
+    page: PageRequest,
+) -> Result<Page<Job>, DbError> {
     let items = sqlx::query_as::<_, JobRow>(
         "SELECT * FROM otter_job_rows WHERE status = 'queued'
+           AND ($3::text IS NULL OR session_id = $3)
          ORDER BY priority DESC, created_at, id LIMIT $1 OFFSET $2",
     )
     .bind(page.limit)
     .bind(page.offset)
+    .bind(session_id)
     .fetch_all(pool)
     .await?;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'queued'")
-        .fetch_one(pool)
-        .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE status = 'queued'
+           AND ($1::text IS NULL OR session_id = $1)",
+    )
+    .bind(session_id)
+    .fetch_one(pool)
+    .await?;
     Ok(Page {
         items: items.into_iter().map(Job::from).collect(),
         total,
@@ -38,12 +49,14 @@ pub async fn list_queue(pool: &PgPool, page: PageRequest) -> Result<Page<Job>, D
 }
 
 /// Which finished jobs a history request wants.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
     /// Only jobs that ended in this status.
     pub status: Option<JobStatus>,
     /// Only jobs of this workspace.
     pub workspace_id: Option<WorkspaceId>,
+    /// Only jobs of this vibe session (a conversation).
+    pub session_id: Option<String>,
 }
 
 /// Finished jobs, newest first.
@@ -57,20 +70,24 @@ pub async fn list_history(
         "SELECT * FROM otter_job_rows WHERE finished_at IS NOT NULL
            AND ($1::text IS NULL OR status = $1)
            AND ($2::uuid IS NULL OR workspace_id = $2)
+           AND ($5::text IS NULL OR session_id = $5)
          ORDER BY finished_at DESC, id DESC LIMIT $3 OFFSET $4",
     )
     .bind(status)
     .bind(filter.workspace_id)
     .bind(page.limit)
     .bind(page.offset)
+    .bind(filter.session_id.as_deref())
     .fetch_all(pool)
     .await?;
     let total: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL
-           AND ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR workspace_id = $2)",
+           AND ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR workspace_id = $2)
+           AND ($3::text IS NULL OR session_id = $3)",
     )
     .bind(status)
     .bind(filter.workspace_id)
+    .bind(filter.session_id.as_deref())
     .fetch_one(pool)
     .await?;
     Ok(Page {
@@ -104,7 +121,8 @@ impl QueueEntry {
     }
 }
 
-/// Queued, unpaused jobs (all of them, or those of one workspace), in claim order.
+/// Queued, unpaused jobs (all of them, or those of one workspace), in claim order; a follow-up
+/// only once its parent has ended.
 pub async fn claimable(
     pool: &PgPool,
     workspace_id: Option<WorkspaceId>,
@@ -113,7 +131,7 @@ pub async fn claimable(
     Ok(sqlx::query_as::<_, QueueEntry>(
         "SELECT id, priority, created_at, run_after FROM jobs
          WHERE status = 'queued' AND NOT paused AND NOT cancel_requested
-           AND ($1::uuid IS NULL OR workspace_id = $1)
+           AND ($1::uuid IS NULL OR workspace_id = $1) AND NOT otter_parent_pending(parent_job_id)
          ORDER BY priority DESC, created_at, id LIMIT $2",
     )
     .bind(workspace_id)

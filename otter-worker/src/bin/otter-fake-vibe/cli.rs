@@ -19,6 +19,8 @@ pub(crate) struct Args {
     pub(crate) auto_approve: bool,
     /// `-c`: go on with the last session.
     pub(crate) continue_session: bool,
+    /// `--resume <id>`: go on with that session.
+    pub(crate) resume: Option<String>,
     pub(crate) version: bool,
     pub(crate) help: bool,
     pub(crate) output_dir: Option<PathBuf>,
@@ -40,6 +42,7 @@ enum Opt {
     Trust,
     AutoApprove,
     Continue,
+    Resume,
     Version,
     Help,
 }
@@ -57,6 +60,7 @@ impl Opt {
             "--trust" => Opt::Trust,
             "--auto-approve" => Opt::AutoApprove,
             "-c" | "--continue" => Opt::Continue,
+            "--resume" => Opt::Resume,
             "-V" | "--version" => Opt::Version,
             "-h" | "--help" => Opt::Help,
             _ => return None,
@@ -76,6 +80,7 @@ impl Opt {
             Opt::Trust => "--trust",
             Opt::AutoApprove => "--auto-approve",
             Opt::Continue => "--continue",
+            Opt::Resume => "--resume <SESSION_ID>",
             Opt::Version => "--version",
             Opt::Help => "--help",
         }
@@ -91,6 +96,7 @@ impl Opt {
                 | Opt::MaxPrice
                 | Opt::TimeLimit
                 | Opt::MaxTokens
+                | Opt::Resume
         )
     }
 }
@@ -112,6 +118,7 @@ Options:
       --trust                    Trust the working directory for this run
       --auto-approve             Approve every tool call
   -c, --continue                 Continue the last session
+      --resume <SESSION_ID>      Resume the session with this id
   -h, --help                     Print help
   -V, --version                  Print version
 ";
@@ -157,6 +164,22 @@ pub(crate) fn parse_args(raw: &[String]) -> Result<Args, String> {
             return Err(clap_error(
                 &format!(
                     "the argument '{}' cannot be used multiple times",
+                    opt.display()
+                ),
+                true,
+            ));
+        }
+        // As clap's group: one way to pick the session.
+        let other = match opt {
+            Opt::Continue => Some(Opt::Resume),
+            Opt::Resume => Some(Opt::Continue),
+            _ => None,
+        };
+        if let Some(other) = other.filter(|o| seen.contains(o)) {
+            return Err(clap_error(
+                &format!(
+                    "the argument '{}' cannot be used with '{}'",
+                    other.display(),
                     opt.display()
                 ),
                 true,
@@ -220,6 +243,7 @@ pub(crate) fn parse_args(raw: &[String]) -> Result<Args, String> {
             Opt::Trust => args.trust = true,
             Opt::AutoApprove => args.auto_approve = true,
             Opt::Continue => args.continue_session = true,
+            Opt::Resume => args.resume = Some(required(value)?),
             Opt::Version => args.version = true,
             Opt::Help => args.help = true,
         }

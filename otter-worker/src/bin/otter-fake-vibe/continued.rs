@@ -1,7 +1,8 @@
-//! `-c/--continue`: the last session is kept in `$VIBE_HOME/logs/session/`, where vibe keeps
-//! its sessions, so that a later run with `-c` goes on with it: same session id, the earlier
-//! turns in its context, and, as in the capture, `--output json` prints the whole session while
-//! `streaming` prints only the new turn.
+//! `-c/--continue` and `--resume <id>`: every session is kept in `$VIBE_HOME/logs/session/`,
+//! where vibe keeps its sessions (the last one also as such), so that a later run with `-c`
+//! (the last) or `--resume <id>` (that one) goes on with it: same session id, the earlier turns
+//! in its context, and, as in the captures, `--output json` prints the whole session while
+//! `streaming` prints only the new turn. An id never saved is vibe's `Session not found`.
 
 use std::fs;
 use std::path::PathBuf;
@@ -20,16 +21,36 @@ pub(crate) struct Saved {
     pub(crate) entries: Vec<J>,
 }
 
+fn dir() -> PathBuf {
+    vibe_home().join("logs").join("session")
+}
+
 fn path() -> PathBuf {
-    vibe_home()
-        .join("logs")
-        .join("session")
-        .join("otter-fake-vibe-last.json")
+    dir().join("otter-fake-vibe-last.json")
+}
+
+/// Where session `id` is kept; `None` for an id that is no file name (vibe's are UUIDs).
+fn path_of(id: &str) -> Option<PathBuf> {
+    let plain = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    plain.then(|| dir().join(format!("otter-fake-vibe-session-{id}.json")))
 }
 
 /// The last saved session, if there is one.
 pub(crate) fn load() -> Option<Saved> {
-    let saved: Value = serde_json::from_slice(&fs::read(path()).ok()?).ok()?;
+    load_from(&path())
+}
+
+/// Session `id`, if it was saved.
+pub(crate) fn load_id(id: &str) -> Option<Saved> {
+    load_from(&path_of(id)?)
+}
+
+fn load_from(path: &std::path::Path) -> Option<Saved> {
+    let saved: Value = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
     Some(Saved {
         session_id: saved["session_id"].as_str()?.to_owned(),
         context_chars: saved["context_chars"].as_u64()?,
@@ -56,10 +77,11 @@ pub(crate) fn save(session_id: &str, context_chars: u64, entries: &[J]) {
         "context_chars": context_chars,
         "entries": rendered,
     });
-    let path = path();
-    if let Some(dir) = path.parent()
-        && fs::create_dir_all(dir).is_ok()
-    {
-        let _ = fs::write(&path, saved.to_string());
+    if fs::create_dir_all(dir()).is_ok() {
+        let text = saved.to_string();
+        let _ = fs::write(path(), &text);
+        if let Some(own) = path_of(session_id) {
+            let _ = fs::write(own, &text);
+        }
     }
 }

@@ -22,6 +22,10 @@ pub(crate) enum End {
     Infra {
         message: String,
     },
+    /// A usage error found after the command line parsed (`--resume` of an unknown session).
+    Usage {
+        message: String,
+    },
     /// `exit:N`: an exit the real CLI never makes.
     Unknown(u8),
 }
@@ -30,7 +34,7 @@ impl End {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
             End::Finished => 0,
-            End::ConfigError { .. } => 1,
+            End::ConfigError { .. } | End::Usage { .. } => 1,
             End::Infra { .. } => 2,
             End::Stopped(_) => 3,
             End::Unknown(code) => *code,
@@ -78,6 +82,11 @@ impl ExportCtx {
                 "infrastructure_failure",
                 None,
                 obj! { "message" => message, "code" => "backend_error" },
+            ),
+            End::Usage { message } => (
+                "usage_error",
+                None,
+                obj! { "message" => message, "code" => J::Null },
             ),
             End::Unknown(_) => ("unknown", None, J::Null),
         };

@@ -12,8 +12,9 @@
 //! # Command line (as the real CLI)
 //!
 //! `otter-fake-vibe --prompt <P> --output streaming --trust --auto-approve --output-dir <DIR>
-//! [--max-turns N] [--max-price USD] [--time-limit SECONDS] [--max-tokens N]`, plus `-p`,
-//! `--output text|json` (default `text`), `-c/--continue` (goes on with the last session), `--version`
+//! [--max-turns N] [--max-price USD] [--time-limit SECONDS] [--max-tokens N]
+//! [--resume SESSION_ID]`, plus `-p`, `--output text|json` (default `text`), `-c/--continue`
+//! (goes on with the last session; not with `--resume`, as clap's group), `--version`
 //! (`vibe 3.0.3`) and `--help`. Parse errors are printed clap-style and exit 1, like the
 //! real CLI (it does not use clap's usual 2). `--prompt` with no value reads the prompt
 //! from stdin; an empty prompt gives `Error: No prompt provided for programmatic mode`,
@@ -25,6 +26,11 @@
 //!   `MISTRAL_API_KEY` is set. Without `--trust`, an `AGENTS.md` in the cwd adds the
 //!   real `Warning: <cwd> is not trusted; ...` line (and a `warnings` list in the export).
 //! * The first stdout entry is the user message echoing the prompt.
+//! * `--resume ID` goes on with session ID (kept in `$VIBE_HOME/logs/session/`): the export's
+//!   `session_id` stays ID, the earlier turns count in the input tokens, `streaming` prints only
+//!   the new turn. An ID never saved is the capture's `Error: Session not found: ID`, exit 1,
+//!   nothing on stdout, export outcome `usage_error` with `session_id` null
+//!   (`otter-core/tests/data/vibe-captures/vibe-3.0.3/resume/`).
 //! * Without `--auto-approve`, shell tool calls are auto-denied as in headless vibe: a
 //!   `callback` entry answered `deny`, then the effect `failed` with code `tool_denied`.
 //!   File writes are always allowed (the real default config says `permission: always`).
@@ -116,7 +122,7 @@
 //!
 //! # Where things are
 //!
-//! [`cli`] parses the command line, [`continued`] keeps the last session for `-c`, [`scenario`] is the scripted model and its knobs,
+//! [`cli`] parses the command line, [`continued`] keeps the sessions for `-c` and `--resume`, [`scenario`] is the scripted model and its knobs,
 //! [`session`] prints the entries and runs the tools, [`stop`] watches SIGTERM and the time
 //! limit, [`export`] writes `export.json`, [`mod@run`] ties one run together; [`json`] keeps key
 //! order, [`out`] writes stdout and stderr, [`startup`] records the invocation and starts the

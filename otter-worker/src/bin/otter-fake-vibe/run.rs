@@ -117,10 +117,19 @@ pub(crate) fn run(
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .and_then(|limit| t0.checked_add(limit));
     let turn_hex = uuid::Uuid::new_v4().simple().to_string();
-    let previous = if args.continue_session {
-        continued::load()
-    } else {
-        None
+    let previous = match &args.resume {
+        Some(id) => match continued::load_id(id) {
+            Some(saved) => Some(saved),
+            None => {
+                let message = format!("Session not found: {id}");
+                err_line(&format!("Error: {message}"));
+                let end = End::Usage { message };
+                ctx.write(&end, None);
+                return end.exit_code();
+            }
+        },
+        None if args.continue_session => continued::load(),
+        None => None,
     };
     let mut session = Session {
         out: Out::new(),
@@ -173,7 +182,7 @@ pub(crate) fn run(
     session.out.flush();
     match &end {
         End::Stopped(stop) => err_line(&format!("Stopped: {}", stop.name())),
-        End::ConfigError { message, .. } | End::Infra { message } => {
+        End::ConfigError { message, .. } | End::Infra { message } | End::Usage { message } => {
             err_line(&format!("Error: {message}"));
         }
         End::Finished | End::Unknown(_) => {}
