@@ -513,3 +513,24 @@ fn an_unknown_checkpoint_is_not_found() {
         Err(otter_core::checkpoint::CheckpointError::NotFound(_))
     ));
 }
+
+#[test]
+fn a_cut_that_falls_inside_a_character_cuts_at_a_line_and_does_not_panic() {
+    let f = Fixture::new();
+    let before = f.take();
+    f.write("é.txt", &"ééééé\n".repeat(50));
+    let after = f.take();
+    let whole = f
+        .checkpoints
+        .diff(f.id, before.id, after.id, None, 1 << 20)
+        .unwrap();
+    // Every cut point of the first hunk, inside a two-byte character or not.
+    for max in 1..whole.text.len().min(200) {
+        let cut = f
+            .checkpoints
+            .diff(f.id, before.id, after.id, None, max)
+            .unwrap();
+        assert!(cut.truncated, "{max}");
+        assert!(cut.text.ends_with("ask for one file with ?path=\n"), "{max}");
+    }
+}
