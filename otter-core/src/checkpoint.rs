@@ -390,8 +390,7 @@ impl Checkpoints {
             if !target.files.contains_key(path) && !target.skipped.contains_key(path) {
                 restored.left_alone.push(LeftAlone {
                     path: path.clone(),
-                    reason: "over the size cap now, and not in the checkpoint restored"
-                        .to_owned(),
+                    reason: "over the size cap now, and not in the checkpoint restored".to_owned(),
                 });
             }
         }

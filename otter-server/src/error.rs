@@ -238,9 +238,9 @@ impl From<CheckpointError> for AppError {
                 "checkpoint {id} is no longer in the checkpoint store (OTTER_CHECKPOINT_DIR)"
             )),
             CheckpointError::InvalidPath(_) => AppError::Validation(e.to_string()),
-            CheckpointError::Ignore(_) | CheckpointError::Io { .. } | CheckpointError::Damaged(_) => {
-                AppError::Internal(e.to_string())
-            }
+            CheckpointError::Ignore(_)
+            | CheckpointError::Io { .. }
+            | CheckpointError::Damaged(_) => AppError::Internal(e.to_string()),
         }
     }
 }

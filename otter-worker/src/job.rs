@@ -220,12 +220,7 @@ async fn take_checkpoint(ctx: &Ctx, workspace: &Workspace) -> Result<CheckpointI
 
 /// Says, in an event of the run, that a checkpoint could not be taken (`stage`: `before` or
 /// `after`).
-fn checkpoint_failed(
-    lease: &Lease,
-    stage: &str,
-    error: &str,
-    tx: &mpsc::UnboundedSender<Item>,
-) {
+fn checkpoint_failed(lease: &Lease, stage: &str, error: &str, tx: &mpsc::UnboundedSender<Item>) {
     tracing::warn!(job_id = %lease.job_id, stage, error, "checkpoint not taken; the job's changes will not be known");
     let _ = tx.send(Item::Event(NewEvent::new(
         kinds::CHECKPOINT_FAILED,

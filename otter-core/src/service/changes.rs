@@ -81,10 +81,9 @@ pub async fn job_changes(
     let before = checkpoint_of(id, &recorded, RestoreTo::Before)?;
     let after = checkpoint_of(id, &recorded, RestoreTo::After)?;
     let store = store.clone();
-    let changes = tokio::task::spawn_blocking(move || {
-        store.changes(recorded.workspace_id, before, after)
-    })
-    .await??;
+    let changes =
+        tokio::task::spawn_blocking(move || store.changes(recorded.workspace_id, before, after))
+            .await??;
     Ok(changes)
 }
 
@@ -184,17 +183,14 @@ pub async fn restore_job(
     let (job, recorded) = pair(pool, id).await?;
     let target = checkpoint_of(id, &recorded, to)?;
     let workspace = workspaces::get(pool, job.workspace_id).await?;
-    let (pool, queue, config, store) = (
-        pool.clone(),
-        queue.clone(),
-        config.clone(),
-        store.clone(),
-    );
+    let (pool, queue, config, store) = (pool.clone(), queue.clone(), config.clone(), store.clone());
     // A task of its own: dropping the request must not stop a restore half way.
     let task = tokio::spawn(async move {
         let mut hold = WorkspaceHold::take(&pool, workspace.id).await?;
-        let result = restore_held(&mut hold, &config, isolation, &store, &workspace, id, to, target)
-            .await;
+        let result = restore_held(
+            &mut hold, &config, isolation, &store, &workspace, id, to, target,
+        )
+        .await;
         hold.release().await;
         if let Ok(entries) = jobs::claimable(&pool, Some(workspace.id), 1).await
             && let Err(e) = queue.push(&entries).await

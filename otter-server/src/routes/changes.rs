@@ -71,7 +71,10 @@ async fn get_diff(
     let diff = service::job_diff(&state.db, &store, id, q.path.as_deref(), max_bytes).await?;
     Ok((
         [
-            (header::CONTENT_TYPE, "text/x-diff; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_TYPE,
+                "text/x-diff; charset=utf-8".to_owned(),
+            ),
             (
                 header::HeaderName::from_static("x-otter-diff-truncated"),
                 diff.truncated.to_string(),

@@ -23,7 +23,8 @@ const CHANGE_SET_ADDED_CONTENT: &str = "a file the job added\n";
 const CHANGE_SET_EDITED: &str = "edited.txt";
 const CHANGE_SET_EDITED_CONTENT: &str = "line 1\nline two\nline 3\nline 4\n";
 const CHANGE_SET_COMMAND: &str = "rm deleted.txt";
-const CHANGE_SET_FINAL: &str = "I added `added.txt`, edited `edited.txt` and deleted `deleted.txt`.";
+const CHANGE_SET_FINAL: &str =
+    "I added `added.txt`, edited `edited.txt` and deleted `deleted.txt`.";
 const SETUP_SCRIPT: &str = "#!/bin/sh\necho \"setup line 1\"\necho \"setup line 2\"\n\
                             echo \"setup warning\" >&2\nexit 0\n";
 
