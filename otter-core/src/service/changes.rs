@@ -96,13 +96,13 @@ pub async fn job_diff(
     path: Option<&str>,
     max_bytes: usize,
 ) -> Result<Diff, ServiceError> {
-    if let Some(path) = path {
-        if path.is_empty() || path.contains('\0') || path.len() > MAX_DIFF_PATH_BYTES {
-            return Err(ServiceError::Invalid(format!(
-                "path must be a workspace-relative path of 1 to {MAX_DIFF_PATH_BYTES} bytes \
-                 without NUL"
-            )));
-        }
+    if let Some(path) = path
+        && (path.is_empty() || path.contains('\0') || path.len() > MAX_DIFF_PATH_BYTES)
+    {
+        return Err(ServiceError::Invalid(format!(
+            "path must be a workspace-relative path of 1 to {MAX_DIFF_PATH_BYTES} bytes \
+             without NUL"
+        )));
     }
     let (_, recorded) = pair(pool, id).await?;
     let before = checkpoint_of(id, &recorded, RestoreTo::Before)?;

@@ -81,15 +81,23 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// What the workspace's own repository is: HEAD, its branches, the index's bytes, and every
-/// file of `.git`.
-fn repository_state(dir: &Path) -> (String, String, Vec<u8>, Vec<(PathBuf, Vec<u8>)>) {
-    (
-        git(dir, &["rev-parse", "HEAD"]),
-        git(dir, &["branch", "--list", "-v"]),
-        std::fs::read(dir.join(".git/index")).unwrap(),
-        snapshot(&dir.join(".git")),
-    )
+/// What the workspace's own repository is.
+#[derive(Debug, PartialEq, Eq)]
+struct Repository {
+    head: String,
+    branches: String,
+    index: Vec<u8>,
+    files: Vec<(PathBuf, Vec<u8>)>,
+}
+
+/// HEAD, the branches, the index's bytes, and every file of `.git`.
+fn repository_state(dir: &Path) -> Repository {
+    Repository {
+        head: git(dir, &["rev-parse", "HEAD"]),
+        branches: git(dir, &["branch", "--list", "-v"]),
+        index: std::fs::read(dir.join(".git/index")).unwrap(),
+        files: snapshot(&dir.join(".git")),
+    }
 }
 
 /// A server and a worker that both cap checkpointed files at `OTTER_CHECKPOINT_MAX_FILE_BYTES`
