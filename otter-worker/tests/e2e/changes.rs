@@ -411,3 +411,44 @@ async fn a_checkpoint_that_cannot_be_taken_leaves_the_job_s_result_and_says_why(
         assert!(message.contains("could not be taken"), "{message}");
     }
 }
+
+#[tokio::test]
+async fn a_job_that_changed_nothing_has_an_empty_change_list() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let dir = PathBuf::from(ws["path"].as_str().unwrap());
+    prepare(&dir);
+    let extra = scenario("text", &[]);
+    let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", extra.as_str())]).await;
+    let job = submit(&app, &ws, "Just answer.", json!({})).await;
+    let job = finished(&app, &job).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let output = &job["output"];
+    assert_eq!(
+        (
+            &output["files_changed"],
+            &output["additions"],
+            &output["deletions"]
+        ),
+        (&json!(0), &json!(0), &json!(0)),
+        "{job}"
+    );
+    let id = job["id"].as_str().unwrap();
+    let (status, changes) = app.get(&format!("/v1/jobs/{id}/changes")).await;
+    assert_eq!(status, StatusCode::OK, "{changes}");
+    assert_eq!(changes, json!({ "items": [], "total": 0 }));
+    let (status, _, diff, truncated) = get_text(&app, &format!("/v1/jobs/{id}/diff")).await;
+    assert_eq!(
+        (status, diff.as_str(), truncated),
+        (StatusCode::OK, "", json!("false"))
+    );
+    // Nothing to undo, nothing done.
+    let (status, body) = app
+        .post(&format!("/v1/jobs/{id}/restore"), json!({ "to": "before" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["restored"], &body["removed"], &body["left_alone"]),
+        (&json!([]), &json!([]), &json!([]))
+    );
+}
