@@ -19,6 +19,7 @@ use sqlx::PgPool;
 
 use crate::checkpoint::{CheckpointError, Checkpoints};
 use crate::config::Config;
+use crate::db::checkpoints::WorkspaceHold;
 use crate::db::jobs::{self, NewJob};
 use crate::db::{DbError, projects, workspaces};
 use crate::instructions;
@@ -353,7 +354,8 @@ pub struct DeletedWorkspace {
 ///
 /// 1. Refused (conflict) while one of its jobs is queued or running, and while it has finished
 ///    jobs unless `with_jobs`, which deletes them with their outputs and events; not found when
-///    it does not exist.
+///    it does not exist. Refused too while a restore of its files is in progress (the delete
+///    holds the workspace as a restore does, [`WorkspaceHold`]).
 /// 2. Its runtime container and image, when a `runtime` is given: an engine that does not
 ///    answer refuses the delete ([`ServiceError::Runtime`]), so that nothing is left running
 ///    unseen.
@@ -374,12 +376,28 @@ pub async fn delete_workspace(
     let workspace = workspaces::get(pool, id).await?;
     // Checked here first so that a refused delete does not remove the runtime container.
     workspaces::check_deletable(pool, id, with_jobs).await?;
+    // Not while a restore writes the workspace's files from its checkpoints (a conflict), and
+    // no job of it starts meanwhile.
+    let hold = WorkspaceHold::take(pool, id).await?;
+    let deleted = delete_held(pool, runtime, checkpoints, &workspace, with_jobs).await;
+    hold.release().await;
+    deleted
+}
+
+async fn delete_held(
+    pool: &PgPool,
+    runtime: Option<&Runtime>,
+    checkpoints: &Checkpoints,
+    workspace: &Workspace,
+    with_jobs: bool,
+) -> Result<DeletedWorkspace, ServiceError> {
+    let id = workspace.id;
     let runtime = match runtime {
         Some(runtime) => Some(runtime.remove_workspace(id).await?),
         None => None,
     };
     let rows = workspaces::delete(pool, id, with_jobs).await?;
-    let vibe_home_removed = remove_vibe_home(&workspace).await;
+    let vibe_home_removed = remove_vibe_home(workspace).await;
     let checkpoints = checkpoints.clone();
     let checkpoints_removed =
         match tokio::task::spawn_blocking(move || checkpoints.remove_workspace(id)).await {

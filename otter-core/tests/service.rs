@@ -156,6 +156,12 @@ async fn a_workspace_is_deleted_in_one_call_once_its_jobs_allow_it(pool: PgPool)
     refused(false).await;
     let isolation = otter_core::isolation::Isolation::from_config(&config).unwrap();
     let checkpoint = store.take(&isolation, ws.id, Path::new(&ws.path)).unwrap();
+    // Not while a restore of its files is in progress.
+    let restoring = otter_core::db::checkpoints::WorkspaceHold::take(&pool, ws.id)
+        .await
+        .unwrap();
+    refused(true).await;
+    restoring.release().await;
     assert!(
         Path::new(&ws.vibe_home).is_dir(),
         "a refused delete removes nothing"
