@@ -24,6 +24,7 @@ usage: otter-cli.sh <command> [args...]
          [--model ALIAS] [--max-turns N] [--max-price USD] [--max-tokens N] [--time-limit S]
          [--follow]
   jobs show <id> | events <id> [after] | follow <id> | cancel <id> | pause <id> | resume <id>
+  jobs changes <id> | diff <id> [path] | restore <id> before|after
   queue list [limit] [offset] | priority <id> <n>
   history [limit] [offset] [--status S] [--workspace ID] [--session SESSION_ID]
   runtime status|start|stop|restart|logs <workspace id> [tail]
@@ -86,6 +87,19 @@ api() {
     exit 1
   fi
   printf '%s' "$response"
+}
+
+# urlencode TEXT: TEXT for a query string (byte by byte, so any UTF-8 path works).
+urlencode() {
+  local LC_ALL=C s=$1 out="" c i
+  for ((i = 0; i < ${#s}; i++)); do
+    c=${s:i:1}
+    case "$c" in
+    [a-zA-Z0-9._~/-]) out+=$c ;;
+    *) out+=$(printf '%%%02X' "'$c") ;;
+    esac
+  done
+  printf '%s' "$out"
 }
 
 # field NAME: the first top-level string field NAME of the JSON on stdin (ids, statuses).
@@ -248,7 +262,16 @@ jobs)
   events) api GET "/v1/jobs/$id/events?after=${3:-0}" | pretty ;;
   follow) follow "$id" ;;
   cancel | pause | resume) api POST "/v1/jobs/$id/$1" '{}' | pretty ;;
-  *) die_usage "jobs show|events|follow|cancel|pause|resume <id>" ;;
+  changes) api GET "/v1/jobs/$id/changes" | pretty ;;
+  # The unified diff as it is (git apply takes it; git apply -R undoes the job).
+  diff) api GET "/v1/jobs/$id/diff${3:+?path=$(urlencode "$3")}" ;;
+  restore)
+    case "${3:-}" in
+    before | after) api POST "/v1/jobs/$id/restore" "{\"to\":\"$3\"}" | pretty ;;
+    *) die_usage "jobs restore <id> before|after" ;;
+    esac
+    ;;
+  *) die_usage "jobs show|events|follow|cancel|pause|resume|changes|diff|restore <id>" ;;
   esac
   ;;
 queue)

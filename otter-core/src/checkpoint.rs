@@ -384,6 +384,16 @@ impl Checkpoints {
                 reason: "over the size cap in the checkpoint restored".to_owned(),
             });
         }
+        // A file over the cap that the checkpoint does not have is not removed either: its
+        // content was never kept, so removing it could not be undone.
+        for path in now.skipped.keys() {
+            if !target.files.contains_key(path) && !target.skipped.contains_key(path) {
+                restored.left_alone.push(LeftAlone {
+                    path: path.clone(),
+                    reason: "over the size cap now, and not in the checkpoint restored".to_owned(),
+                });
+            }
+        }
         Ok(restored)
     }
 

@@ -292,6 +292,14 @@ pub struct JobOutput {
     /// the demo model). Not a column of its own: it is `export`'s `model`, which is what is
     /// stored and what a job read back carries here.
     pub model: Option<String>,
+    /// Files the job added, modified or deleted (between the checkpoints taken before its run
+    /// and after it ended, `setup.sh` included); `None` when they are not known (no
+    /// checkpoints, or one could not be taken).
+    pub files_changed: Option<u64>,
+    /// Lines added in those files.
+    pub additions: Option<u64>,
+    /// Lines removed in those files.
+    pub deletions: Option<u64>,
 }
 
 /// A prompt to run, and everything known about its runs.
@@ -386,6 +394,11 @@ pub mod kinds {
     pub const RUNTIME_BUILD_STARTED: &str = "runtime_build_started";
     /// A runtime image build ended; `payload.ok` says whether it succeeded.
     pub const RUNTIME_BUILD_FINISHED: &str = "runtime_build_finished";
+    /// A checkpoint of the workspace could not be taken before or after the run (the job's
+    /// result stands; its changes are not known).
+    pub const CHECKPOINT_FAILED: &str = "checkpoint_failed";
+    /// The workspace's files were put back as they were before or after the job.
+    pub const WORKSPACE_RESTORED: &str = "workspace_restored";
 
     /// Whether an event of this kind ends its job's stream.
     pub fn is_terminal(kind: &str) -> bool {

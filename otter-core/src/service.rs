@@ -1,16 +1,25 @@
 //! Operations that combine the database, the filesystem, the queue and the runtime, shared by
 //! the HTTP API and by programs that embed Otter: creating a project or a workspace (its project
 //! checked), finding the default workspace, submitting a prompt, pausing, resuming, cancelling
-//! and re-prioritising a job, deleting a workspace with everything Otter made for it.
+//! and re-prioritising a job, deleting a workspace with everything Otter made for it; and what
+//! a job changed, and undo (`changes`: [`job_changes`], [`job_diff`], [`restore_job`]).
 //!
 //! Each function checks what the API checks and answers in [`ServiceError`]: an embedder gets
 //! the same refusals as an HTTP client, in one call, never a constraint violation of the tables.
+
+mod changes;
+
+pub use changes::{
+    MAX_DIFF_PATH_BYTES, RestoreReport, RestoreTo, job_changes, job_diff, restore_job,
+};
 
 use std::path::Path;
 
 use sqlx::PgPool;
 
+use crate::checkpoint::{CheckpointError, Checkpoints};
 use crate::config::Config;
+use crate::db::checkpoints::WorkspaceHold;
 use crate::db::jobs::{self, NewJob};
 use crate::db::{DbError, projects, workspaces};
 use crate::instructions;
@@ -41,6 +50,10 @@ pub enum ServiceError {
     /// The runtime could not remove a workspace's container (Docker does not answer, or failed).
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// A checkpoint could not be read, taken or restored. A checkpoint missing from the store
+    /// is [`CheckpointError::NotFound`], a bad path [`CheckpointError::InvalidPath`].
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     /// A blocking task of the operation panicked or was cancelled: a bug, not the request's
     /// fault.
     #[error("a blocking task failed: {0}")]
@@ -452,13 +465,16 @@ pub struct DeletedWorkspace {
     pub vibe_home_removed: bool,
     /// What was removed of its runtime; `None` when no runtime was given (it is disabled).
     pub runtime: Option<Removed>,
+    /// Whether its checkpoints (in `OTTER_CHECKPOINT_DIR`) were removed.
+    pub checkpoints_removed: bool,
 }
 
 /// Deletes a workspace and what Otter made for it, in this order:
 ///
 /// 1. Refused (conflict) while one of its jobs is queued or running, and while it has finished
 ///    jobs unless `with_jobs`, which deletes them with their outputs and events; not found when
-///    it does not exist.
+///    it does not exist. Refused too while a restore of its files is in progress (the delete
+///    holds the workspace as a restore does, [`WorkspaceHold`]).
 /// 2. Its runtime container and image, when a `runtime` is given: an engine that does not
 ///    answer refuses the delete ([`ServiceError::Runtime`]), so that nothing is left running
 ///    unseen.
@@ -466,28 +482,60 @@ pub struct DeletedWorkspace {
 ///    (see [`workspaces::delete`]).
 /// 4. Its own `VIBE_HOME`, only when it is the folder Otter made for this workspace (named by
 ///    its id, and neither the workspace directory nor one of its parents).
+/// 5. Its checkpoints, from `checkpoints` (a failure is logged: the delete has happened).
 ///
 /// The workspace directory itself is never removed: it is the user's.
 pub async fn delete_workspace(
     pool: &PgPool,
     runtime: Option<&Runtime>,
+    checkpoints: &Checkpoints,
     id: WorkspaceId,
     with_jobs: bool,
 ) -> Result<DeletedWorkspace, ServiceError> {
     let workspace = workspaces::get(pool, id).await?;
     // Checked here first so that a refused delete does not remove the runtime container.
     workspaces::check_deletable(pool, id, with_jobs).await?;
+    // Not while a restore writes the workspace's files from its checkpoints (a conflict), and
+    // no job of it starts meanwhile.
+    let hold = WorkspaceHold::take(pool, id).await?;
+    let deleted = delete_held(pool, runtime, checkpoints, &workspace, with_jobs).await;
+    hold.release().await;
+    deleted
+}
+
+async fn delete_held(
+    pool: &PgPool,
+    runtime: Option<&Runtime>,
+    checkpoints: &Checkpoints,
+    workspace: &Workspace,
+    with_jobs: bool,
+) -> Result<DeletedWorkspace, ServiceError> {
+    let id = workspace.id;
     let runtime = match runtime {
         Some(runtime) => Some(runtime.remove_workspace(id).await?),
         None => None,
     };
     let rows = workspaces::delete(pool, id, with_jobs).await?;
-    let vibe_home_removed = remove_vibe_home(&workspace).await;
-    tracing::info!(workspace_id = %id, jobs = rows.jobs, vibe_home_removed, "workspace deleted");
+    let vibe_home_removed = remove_vibe_home(workspace).await;
+    let checkpoints = checkpoints.clone();
+    let checkpoints_removed =
+        match tokio::task::spawn_blocking(move || checkpoints.remove_workspace(id)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(workspace_id = %id, error = %e, "checkpoints not removed");
+                false
+            }
+            Err(e) => {
+                tracing::error!(workspace_id = %id, error = %e, "removing the checkpoints failed");
+                false
+            }
+        };
+    tracing::info!(workspace_id = %id, jobs = rows.jobs, vibe_home_removed, checkpoints_removed, "workspace deleted");
     Ok(DeletedWorkspace {
         jobs_deleted: rows.jobs,
         vibe_home_removed,
         runtime,
+        checkpoints_removed,
     })
 }
 

@@ -430,6 +430,20 @@ fn ignored_paths_heavy_folders_and_files_over_the_cap_are_not_kept_and_a_restore
         .map(|l| l.path.as_str())
         .collect();
     assert_eq!(left, ["big.dat"], "{:?}", restored.left_alone);
+
+    // A file over the cap made since is not removed by a restore to before it, and is listed.
+    f.write("huge.dat", &big);
+    let restored = f
+        .checkpoints
+        .restore(&f.isolation, f.id, &f.ws, before.id)
+        .unwrap();
+    assert_eq!(f.read("huge.dat").unwrap().len(), CAP as usize + 1);
+    let left: Vec<_> = restored
+        .left_alone
+        .iter()
+        .map(|l| l.path.as_str())
+        .collect();
+    assert_eq!(left, ["big.dat", "huge.dat"], "{:?}", restored.left_alone);
 }
 
 #[test]
@@ -512,4 +526,28 @@ fn an_unknown_checkpoint_is_not_found() {
         f.checkpoints.load(f.id, taken.id),
         Err(otter_core::checkpoint::CheckpointError::NotFound(_))
     ));
+}
+
+#[test]
+fn a_cut_that_falls_inside_a_character_cuts_at_a_line_and_does_not_panic() {
+    let f = Fixture::new();
+    let before = f.take();
+    f.write("é.txt", &"ééééé\n".repeat(50));
+    let after = f.take();
+    let whole = f
+        .checkpoints
+        .diff(f.id, before.id, after.id, None, 1 << 20)
+        .unwrap();
+    // Every cut point of the first hunk, inside a two-byte character or not.
+    for max in 1..whole.text.len().min(200) {
+        let cut = f
+            .checkpoints
+            .diff(f.id, before.id, after.id, None, max)
+            .unwrap();
+        assert!(cut.truncated, "{max}");
+        assert!(
+            cut.text.ends_with("ask for one file with ?path=\n"),
+            "{max}"
+        );
+    }
 }

@@ -61,6 +61,16 @@ const LANDED: &[(i64, &str, &str)] = &[
         "20261202000031_drop_dead_overloads.sql",
         "efbb7d8235354909cd42b0e374e07fd9b34afc6eae82040010ecfc3c82f8588e17fb42389d26700ff4ac943f745c5b77",
     ),
+    (
+        20261202000040,
+        "20261202000040_follow_ups_and_budgets.sql",
+        "611fdb877941eb95d4765ede544515ce69d2830385d915b78b7ab77b7007af6161caad33d9e33e1b9d7c8e38fe1f4e46",
+    ),
+    (
+        20261202000041,
+        "20261202000041_job_checkpoints.sql",
+        "3acec77573478b5e2d15069ebb38740ca2fed1947cfcd9a881d6dc68989ed1b1c7977532569d84d6c8349c7edb55f342",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

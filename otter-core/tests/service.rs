@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use otter_core::checkpoint::Checkpoints;
 use otter_core::model::{JobStatus, ProjectId, WorkspaceId};
 use otter_core::service::{self, CreateWorkspace, ServiceError, SubmitPrompt};
 use otter_core::{Config, DbError, Queue};
@@ -108,7 +109,8 @@ async fn a_workspace_is_deleted_in_one_call_once_its_jobs_allow_it(pool: PgPool)
     let queue = Queue::connect(config.redis_url.expose(), &config.queue_name)
         .await
         .unwrap();
-    let err = service::delete_workspace(&pool, None, WorkspaceId::new(), false)
+    let store = Checkpoints::from_config(&config);
+    let err = service::delete_workspace(&pool, None, &store, WorkspaceId::new(), false)
         .await
         .unwrap_err();
     assert!(
@@ -140,7 +142,7 @@ async fn a_workspace_is_deleted_in_one_call_once_its_jobs_allow_it(pool: PgPool)
     .await
     .unwrap();
     let refused = async |force| {
-        let err = service::delete_workspace(&pool, None, ws.id, force)
+        let err = service::delete_workspace(&pool, None, &store, ws.id, force)
             .await
             .unwrap_err();
         assert!(
@@ -154,12 +156,20 @@ async fn a_workspace_is_deleted_in_one_call_once_its_jobs_allow_it(pool: PgPool)
     assert_eq!(job.status, JobStatus::Cancelled);
     // A finished one, unless forced.
     refused(false).await;
+    let isolation = otter_core::isolation::Isolation::from_config(&config).unwrap();
+    let checkpoint = store.take(&isolation, ws.id, Path::new(&ws.path)).unwrap();
+    // Not while a restore of its files is in progress.
+    let restoring = otter_core::db::checkpoints::WorkspaceHold::take(&pool, ws.id)
+        .await
+        .unwrap();
+    refused(true).await;
+    restoring.release().await;
     assert!(
         Path::new(&ws.vibe_home).is_dir(),
         "a refused delete removes nothing"
     );
 
-    let deleted = service::delete_workspace(&pool, None, ws.id, true)
+    let deleted = service::delete_workspace(&pool, None, &store, ws.id, true)
         .await
         .unwrap();
     assert_eq!(
@@ -168,7 +178,12 @@ async fn a_workspace_is_deleted_in_one_call_once_its_jobs_allow_it(pool: PgPool)
             jobs_deleted: 1,
             vibe_home_removed: true,
             runtime: None,
+            checkpoints_removed: true,
         }
+    );
+    assert!(
+        store.load(ws.id, checkpoint.id).is_err(),
+        "the workspace's checkpoints went with it"
     );
     assert!(!Path::new(&ws.vibe_home).exists());
     assert!(Path::new(&ws.path).is_dir(), "the user's directory stays");

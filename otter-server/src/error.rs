@@ -13,6 +13,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use otter_core::DbError;
+use otter_core::checkpoint::CheckpointError;
 use otter_core::db::PageError;
 use otter_core::files::FilesError;
 use otter_core::preview::PreviewError;
@@ -227,7 +228,24 @@ impl From<ServiceError> for AppError {
             ) => AppError::Internal(e.to_string()),
             ServiceError::Db(e) => e.into(),
             ServiceError::Runtime(e) => e.into(),
+            ServiceError::Checkpoint(e) => e.into(),
             ServiceError::Task(e) => AppError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<CheckpointError> for AppError {
+    fn from(e: CheckpointError) -> Self {
+        match e {
+            // Recorded in the database, gone from the store (removed by hand, or another
+            // OTTER_CHECKPOINT_DIR).
+            CheckpointError::NotFound(id) => AppError::Conflict(format!(
+                "checkpoint {id} is no longer in the checkpoint store (OTTER_CHECKPOINT_DIR)"
+            )),
+            CheckpointError::InvalidPath(_) => AppError::Validation(e.to_string()),
+            CheckpointError::Ignore(_)
+            | CheckpointError::Io { .. }
+            | CheckpointError::Damaged(_) => AppError::Internal(e.to_string()),
         }
     }
 }

@@ -9,12 +9,21 @@
 //! killed, and when the run ends nothing of it is left but what a successful `setup.sh`
 //! started, which is kept on purpose. Everything the worker does in the workspace's
 //! `VIBE_HOME`, which the job can write, it does with the job user's rights.
+//!
+//! Before vibe starts and after the run ends (`setup.sh` included), the worker takes a
+//! checkpoint of the workspace's files ([`otter_core::checkpoint`], on a blocking thread, as the
+//! job user) and records it on the job (`db::checkpoints`, fenced by the lease) with the summary
+//! of what changed, before the run's end is recorded. A checkpoint that cannot be taken never
+//! costs the job its result: it is logged, a `checkpoint_failed` event says why, and the job's
+//! changes are then unknown (its change list answers 409).
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use otter_core::checkpoint::{CheckpointId, Summary};
+use otter_core::db::checkpoints::{self, BeforeRecorded};
 use otter_core::db::jobs::{self, Finish, Lease, LeaseRenewal, RunEnd};
 use otter_core::db::{projects, retry_read, workspaces};
 use otter_core::isolation::{Isolation, IsolationError, Unit, UnitName};
@@ -123,7 +132,9 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     let sink = tokio::spawn(sink::run(ctx.pool.clone(), *lease, rx));
 
     let run_dir = run_dir(&workspace, lease);
+    let mut before = None;
     let run = async {
+        before = checkpoint_before(ctx, lease, &workspace, &tx).await;
         let spec = prepare(ctx, job, lease, &workspace, &run_dir, &unit, &limits).await?;
         runner::run(&spec, tx.clone(), cancel)
             .await
@@ -164,6 +175,17 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     }
     // Nothing else of the run may outlive it.
     unit.close().await;
+
+    // What the run changed, setup.sh's work included.
+    if let Some(before) = before
+        && control.cause() != Some(StopCause::LeaseLost)
+    {
+        let after = checkpoint_after(ctx, lease, &workspace, before, &tx);
+        tokio::select! {
+            () = after => {}
+            never = &mut renewal => match never {},
+        }
+    }
 
     drop(tx);
     let report = sink.await.unwrap_or_default();
@@ -213,6 +235,95 @@ async fn run_limits(ctx: &Ctx, job: &Job) -> Result<JobLimits, Finish> {
         ));
     }
     Ok(job.limits.within_budget(usage.remaining_usd))
+}
+
+/// Takes a checkpoint of `workspace`'s files on a blocking thread, as the job user, in the
+/// directory as registered (checked as a run checks it).
+async fn take_checkpoint(ctx: &Ctx, workspace: &Workspace) -> Result<CheckpointId, String> {
+    let (config, isolation, store) = (
+        ctx.config.clone(),
+        ctx.isolation.clone(),
+        ctx.checkpoints.clone(),
+    );
+    let (path, id) = (workspace.path.clone(), workspace.id);
+    tokio::task::spawn_blocking(move || {
+        let root = workspace::open_registered(&config, &path).map_err(|e| e.to_string())?;
+        store
+            .take(&isolation, id, root.path())
+            .map(|manifest| manifest.id)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("the checkpoint's task failed: {e}"))?
+}
+
+/// Says, in an event of the run, that a checkpoint could not be taken (`stage`: `before` or
+/// `after`).
+fn checkpoint_failed(lease: &Lease, stage: &str, error: &str, tx: &mpsc::UnboundedSender<Item>) {
+    tracing::warn!(job_id = %lease.job_id, stage, error, "checkpoint not taken; the job's changes will not be known");
+    let _ = tx.send(Item::Event(NewEvent::new(
+        kinds::CHECKPOINT_FAILED,
+        json!({ "stage": stage, "error": error }),
+    )));
+}
+
+/// Takes and records the checkpoint before the run; returns the job's before checkpoint (an
+/// earlier attempt's when there is one), `None` when there is none to compare the run's end
+/// with.
+async fn checkpoint_before(
+    ctx: &Ctx,
+    lease: &Lease,
+    workspace: &Workspace,
+    tx: &mpsc::UnboundedSender<Item>,
+) -> Option<CheckpointId> {
+    let taken = take_checkpoint(ctx, workspace).await;
+    if let Err(e) = &taken {
+        checkpoint_failed(lease, "before", e, tx);
+    }
+    let (id, error) = match &taken {
+        Ok(id) => (Some(*id), None),
+        Err(e) => (None, Some(e.as_str())),
+    };
+    match checkpoints::record_before(&ctx.pool, lease, id, error).await {
+        Ok(BeforeRecorded::Recorded(before)) => before,
+        Ok(BeforeRecorded::LeaseLost) => None,
+        Err(e) => {
+            checkpoint_failed(lease, "before", &format!("not recorded: {e}"), tx);
+            None
+        }
+    }
+}
+
+/// Takes the checkpoint after the run and records it with the summary of what changed since
+/// `before`.
+async fn checkpoint_after(
+    ctx: &Ctx,
+    lease: &Lease,
+    workspace: &Workspace,
+    before: CheckpointId,
+    tx: &mpsc::UnboundedSender<Item>,
+) {
+    let (after, error, summary) = match take_checkpoint(ctx, workspace).await {
+        Ok(after) => {
+            let (store, ws) = (ctx.checkpoints.clone(), workspace.id);
+            let changes =
+                tokio::task::spawn_blocking(move || store.changes(ws, before, after)).await;
+            match changes {
+                Ok(Ok(changes)) => (Some(after), None, Some(Summary::of(&changes))),
+                Ok(Err(e)) => (Some(after), Some(format!("comparing: {e}")), None),
+                Err(e) => (Some(after), Some(format!("comparing: {e}")), None),
+            }
+        }
+        Err(e) => (None, Some(e), None),
+    };
+    if let Some(e) = &error {
+        checkpoint_failed(lease, "after", e, tx);
+    }
+    if let Err(e) =
+        checkpoints::record_after(&ctx.pool, lease, after, error.as_deref(), summary).await
+    {
+        checkpoint_failed(lease, "after", &format!("not recorded: {e}"), tx);
+    }
 }
 
 /// Renews the lease every third of its TTL, the first time after [`FIRST_RENEWAL`] at most;

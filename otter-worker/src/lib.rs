@@ -47,6 +47,8 @@ pub(crate) struct Ctx {
     pub(crate) instructions: otter_core::vibe::InstructionsVia,
     /// Who runs the jobs, and how their processes are kept track of.
     pub(crate) isolation: Arc<Isolation>,
+    /// Where the checkpoints of workspaces' files go (`OTTER_CHECKPOINT_DIR`).
+    pub(crate) checkpoints: otter_core::checkpoint::Checkpoints,
 }
 
 /// Runs a worker until `shutdown` is cancelled. On shutdown it stops claiming, lets running jobs
@@ -81,6 +83,7 @@ pub async fn run(
         controls: control::Controls::default(),
         instructions: otter_core::vibe::InstructionsVia::detect(&config, &isolation).await,
         isolation: isolation.clone(),
+        checkpoints: otter_core::checkpoint::Checkpoints::from_config(&config),
     };
     tracing::info!(
         worker_id = %config.worker_id,

@@ -286,8 +286,11 @@ pub(super) fn unified(
             // Whole files only, so that what is shown still applies; a first file that is
             // larger alone is cut at a line.
             if diff.files_shown == 0 {
-                let cut = one[..max_bytes.min(one.len())]
-                    .rfind('\n')
+                // Bytes, not `str`: `max_bytes` may fall inside a character; a newline never
+                // does.
+                let cut = one.as_bytes()[..max_bytes.min(one.len())]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
                     .map_or(0, |i| i + 1);
                 diff.text.push_str(&one[..cut]);
             }

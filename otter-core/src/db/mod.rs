@@ -4,6 +4,7 @@
 //! Queries are runtime-checked (`sqlx::query_as`) rather than compile-time checked macros, so that
 //! building Otter never needs a live database or a prepared `.sqlx/` cache.
 
+pub mod checkpoints;
 pub mod events;
 pub mod jobs;
 pub mod projects;

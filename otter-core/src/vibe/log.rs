@@ -84,6 +84,10 @@ impl RunLog {
             stop_reason: export.and_then(|e| e.stop_reason.clone()),
             export: export.and_then(|e| serde_json::to_value(e).ok()),
             model: export.and_then(|e| e.model.clone()),
+            // The change set's summary is stored apart (`job_checkpoints`), joined when read.
+            files_changed: None,
+            additions: None,
+            deletions: None,
         }
     }
 }

@@ -508,6 +508,7 @@ async fn a_run_whose_output_holds_a_nul_is_stored_with_u_fffd_in_its_place(pool:
             stop_reason: None,
             export: Some(json!({"k\0": ["v\0"]})),
             model: None,
+            ..Default::default()
         }),
         details: json!({"setup": {"error": "s\0"}}),
         events: events::encode(&[NewEvent::output(

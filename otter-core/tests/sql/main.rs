@@ -1,7 +1,8 @@
 //! The contracts of Otter's SQL functions, each test on a fresh database migrated by
 //! `otter_core::MIGRATOR` (`#[sqlx::test]`, on `DATABASE_URL`): the job state machine and the
-//! event ids.
+//! event ids, a job's checkpoints and a restore's hold on a workspace.
 
+mod checkpoints;
 mod event_ids;
 mod job_states;
 

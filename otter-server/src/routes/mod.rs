@@ -1,5 +1,6 @@
 //! The API's routes, one module per resource; each exposes `router()`.
 
+mod changes;
 mod commands;
 mod events;
 mod files;
@@ -29,6 +30,7 @@ pub(crate) fn v1() -> Router<AppState> {
         .merge(workspaces::router())
         .merge(prompts::router())
         .merge(jobs::router())
+        .merge(changes::router())
         .merge(events::router())
         .merge(queue::router())
         .merge(runtime::router())

@@ -5,11 +5,13 @@
 //! outputs and events. Otherwise, in this order: its runtime container and image are removed
 //! (when the runtime is enabled; an unreachable Docker engine refuses the delete with 503, so
 //! that nothing is left running unseen), then its row (with its jobs when forced), then its own
-//! `VIBE_HOME`. The workspace directory itself is never touched: it is the user's.
+//! `VIBE_HOME`, then its checkpoints. The workspace directory itself is never touched: it is
+//! the user's.
 
 use axum::Router;
 use axum::extract::State;
 use axum::routing::delete;
+use otter_core::checkpoint::Checkpoints;
 use otter_core::model::WorkspaceId;
 use otter_core::runtime::Removed;
 use otter_core::service;
@@ -38,6 +40,8 @@ struct DeletedView {
     vibe_home_removed: bool,
     /// What was removed of its runtime; `null` when the runtime is disabled.
     runtime: Option<Removed>,
+    /// Whether its checkpoints (what its jobs changed) were removed.
+    checkpoints_removed: bool,
 }
 
 async fn delete_workspace(
@@ -45,13 +49,21 @@ async fn delete_workspace(
     AppPath(id): AppPath<WorkspaceId>,
     AppQuery(q): AppQuery<DeleteQuery>,
 ) -> Result<AppJson<DeletedView>> {
-    let deleted =
-        service::delete_workspace(&state.db, state.runtime.as_deref(), id, q.force).await?;
+    let checkpoints = Checkpoints::from_config(&state.config);
+    let deleted = service::delete_workspace(
+        &state.db,
+        state.runtime.as_deref(),
+        &checkpoints,
+        id,
+        q.force,
+    )
+    .await?;
     Ok(AppJson(DeletedView {
         workspace_id: id,
         deleted: true,
         jobs_deleted: deleted.jobs_deleted,
         vibe_home_removed: deleted.vibe_home_removed,
         runtime: deleted.runtime,
+        checkpoints_removed: deleted.checkpoints_removed,
     }))
 }

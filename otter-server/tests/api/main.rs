@@ -3,6 +3,7 @@
 
 mod attacks;
 mod auth;
+mod changes;
 mod commands;
 mod connections;
 mod conversations;

@@ -213,3 +213,56 @@ async fn the_cli_follows_up_in_the_same_session_with_limits_a_model_and_a_budget
     let none = ok_json(&app, &["projects", "budget", &project_id, "none"]);
     assert_eq!(none["budget_usd"], Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_a_job_s_changes_and_diff_and_restores_its_workspace() {
+    let app = TestApp::spawn().await;
+    let _worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[]))]).await;
+    let ws = app.workspace("ws").await;
+    let dir = std::path::PathBuf::from(ws["path"].as_str().unwrap());
+    let job =
+        otter_testkit::jobs::submit(&app, &ws, "Create hello.txt", serde_json::json!({})).await;
+    let job = otter_testkit::jobs::finished(&app, &job).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let id = job["id"].as_str().unwrap();
+
+    let changes = ok_json(&app, &["jobs", "changes", id]);
+    assert_eq!(changes["total"], 1, "{changes}");
+    assert_eq!(changes["items"][0]["path"], "hello.txt");
+    for args in [
+        vec!["jobs", "diff", id],
+        vec!["jobs", "diff", id, "hello.txt"],
+    ] {
+        let out = cli(&app, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let diff = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            diff.starts_with("diff --git a/hello.txt b/hello.txt\nnew file mode"),
+            "{diff}"
+        );
+        assert!(diff.ends_with("+Hello from the mock LLM\n"), "{diff}");
+    }
+    let out = cli(&app, &["jobs", "diff", id, "not there é.txt"]);
+    assert!(out.status.success() && out.stdout.is_empty());
+
+    let restored = ok_json(&app, &["jobs", "restore", id, "before"]);
+    assert_eq!(
+        restored["removed"],
+        serde_json::json!(["hello.txt"]),
+        "{restored}"
+    );
+    assert!(!dir.join("hello.txt").exists());
+    let restored = ok_json(&app, &["jobs", "restore", id, "after"]);
+    assert_eq!(
+        restored["restored"],
+        serde_json::json!(["hello.txt"]),
+        "{restored}"
+    );
+    assert!(dir.join("hello.txt").exists());
+    let out = cli(&app, &["jobs", "restore", id, "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -2,6 +2,7 @@
 //! database and a private Redis queue, running the project's vibe stand-in
 //! (`otter-fake-vibe`, which reproduces the real CLI's captured output).
 
+mod changes;
 mod chaos;
 mod cli;
 mod conversations;

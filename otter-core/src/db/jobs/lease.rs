@@ -140,7 +140,12 @@ pub async fn claim(
                 _ => Claim::NotClaimable,
             });
         }
-        Err(e) if e.is_constraint("jobs_one_running_per_workspace") => {
+        // Another job started first, or a restore of the workspace's files holds it
+        // (`db::checkpoints::WorkspaceHold`): the job waits, queued.
+        Err(e)
+            if e.is_constraint("jobs_one_running_per_workspace")
+                || e.is_constraint("jobs_workspace_restoring") =>
+        {
             return Ok(Claim::WorkspaceBusy);
         }
         Err(e) => return Err(e),

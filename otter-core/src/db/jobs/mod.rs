@@ -68,7 +68,20 @@ struct JobRow {
     session_id: Option<String>,
     limits: sqlx::types::Json<JobLimits>,
     model: Option<String>,
+    /// The summary of the job's change set (`job_checkpoints`, joined by the reads that show
+    /// outputs: [`SELECT_JOBS`]); absent from the rows of the queue controls, whose jobs are
+    /// queued.
+    #[sqlx(default)]
+    files_changed: Option<i64>,
+    #[sqlx(default)]
+    additions: Option<i64>,
+    #[sqlx(default)]
+    deletions: Option<i64>,
 }
+
+/// The jobs as the API reads them, with the summary of their change sets.
+pub(crate) const SELECT_JOBS: &str = "SELECT r.*, c.files_changed, c.additions, c.deletions
+    FROM otter_job_rows r LEFT JOIN job_checkpoints c ON c.job_id = r.id";
 
 impl From<JobRow> for Job {
     fn from(r: JobRow) -> Self {
@@ -86,6 +99,9 @@ impl From<JobRow> for Job {
             stop_reason: r.stop_reason,
             export: r.export,
             model,
+            files_changed: r.files_changed.map(|n| n as u64),
+            additions: r.additions.map(|n| n as u64),
+            deletions: r.deletions.map(|n| n as u64),
         });
         Job {
             id: r.id,

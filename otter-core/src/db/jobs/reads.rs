@@ -4,13 +4,13 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{JobRow, JobToken};
+use super::{JobRow, JobToken, SELECT_JOBS};
 use crate::db::{DbError, Page, PageRequest};
 use crate::model::{Job, JobId, JobStatus, WorkspaceId};
 
 /// One job, with its output once finished.
 pub async fn get(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
-    sqlx::query_as::<_, JobRow>("SELECT * FROM otter_job_rows WHERE id = $1")
+    sqlx::query_as::<_, JobRow>(&format!("{SELECT_JOBS} WHERE r.id = $1"))
         .bind(id)
         .fetch_optional(pool)
         .await?
@@ -66,13 +66,13 @@ pub async fn list_history(
     page: PageRequest,
 ) -> Result<Page<Job>, DbError> {
     let status = filter.status.map(JobStatus::as_str);
-    let items = sqlx::query_as::<_, JobRow>(
-        "SELECT * FROM otter_job_rows WHERE finished_at IS NOT NULL
-           AND ($1::text IS NULL OR status = $1)
-           AND ($2::uuid IS NULL OR workspace_id = $2)
-           AND ($5::text IS NULL OR session_id = $5)
-         ORDER BY finished_at DESC, id DESC LIMIT $3 OFFSET $4",
-    )
+    let items = sqlx::query_as::<_, JobRow>(&format!(
+        "{SELECT_JOBS} WHERE r.finished_at IS NOT NULL
+           AND ($1::text IS NULL OR r.status = $1)
+           AND ($2::uuid IS NULL OR r.workspace_id = $2)
+           AND ($5::text IS NULL OR r.session_id = $5)
+         ORDER BY r.finished_at DESC, r.id DESC LIMIT $3 OFFSET $4"
+    ))
     .bind(status)
     .bind(filter.workspace_id)
     .bind(page.limit)

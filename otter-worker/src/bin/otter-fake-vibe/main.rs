@@ -78,6 +78,10 @@
 //! * `setup`: `tools` plus a `setup.sh` (mode 0755, prints `setup line 1`, `setup line 2`
 //!   on stdout and `setup warning` on stderr) written through a file effect and made
 //!   executable with a `chmod` effect; in `FAKE_VIBE_SETUP_SUBDIR/` if that is set.
+//! * `change-set`: one change of each kind, for the change list and restore: writes
+//!   `added.txt`, rewrites `edited.txt` as `line 1`, `line two`, `line 3`, `line 4` (a
+//!   workspace that had `line 1`..`line 3` gets one line changed and one added), runs
+//!   `rm deleted.txt`, final answer; exit 0.
 //! * `stderr-noise`: `tools` with junk on stdout between entries (a non-JSON line, a line
 //!   of invalid UTF-8, an empty line, a 200 KiB line) and one junk line on stderr.
 //! * `probe`: a job trying to reach Otter's secrets (see `--probe` below); its one answer is

@@ -18,6 +18,13 @@ const REASONING_TEXT: &str = "The user wants a file. I will use the tools.";
 const PLAIN_TEXT: &str = "Hello! This is a plain text answer from the mock LLM.";
 const RISKY_COMMAND: &str = "rm -rf ./scratch && touch made_by_bash.txt";
 const RISKY_FINAL: &str = "Finished the risky step.";
+const CHANGE_SET_ADDED: &str = "added.txt";
+const CHANGE_SET_ADDED_CONTENT: &str = "a file the job added\n";
+const CHANGE_SET_EDITED: &str = "edited.txt";
+const CHANGE_SET_EDITED_CONTENT: &str = "line 1\nline two\nline 3\nline 4\n";
+const CHANGE_SET_COMMAND: &str = "rm deleted.txt";
+const CHANGE_SET_FINAL: &str =
+    "I added `added.txt`, edited `edited.txt` and deleted `deleted.txt`.";
 const SETUP_SCRIPT: &str = "#!/bin/sh\necho \"setup line 1\"\necho \"setup line 2\"\n\
                             echo \"setup warning\" >&2\nexit 0\n";
 
@@ -40,6 +47,7 @@ pub(crate) enum Scenario {
     Grandchild,
     GrandchildExit,
     Setup,
+    ChangeSet,
     StderrNoise,
     Probe,
     Exit(u8),
@@ -47,7 +55,8 @@ pub(crate) enum Scenario {
 
 const SCENARIO_NAMES: &str = "tools, rich, text, risky, config-error, missing-key, no-config, \
                               infra-error, turn-limit, price-limit, token-limit, slow, hang, flood, \
-                              grandchild, grandchild-exit, setup, stderr-noise, probe, exit:N";
+                              grandchild, grandchild-exit, setup, change-set, stderr-noise, probe, \
+                              exit:N";
 
 impl Scenario {
     pub(crate) fn parse(name: &str) -> Option<Scenario> {
@@ -69,6 +78,7 @@ impl Scenario {
             "grandchild" => Scenario::Grandchild,
             "grandchild-exit" => Scenario::GrandchildExit,
             "setup" => Scenario::Setup,
+            "change-set" => Scenario::ChangeSet,
             "stderr-noise" => Scenario::StderrNoise,
             "probe" => Scenario::Probe,
             _ => Scenario::Exit(name.strip_prefix("exit:")?.parse().ok()?),
@@ -297,6 +307,13 @@ pub(crate) fn script(knobs: &Knobs, i: u64) -> Option<Step> {
                 _ => None,
             }
         }
+        Scenario::ChangeSet => match i {
+            0 => Some(step.tool(write_tool(CHANGE_SET_ADDED, CHANGE_SET_ADDED_CONTENT))),
+            1 => Some(step.tool(write_tool(CHANGE_SET_EDITED, CHANGE_SET_EDITED_CONTENT))),
+            2 => Some(step.tool(bash_tool(CHANGE_SET_COMMAND))),
+            3 => Some(step.text(CHANGE_SET_FINAL)),
+            _ => None,
+        },
         Scenario::TurnLimit => Some(step.tool(bash_tool(&format!("echo loop {i}")))),
         Scenario::Hang | Scenario::Grandchild => (i == 0).then(|| Step::new(Delay::Forever)),
         Scenario::Probe => (i == 0).then(|| step.text(probe::report().to_string())),
