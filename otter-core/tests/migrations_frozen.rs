@@ -71,6 +71,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "20261202000041_job_checkpoints.sql",
         "3acec77573478b5e2d15069ebb38740ca2fed1947cfcd9a881d6dc68989ed1b1c7977532569d84d6c8349c7edb55f342",
     ),
+    (
+        20261202000042,
+        "20261202000042_finish_records_the_checkpoint.sql",
+        "7b4941c8160cf9a6be858eb2c5beef499ea7b5c2c120a1845d2c2a30e7c9220ffe52fcbf13fb82c0e491e75c937cfafb",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otter_core::checkpoint::{CheckpointId, Summary};
-use otter_core::db::checkpoints::{self, BeforeRecorded};
+use otter_core::db::checkpoints::{self, AfterCheckpoint, BeforeRecorded};
 use otter_core::db::jobs::{self, Finish, Lease, LeaseRenewal, RunEnd};
 use otter_core::db::{projects, retry_read, workspaces};
 use otter_core::isolation::{Isolation, IsolationError, Unit, UnitName};
@@ -134,11 +134,18 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     let run_dir = run_dir(&workspace, lease);
     let mut before = None;
     let run = async {
-        before = checkpoint_before(ctx, lease, &workspace, &tx).await;
-        let spec = prepare(ctx, job, lease, &workspace, &run_dir, &unit, &limits).await?;
-        runner::run(&spec, tx.clone(), cancel)
-            .await
-            .map_err(RunError::from)
+        // Taken before vibe may change a file; recorded beside the run (its commit is not
+        // between the claim and vibe's start).
+        let taken = take_checkpoint(ctx, &workspace).await;
+        let start = async {
+            let spec = prepare(ctx, job, lease, &workspace, &run_dir, &unit, &limits).await?;
+            runner::run(&spec, tx.clone(), cancel)
+                .await
+                .map_err(RunError::from)
+        };
+        let (recorded, outcome) = tokio::join!(record_before(ctx, lease, taken, &tx), start);
+        before = recorded;
+        outcome
     };
     // The lease renewal runs beside the run and never ends by itself.
     let outcome = tokio::select! {
@@ -176,15 +183,16 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     // Nothing else of the run may outlive it.
     unit.close().await;
 
-    // What the run changed, setup.sh's work included.
+    // What the run changed, setup.sh's work included (recorded by the finish).
+    let mut checkpoint = None;
     if let Some(before) = before
         && control.cause() != Some(StopCause::LeaseLost)
     {
         let after = checkpoint_after(ctx, lease, &workspace, before, &tx);
-        tokio::select! {
-            () = after => {}
+        checkpoint = tokio::select! {
+            after = after => Some(after),
             never = &mut renewal => match never {},
-        }
+        };
     }
 
     drop(tx);
@@ -210,6 +218,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     }
     finish.output = Some(report.log.output(export.as_ref()));
     finish.events = report.tail;
+    finish.checkpoint = checkpoint;
     finish
 }
 
@@ -267,16 +276,15 @@ fn checkpoint_failed(lease: &Lease, stage: &str, error: &str, tx: &mpsc::Unbound
     )));
 }
 
-/// Takes and records the checkpoint before the run; returns the job's before checkpoint (an
+/// Records the checkpoint taken before the run; returns the job's before checkpoint (an
 /// earlier attempt's when there is one), `None` when there is none to compare the run's end
 /// with.
-async fn checkpoint_before(
+async fn record_before(
     ctx: &Ctx,
     lease: &Lease,
-    workspace: &Workspace,
+    taken: Result<CheckpointId, String>,
     tx: &mpsc::UnboundedSender<Item>,
 ) -> Option<CheckpointId> {
-    let taken = take_checkpoint(ctx, workspace).await;
     if let Err(e) = &taken {
         checkpoint_failed(lease, "before", e, tx);
     }
@@ -294,15 +302,15 @@ async fn checkpoint_before(
     }
 }
 
-/// Takes the checkpoint after the run and records it with the summary of what changed since
-/// `before`.
+/// Takes the checkpoint after the run, with the summary of what changed since `before`, for
+/// the finish to record.
 async fn checkpoint_after(
     ctx: &Ctx,
     lease: &Lease,
     workspace: &Workspace,
     before: CheckpointId,
     tx: &mpsc::UnboundedSender<Item>,
-) {
+) -> AfterCheckpoint {
     let (after, error, summary) = match take_checkpoint(ctx, workspace).await {
         Ok(after) => {
             let (store, ws) = (ctx.checkpoints.clone(), workspace.id);
@@ -319,10 +327,10 @@ async fn checkpoint_after(
     if let Some(e) = &error {
         checkpoint_failed(lease, "after", e, tx);
     }
-    if let Err(e) =
-        checkpoints::record_after(&ctx.pool, lease, after, error.as_deref(), summary).await
-    {
-        checkpoint_failed(lease, "after", &format!("not recorded: {e}"), tx);
+    AfterCheckpoint {
+        checkpoint: after,
+        error,
+        summary,
     }
 }
 

@@ -2,9 +2,9 @@
 //! run and after it ended) and the summary of what changed between them, and the hold a restore
 //! takes on a workspace so that no run starts while it writes files.
 //!
-//! The worker's two writes are SQL functions fenced by the run's lease
-//! (`otter_record_checkpoint_before`, `otter_record_checkpoint_after`, migration
-//! `20261202000041_job_checkpoints.sql`), called with named arguments. The checkpoints
+//! The worker's two writes are fenced by the run's lease: `otter_record_checkpoint_before`
+//! (migration `20261202000041_job_checkpoints.sql`), and the checkpoint after the run, which the
+//! finish records ([`AfterCheckpoint`], migration 42), both called with named arguments. The checkpoints
 //! themselves live in the checkpoint store ([`crate::checkpoint`]), outside the database.
 
 use sqlx::{Connection as _, PgConnection, PgPool};
@@ -65,32 +65,31 @@ pub async fn record_before(
     })
 }
 
-/// Records the checkpoint taken after a run ended (`None` with the `error` when it could not be
-/// taken) and the summary of the job's changes, fenced by `lease`. `Ok(false)`: the lease is
-/// gone, nothing was written.
-#[tracing::instrument(skip_all, fields(job_id = %lease.job_id), err)]
-pub async fn record_after(
-    pool: &PgPool,
-    lease: &Lease,
-    checkpoint: Option<CheckpointId>,
-    error: Option<&str>,
-    summary: Option<Summary>,
-) -> Result<bool, DbError> {
-    let figure = |f: fn(&Summary) -> u64| summary.as_ref().map(|s| f(s) as i64);
-    Ok(sqlx::query_scalar(
-        "SELECT otter_record_checkpoint_after(p_id => $1, p_lease_token => $2,
-                p_checkpoint => $3, p_error => $4, p_files_changed => $5, p_additions => $6,
-                p_deletions => $7)",
-    )
-    .bind(lease.job_id)
-    .bind(lease.token)
-    .bind(checkpoint)
-    .bind(error.map(super::storable).as_deref())
-    .bind(figure(|s| s.files_changed))
-    .bind(figure(|s| s.additions))
-    .bind(figure(|s| s.deletions))
-    .fetch_one(pool)
-    .await?)
+/// The checkpoint taken after a run ended (`checkpoint` `None` with the `error` when it could
+/// not be taken) and the summary of the job's changes: recorded by the run's finish
+/// ([`super::jobs::Finish::checkpoint`]), under its lease check, in its one commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AfterCheckpoint {
+    /// The checkpoint.
+    pub checkpoint: Option<CheckpointId>,
+    /// Why it, or the summary, is missing.
+    pub error: Option<String>,
+    /// What changed since the job's checkpoint from before its run.
+    pub summary: Option<Summary>,
+}
+
+impl AfterCheckpoint {
+    /// As `otter_finish_run`'s `p_checkpoint` takes it.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        let figure = |f: fn(&Summary) -> u64| self.summary.as_ref().map(f);
+        serde_json::json!({
+            "after_id": self.checkpoint,
+            "error": self.error.as_deref().map(super::storable),
+            "files_changed": figure(|s| s.files_changed),
+            "additions": figure(|s| s.additions),
+            "deletions": figure(|s| s.deletions),
+        })
+    }
 }
 
 /// The checkpoints of job `id`, if any were recorded (a job that never ran has none).

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use otter_core::checkpoint::{CheckpointId, Summary};
-use otter_core::db::checkpoints::{self, BeforeRecorded, WorkspaceHold};
+use otter_core::db::checkpoints::{self, AfterCheckpoint, BeforeRecorded, WorkspaceHold};
 use otter_core::db::jobs::{self, Claim, Finish, RunEnd};
 use otter_core::db::{DbError, workspaces};
 use otter_core::model::{JobStatus, WorkspaceId};
@@ -36,19 +36,22 @@ async fn a_retried_job_keeps_its_first_checkpoint_and_a_lost_lease_records_nothi
         additions: 4,
         deletions: 5,
     };
-    assert!(
-        checkpoints::record_after(&pool, &lease, Some(after), None, Some(summary))
-            .await
-            .unwrap()
-    );
-    // The attempt fails and is retried: the second attempt's before is not the job's.
-    let failed = Finish::new(
-        RunEnd::Failed {
-            error: "exit 2".into(),
-            retryable: true,
-        },
-        Some(2),
-    );
+    // The attempt fails and is retried (its finish records the checkpoint after it): the
+    // second attempt's before is not the job's.
+    let failed = Finish {
+        checkpoint: Some(AfterCheckpoint {
+            checkpoint: Some(after),
+            error: None,
+            summary: Some(summary),
+        }),
+        ..Finish::new(
+            RunEnd::Failed {
+                error: "exit 2".into(),
+                retryable: true,
+            },
+            Some(2),
+        )
+    };
     assert_eq!(
         jobs::finish(&pool, &lease, &failed).await.unwrap(),
         Some(JobStatus::Queued)
@@ -60,11 +63,14 @@ async fn a_retried_job_keeps_its_first_checkpoint_and_a_lost_lease_records_nothi
             .unwrap(),
         BeforeRecorded::LeaseLost
     );
-    assert!(
-        !checkpoints::record_after(&pool, &lease, None, Some("late"), None)
-            .await
-            .unwrap()
-    );
+    let late = Finish {
+        checkpoint: Some(AfterCheckpoint {
+            error: Some("late".into()),
+            ..Default::default()
+        }),
+        ..Finish::new(RunEnd::Succeeded, Some(0))
+    };
+    assert_eq!(jobs::finish(&pool, &lease, &late).await.unwrap(), None);
     let Claim::Claimed { lease, .. } = jobs::claim(&pool, job.id, "w", TTL).await.unwrap() else {
         panic!("not claimed again");
     };
@@ -84,16 +90,22 @@ async fn a_retried_job_keeps_its_first_checkpoint_and_a_lost_lease_records_nothi
     // Not finished yet: the output (and its summary) comes with the end.
     assert!(read.output.is_none());
     // An after checkpoint that could not be taken says why, and the summary is unknown.
-    assert!(
-        checkpoints::record_after(&pool, &lease, None, Some("disk full"), None)
-            .await
-            .unwrap()
-    );
+    let finish = Finish {
+        checkpoint: Some(AfterCheckpoint {
+            error: Some("disk full".into()),
+            ..Default::default()
+        }),
+        output: Some(Default::default()),
+        ..Finish::new(RunEnd::Succeeded, Some(0))
+    };
+    jobs::finish(&pool, &lease, &finish).await.unwrap();
     let recorded = checkpoints::get(&pool, job.id).await.unwrap().unwrap();
     assert_eq!(
         (recorded.after_id, recorded.error.as_deref()),
         (None, Some("disk full"))
     );
+    let output = jobs::get(&pool, job.id).await.unwrap().output.unwrap();
+    assert_eq!(output.files_changed, None);
 }
 
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
@@ -111,11 +123,13 @@ async fn a_finished_job_s_output_carries_its_change_summary(pool: PgPool) {
         additions: 3,
         deletions: 3,
     };
-    checkpoints::record_after(&pool, &lease, Some(after), None, Some(summary))
-        .await
-        .unwrap();
     let mut finish = Finish::new(RunEnd::Succeeded, Some(0));
     finish.output = Some(Default::default());
+    finish.checkpoint = Some(AfterCheckpoint {
+        checkpoint: Some(after),
+        error: None,
+        summary: Some(summary),
+    });
     jobs::finish(&pool, &lease, &finish).await.unwrap();
     let output = jobs::get(&pool, job.id).await.unwrap().output.unwrap();
     assert_eq!(

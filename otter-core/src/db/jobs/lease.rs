@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::millis;
+use crate::db::checkpoints::AfterCheckpoint;
 use crate::db::events::{self, EncodedEvent};
 use crate::db::{self, DbError};
 use crate::model::{Job, JobId, JobOutput, JobStatus};
@@ -263,6 +264,9 @@ pub struct Finish {
     /// The run's last events not yet written (its last batch of lines), stored just before
     /// the closing event.
     pub events: Vec<EncodedEvent>,
+    /// The checkpoint of the workspace taken after the run, for a job that has one from before
+    /// it (`None`: nothing to record).
+    pub checkpoint: Option<AfterCheckpoint>,
 }
 
 impl Finish {
@@ -276,6 +280,7 @@ impl Finish {
             retry_delay: Duration::ZERO,
             details: json!({}),
             events: Vec::new(),
+            checkpoint: None,
         }
     }
 }
@@ -313,7 +318,7 @@ pub async fn finish<'a>(
                 p_error => $5, p_exit_code => $6, p_retry_delay_ms => $7, p_details => $8,
                 p_has_output => $9, p_final_text => $10, p_usage => $11, p_cost => $12,
                 p_outcome => $13, p_stop_reason => $14, p_export => $15, p_kinds => $16,
-                p_payloads => $17)",
+                p_payloads => $17, p_checkpoint => $18)",
     )
     .bind(lease.job_id)
     .bind(lease.token)
@@ -332,6 +337,7 @@ pub async fn finish<'a>(
     .bind(export.as_deref())
     .bind(&kinds)
     .bind(&payloads)
+    .bind(finish.checkpoint.as_ref().map(AfterCheckpoint::to_json))
     .fetch_one(pool)
     .await?)
 }
