@@ -872,6 +872,57 @@ mod tests {
     }
 
     #[test]
+    fn tokens_may_be_named_and_a_bad_name_is_refused_without_showing_a_token() {
+        let mut v = base();
+        v.push((
+            "OTTER_API_TOKENS",
+            "ci-bot:s3cret, plain-token ,alice.b:x:y",
+        ));
+        let config = Config::from_map(&vars(&v)).expect("valid");
+        let tokens = &config.api_tokens;
+        assert_eq!(tokens.len(), 3);
+        assert_eq!(
+            (tokens[0].name.as_deref(), tokens[0].expose()),
+            (Some("ci-bot"), "s3cret")
+        );
+        assert_eq!(tokens[0].actor(), "ci-bot");
+        assert_eq!(
+            (tokens[1].name.as_deref(), tokens[1].expose()),
+            (None, "plain-token")
+        );
+        assert_eq!(tokens[1].actor(), token_fingerprint("plain-token"));
+        assert_eq!(tokens[2].expose(), "x:y", "split at the first `:`");
+        let fingerprint = token_fingerprint("plain-token");
+        assert!(fingerprint.starts_with("token:") && fingerprint.len() == 14);
+        assert!(
+            !format!("{tokens:?}").contains("s3cret"),
+            "Debug shows no token"
+        );
+        for value in ["bad name:zzs", ":zzs", "a:", "job:zzs", "a:zzs1,a:zzs2"] {
+            let mut v = base();
+            v.push(("OTTER_API_TOKENS", value));
+            let err = Config::from_map(&vars(&v)).unwrap_err().to_string();
+            assert!(err.contains("OTTER_API_TOKENS"), "{value:?}: {err}");
+            assert!(!err.contains("zzs"), "{value:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_idempotency_ttl_defaults_to_a_day_and_takes_a_duration() {
+        let config = Config::from_map(&vars(&base())).expect("valid");
+        assert_eq!(config.idempotency_ttl, Duration::from_secs(24 * 3600));
+        let mut v = base();
+        v.push(("OTTER_IDEMPOTENCY_TTL", "90s"));
+        assert_eq!(
+            Config::from_map(&vars(&v)).unwrap().idempotency_ttl,
+            Duration::from_secs(90)
+        );
+        let mut v = base();
+        v.push(("OTTER_IDEMPOTENCY_TTL", "soon"));
+        assert!(Config::from_map(&vars(&v)).is_err());
+    }
+
+    #[test]
     fn a_token_list_without_a_token_is_refused() {
         for value in [",", " , ", ",,, ,"] {
             let mut v = base();

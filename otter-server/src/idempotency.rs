@@ -85,15 +85,12 @@ pub(crate) async fn apply(State(state): State<AppState>, request: Request, next:
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
     let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, crate::startup::BODY_LIMIT).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return AppError::PayloadTooLarge(format!(
-                "the body is larger than {} bytes",
-                crate::startup::BODY_LIMIT
-            ))
-            .into_response();
-        }
+    let Ok(bytes) = axum::body::to_bytes(body, crate::startup::BODY_LIMIT).await else {
+        return AppError::PayloadTooLarge(format!(
+            "the body is larger than {} bytes",
+            crate::startup::BODY_LIMIT
+        ))
+        .into_response();
     };
     let hash = body_hash(&bytes);
     let ttl = state.config.idempotency_ttl;

@@ -26,6 +26,16 @@ pub enum Claim {
     Mismatch,
 }
 
+/// A key's row: method, route, request hash, state, answer status and body.
+type KeyRow = (
+    String,
+    String,
+    Vec<u8>,
+    String,
+    Option<i32>,
+    Option<Vec<u8>>,
+);
+
 /// Claims `key` in `scope` for a request to `route` whose body hashes to `request_hash`. A row
 /// older than `ttl` is expired and replaced in the same statement (an upsert whose update is
 /// conditional), so that one database statement decides, never a read then a write.
@@ -60,14 +70,7 @@ pub async fn claim(
     if claimed.is_some() {
         return Ok(Claim::Claimed);
     }
-    let row: Option<(
-        String,
-        String,
-        Vec<u8>,
-        String,
-        Option<i32>,
-        Option<Vec<u8>>,
-    )> = sqlx::query_as(
+    let row: Option<KeyRow> = sqlx::query_as(
         "SELECT method, route, request_hash, state, response_status, response_body
                FROM idempotency_keys WHERE scope = $1 AND key = $2",
     )
