@@ -1,6 +1,7 @@
 //! The audit trail's HTTP side: who a request comes from ([`Actor`], put in the request's
 //! extensions by authentication), and [`record`], the layer on every route that writes an
-//! entry for each request that may change state (any method but GET, HEAD and OPTIONS).
+//! entry for each request that may change state (any method but GET, HEAD and OPTIONS, and the
+//! runtime shell's WebSocket, a GET that runs commands).
 //!
 //! The entry is written *before* the request is acted on, and completed with the answer
 //! afterwards. When it cannot be written, the request is answered 503 and never reaches its
@@ -34,9 +35,13 @@ impl Actor {
     }
 }
 
-/// Whether a request with `method` is recorded: every one that may change state.
-fn recorded(method: &Method) -> bool {
+/// The GET routes that change state: the runtime shell's WebSocket runs commands.
+const STATE_CHANGING_GETS: [&str; 1] = ["/v1/runtime/workspaces/{id}/shell/ws"];
+
+/// Whether a request with `method` to `route` is recorded: every one that may change state.
+fn recorded(method: &Method, route: &str) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || (*method == Method::GET && STATE_CHANGING_GETS.contains(&route))
 }
 
 /// The layer that records a request in the audit trail (see the module's doc). A route gets it
@@ -47,7 +52,12 @@ pub(crate) async fn record(
     request: Request,
     next: Next,
 ) -> Response {
-    if !recorded(request.method()) {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| request.uri().path().to_owned());
+    if !recorded(request.method(), &route) {
         return next.run(request).await;
     }
     let actor = request
@@ -55,11 +65,6 @@ pub(crate) async fn record(
         .get::<Actor>()
         .cloned()
         .unwrap_or_else(Actor::anonymous);
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| request.uri().path().to_owned());
     let target_ids: Vec<String> = params
         .map(|params| params.iter().map(|(_, v)| v.to_owned()).collect())
         .unwrap_or_default();
