@@ -22,12 +22,13 @@ usage: otter-cli.sh <command> [args...]
   workspaces list | create <path> [name] [--project ID] [--create]
   prompt <text> [--workspace ID] [--follow-up JOB] [--priority N] [--max-attempts N]
          [--model ALIAS] [--max-turns N] [--max-price USD] [--max-tokens N] [--time-limit S]
-         [--follow]
+         [--idempotency-key KEY] [--follow]
   jobs show <id> | events <id> [after] | follow <id> | cancel <id> | pause <id> | resume <id>
   jobs changes <id> | diff <id> [path] | restore <id> before|after
   queue list [limit] [offset] | priority <id> <n>
   history [limit] [offset] [--status S] [--workspace ID] [--session SESSION_ID]
   runtime status|start|stop|restart|logs <workspace id> [tail]
+  audit [limit] [offset] [--actor NAME] [--target ID]   who changed what, newest first
 
 environment: OTTER_URL (default http://127.0.0.1:8080), OTTER_TOKEN (bearer token)
 USAGE
@@ -72,6 +73,7 @@ api() {
   local method=$1 path=$2 body=${3:-}
   local args=(-sS -X "$method" -w '\n%{http_code}' -H 'accept: application/json')
   [[ -n "$TOKEN" ]] && args+=(-H "authorization: Bearer $TOKEN")
+  [[ -n "${IDEMPOTENCY_KEY:-}" ]] && args+=(-H "idempotency-key: $IDEMPOTENCY_KEY")
   [[ -n "$body" ]] && args+=(-H 'content-type: application/json' --data-binary "$body")
   local out
   if ! out=$(curl "${args[@]}" "$OTTER_URL$path"); then
@@ -239,6 +241,7 @@ prompt)
     --time-limit) add_limit time_limit_secs "${2:?--time-limit needs seconds}" && shift ;;
     --priority) body+=",\"priority\":${2:?--priority needs a number}" && shift ;;
     --max-attempts) body+=",\"max_attempts\":${2:?--max-attempts needs a number}" && shift ;;
+    --idempotency-key) IDEMPOTENCY_KEY="${2:?--idempotency-key needs a key}" && shift ;;
     --follow) do_follow=1 ;;
     *) die_usage "unknown prompt option $1" ;;
     esac
@@ -246,6 +249,7 @@ prompt)
   done
   [[ -n "$limits" ]] && body+=",\"limits\":{$limits}"
   job=$(api POST /v1/prompts "$body}")
+  IDEMPOTENCY_KEY=""
   if [[ $do_follow -eq 1 ]]; then
     id=$(printf '%s' "$job" | field id)
     echo "[job $id queued]"
@@ -283,6 +287,19 @@ queue)
     ;;
   *) die_usage "queue list|priority" ;;
   esac
+  ;;
+audit)
+  query=""
+  positional=()
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --actor) query+="&actor=$(urlencode "${2:?--actor needs a name}")" && shift ;;
+    --target) query+="&target_id=$(urlencode "${2:?--target needs an id}")" && shift ;;
+    *) positional+=("$1") ;;
+    esac
+    shift
+  done
+  api GET "/v1/audit?limit=${positional[0]:-20}&offset=${positional[1]:-0}$query" | pretty
   ;;
 history)
   query="limit=20&offset=0"

@@ -34,6 +34,46 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// One of `OTTER_API_TOKENS`: a bearer token, and the name it is recorded under in the audit
+/// trail (`name:token`), if it was given one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    /// The name (letters, digits, `_`, `-`, `.`; 1 to 64 characters), if given.
+    pub name: Option<String>,
+    /// The token.
+    pub secret: Secret,
+}
+
+impl ApiToken {
+    /// The token itself, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        self.secret.expose()
+    }
+
+    /// Who the token's holder is in the audit trail: its name, or `token:` and the first 8 hex
+    /// digits of its SHA-256 (never the token).
+    pub fn actor(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => token_fingerprint(self.expose()),
+        }
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiToken({})", self.actor())
+    }
+}
+
+/// `token:` and the first 8 hex digits of the SHA-256 of `token`: how an unnamed token is shown.
+pub fn token_fingerprint(token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("token:{hex}")
+}
+
 /// Why the configuration could not be read. Every variant names the variable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -203,8 +243,12 @@ pub struct Config {
     pub retry_base_delay: Duration,
     /// `OTTER_SHUTDOWN_GRACE` (default 30 s): how long a stopping worker lets running jobs finish.
     pub shutdown_grace: Duration,
-    /// `OTTER_API_TOKENS` (optional, comma-separated): bearer tokens accepted by the API.
-    pub api_tokens: Vec<Secret>,
+    /// `OTTER_API_TOKENS` (optional, comma-separated, each `token` or `name:token`): bearer
+    /// tokens accepted by the API; a name is what the audit trail records.
+    pub api_tokens: Vec<ApiToken>,
+    /// `OTTER_IDEMPOTENCY_TTL` (default 24 h): how long an `Idempotency-Key` answers with its
+    /// first answer; older keys are purged.
+    pub idempotency_ttl: Duration,
     /// `OTTER_ALLOW_UNAUTHENTICATED` (default false): allow a non-loopback listener without tokens.
     pub allow_unauthenticated: bool,
     /// `OTTER_ALLOWED_HOSTS` (optional, comma-separated host names, each with an optional port):
@@ -373,6 +417,8 @@ impl Config {
             retry_base_delay: env.duration("OTTER_RETRY_BASE_DELAY", Duration::from_secs(2))?,
             shutdown_grace: env.duration("OTTER_SHUTDOWN_GRACE", Duration::from_secs(30))?,
             api_tokens: env.tokens("OTTER_API_TOKENS")?,
+            idempotency_ttl: env
+                .duration("OTTER_IDEMPOTENCY_TTL", Duration::from_secs(24 * 3600))?,
             allow_unauthenticated: env.bool("OTTER_ALLOW_UNAUTHENTICATED", false)?,
             allowed_hosts: env.hosts("OTTER_ALLOWED_HOSTS")?,
             header_read_timeout: env
@@ -529,18 +575,56 @@ impl Env<'_> {
         }
     }
 
-    /// Comma-separated bearer tokens. Unset or blank means none; a value that is set but lists
-    /// no token (`" , "`) is refused rather than read as "no authentication".
-    fn tokens(&self, name: &'static str) -> Result<Vec<Secret>, ConfigError> {
+    /// Comma-separated bearer tokens, each `token` or `name:token` (split at the first `:`).
+    /// Unset or blank means none; a value that is set but lists no token (`" , "`) is refused
+    /// rather than read as "no authentication", and so are a bad name and a name given twice
+    /// (the message never shows a token).
+    fn tokens(&self, name: &'static str) -> Result<Vec<ApiToken>, ConfigError> {
         let Some(raw) = self.get(name) else {
             return Ok(Vec::new());
         };
-        let tokens: Vec<Secret> = raw
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(Secret::new)
-            .collect();
+        let mut tokens: Vec<ApiToken> = Vec::new();
+        for item in raw.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let token = match item.split_once(':') {
+                Some((token_name, secret)) => {
+                    let valid = (1..=64).contains(&token_name.len())
+                        && token_name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+                    if !valid || secret.trim().is_empty() {
+                        return Err(invalid(
+                            name,
+                            "[redacted]",
+                            "a `name:token` item needs a name of 1 to 64 letters, digits, `_`, `-` \
+                             or `.` and a token after the `:`",
+                        ));
+                    }
+                    if token_name == "anonymous" || token_name == "job" || token_name == "token" {
+                        return Err(invalid(
+                            name,
+                            "[redacted]",
+                            "the names `anonymous`, `job` and `token` are reserved",
+                        ));
+                    }
+                    if tokens.iter().any(|t| t.name.as_deref() == Some(token_name)) {
+                        return Err(invalid(
+                            name,
+                            "[redacted]",
+                            &format!("the name {token_name:?} is given to two tokens"),
+                        ));
+                    }
+                    ApiToken {
+                        name: Some(token_name.to_owned()),
+                        secret: Secret::new(secret.trim()),
+                    }
+                }
+                None => ApiToken {
+                    name: None,
+                    secret: Secret::new(item),
+                },
+            };
+            tokens.push(token);
+        }
         if tokens.is_empty() {
             // Only commas and blanks: nothing secret to hide.
             return Err(invalid(
@@ -785,6 +869,57 @@ mod tests {
         assert_eq!(config.command_max_output_bytes, 1024 * 1024);
         assert_eq!(config.command_max_output_lines, 100_000);
         assert_eq!(config.event_page_max_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn tokens_may_be_named_and_a_bad_name_is_refused_without_showing_a_token() {
+        let mut v = base();
+        v.push((
+            "OTTER_API_TOKENS",
+            "ci-bot:s3cret, plain-token ,alice.b:x:y",
+        ));
+        let config = Config::from_map(&vars(&v)).expect("valid");
+        let tokens = &config.api_tokens;
+        assert_eq!(tokens.len(), 3);
+        assert_eq!(
+            (tokens[0].name.as_deref(), tokens[0].expose()),
+            (Some("ci-bot"), "s3cret")
+        );
+        assert_eq!(tokens[0].actor(), "ci-bot");
+        assert_eq!(
+            (tokens[1].name.as_deref(), tokens[1].expose()),
+            (None, "plain-token")
+        );
+        assert_eq!(tokens[1].actor(), token_fingerprint("plain-token"));
+        assert_eq!(tokens[2].expose(), "x:y", "split at the first `:`");
+        let fingerprint = token_fingerprint("plain-token");
+        assert!(fingerprint.starts_with("token:") && fingerprint.len() == 14);
+        assert!(
+            !format!("{tokens:?}").contains("s3cret"),
+            "Debug shows no token"
+        );
+        for value in ["bad name:zzs", ":zzs", "a:", "job:zzs", "a:zzs1,a:zzs2"] {
+            let mut v = base();
+            v.push(("OTTER_API_TOKENS", value));
+            let err = Config::from_map(&vars(&v)).unwrap_err().to_string();
+            assert!(err.contains("OTTER_API_TOKENS"), "{value:?}: {err}");
+            assert!(!err.contains("zzs"), "{value:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_idempotency_ttl_defaults_to_a_day_and_takes_a_duration() {
+        let config = Config::from_map(&vars(&base())).expect("valid");
+        assert_eq!(config.idempotency_ttl, Duration::from_secs(24 * 3600));
+        let mut v = base();
+        v.push(("OTTER_IDEMPOTENCY_TTL", "90s"));
+        assert_eq!(
+            Config::from_map(&vars(&v)).unwrap().idempotency_ttl,
+            Duration::from_secs(90)
+        );
+        let mut v = base();
+        v.push(("OTTER_IDEMPOTENCY_TTL", "soon"));
+        assert!(Config::from_map(&vars(&v)).is_err());
     }
 
     #[test]

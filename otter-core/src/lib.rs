@@ -161,7 +161,7 @@ pub mod worker_api {
     pub use crate::db::jobs::{Claim, Finish, Lease, RunEnd, append_run_events, claim, finish};
 }
 
-pub use config::{CgroupRoot, Config, ConfigError, HostName, Secret};
+pub use config::{ApiToken, CgroupRoot, Config, ConfigError, HostName, Secret};
 pub use db::DbError;
 pub use feed::{EventFeed, StreamItem};
 pub use queue::{Queue, QueueError};

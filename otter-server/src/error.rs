@@ -47,6 +47,10 @@ pub enum AppError {
     /// 409: the request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// 409 `idempotency_key_in_progress`: another request with this `Idempotency-Key` has not
+    /// been answered yet.
+    #[error("{0}")]
+    IdempotencyKeyInProgress(String),
     /// 409 `budget_exhausted`: the project's budget is spent.
     #[error("{0}")]
     BudgetExhausted(String),
@@ -102,6 +106,9 @@ impl AppError {
             AppError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AppError::BudgetExhausted(_) => (StatusCode::CONFLICT, "budget_exhausted"),
+            AppError::IdempotencyKeyInProgress(_) => {
+                (StatusCode::CONFLICT, "idempotency_key_in_progress")
+            }
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

@@ -4,8 +4,10 @@
 //! and the SSE event stream. [`app`] builds the router (used by `main` and the tests), [`serve`]
 //! runs it until shutdown.
 
+mod audit;
 mod connections;
 mod error;
+mod idempotency;
 mod routes;
 mod startup;
 mod state;

@@ -12,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use otter_core::isolation::Isolation;
 use otter_core::model::JobId;
-use otter_core::{Config, EventFeed, HostName, Queue, db, shell};
+use otter_core::{ApiToken, Config, EventFeed, HostName, Queue, db, shell};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -22,16 +22,17 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::audit::{self, Actor};
 use crate::connections::{self, Limits};
 use crate::error::AppError;
-use crate::routes;
 use crate::state::AppState;
+use crate::{idempotency, routes};
 
 /// Largest request body accepted (a prompt must fit in 128 KiB, see
 /// `otter_core::instructions::max_prompt_bytes`). Enforced by the body extractors, so that a
 /// larger body, announced by `Content-Length` or not, gets a 413 in the API's JSON error shape
 /// (tower-http's `RequestBodyLimitLayer` answers in plain text).
-const BODY_LIMIT: usize = 1024 * 1024;
+pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 
 /// How often the containers of deleted workspaces are looked for and removed (when the runtime
 /// is enabled; `POST /v1/runtime/cleanup` does it at once).
@@ -92,7 +93,7 @@ pub async fn build_state(
             .spawn_janitor(pool.clone(), RUNTIME_CLEANUP_INTERVAL, shutdown.clone());
         runtime
     });
-    Ok(AppState {
+    let state = AppState {
         db: pool,
         queue,
         feed,
@@ -100,7 +101,9 @@ pub async fn build_state(
         shutdown,
         runtime,
         isolation,
-    })
+    };
+    tokio::spawn(idempotency::purge_now_and_then(state.clone()));
+    Ok(state)
 }
 
 /// [`shell::recover`] every [`RECOVER_INTERVAL`] until shutdown.
@@ -120,11 +123,21 @@ async fn recover_now_and_then(
 /// The whole application: routes and layers.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    let v1 = routes::v1().route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    let job_scoped = routes::job_scoped().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        require_token_or_job_token,
-    ));
+    // Innermost last: authentication (which names the actor), then the audit trail (which
+    // records every state-changing request before it is acted on), then idempotency keys.
+    let v1 = routes::v1()
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::apply,
+        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), audit::record))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let job_scoped = routes::job_scoped()
+        .route_layer(middleware::from_fn_with_state(state.clone(), audit::record))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_token_or_job_token,
+        ));
     let routes = Router::new()
         .merge(routes::public())
         .merge(v1)
@@ -279,20 +292,34 @@ fn cors(config: &Config) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("last-event-id"),
+            HeaderName::from_static(idempotency::KEY_HEADER),
         ])
-        .expose_headers([HeaderName::from_static("x-request-id")])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static(idempotency::REPLAYED_HEADER),
+        ])
         .max_age(Duration::from_secs(600))
 }
 
 /// Requires `Authorization: Bearer <token>` when `OTTER_API_TOKENS` is set (the scheme's case
 /// does not matter, RFC 9110 §11.1). Neither the header nor the token is ever logged.
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+///
+/// Puts the [`Actor`] in the request's extensions, for the audit trail and idempotency keys.
+async fn require_token(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if state.config.api_tokens.is_empty() {
+        request.extensions_mut().insert(Actor::anonymous());
         return next.run(request).await;
     }
-    match presented_token(&request) {
-        Some(token) if is_api_token(&state.config, token) => next.run(request).await,
-        _ => AppError::Unauthorized.into_response(),
+    match presented_token(&request).and_then(|token| api_token(&state.config, token)) {
+        Some(token) => {
+            request.extensions_mut().insert(Actor(token.actor()));
+            next.run(request).await
+        }
+        None => AppError::Unauthorized.into_response(),
     }
 }
 
@@ -305,23 +332,28 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
 async fn require_token_or_job_token(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if state.config.api_tokens.is_empty() {
+        request.extensions_mut().insert(Actor::anonymous());
         return next.run(request).await;
     }
     let Some(token) = presented_token(&request) else {
         return AppError::Unauthorized.into_response();
     };
-    if is_api_token(&state.config, token) {
+    if let Some(api_token) = api_token(&state.config, token) {
+        request.extensions_mut().insert(Actor(api_token.actor()));
         return next.run(request).await;
     }
     let Some(id) = id.ok().and_then(|Path(id)| id.parse::<JobId>().ok()) else {
         return AppError::Unauthorized.into_response();
     };
     match otter_core::db::jobs::job_token_matches(&state.db, id, token).await {
-        Ok(true) => next.run(request).await,
+        Ok(true) => {
+            request.extensions_mut().insert(Actor(format!("job:{id}")));
+            next.run(request).await
+        }
         Ok(false) => AppError::Unauthorized.into_response(),
         Err(e) => AppError::from(e).into_response(),
     }
@@ -357,10 +389,15 @@ const QUERY_TOKEN_ROUTES: [&str; 2] = ["/v1/events/stream", "/v1/runtime/workspa
 
 /// Whether `token` is one of `OTTER_API_TOKENS` (compared in constant time).
 fn is_api_token(config: &Config, token: &str) -> bool {
-    config
-        .api_tokens
-        .iter()
-        .any(|t| constant_time_eq(t.expose().as_bytes(), token.as_bytes()))
+    api_token(config, token).is_some()
+}
+
+/// The one of `OTTER_API_TOKENS` that `token` is (every one compared, in constant time).
+fn api_token<'a>(config: &'a Config, token: &str) -> Option<&'a ApiToken> {
+    config.api_tokens.iter().fold(None, |found, t| {
+        let same = constant_time_eq(t.expose().as_bytes(), token.as_bytes());
+        found.or(same.then_some(t))
+    })
 }
 
 /// The token of a `Bearer` credential.

@@ -4,8 +4,10 @@
 //! Queries are runtime-checked (`sqlx::query_as`) rather than compile-time checked macros, so that
 //! building Otter never needs a live database or a prepared `.sqlx/` cache.
 
+pub mod audit;
 pub mod checkpoints;
 pub mod events;
+pub mod idempotency;
 pub mod jobs;
 pub mod projects;
 pub mod shell_sessions;

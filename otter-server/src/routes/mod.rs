@@ -1,5 +1,6 @@
 //! The API's routes, one module per resource; each exposes `router()`.
 
+mod audit;
 mod changes;
 mod commands;
 mod events;
@@ -38,6 +39,7 @@ pub(crate) fn v1() -> Router<AppState> {
         .merge(files::router())
         .merge(commands::router())
         .merge(metrics::router())
+        .merge(audit::router())
 }
 
 /// Routes that also accept the job token of the job they name (vibe posting its preview URL).

@@ -9,6 +9,7 @@ mod connections;
 mod conversations;
 mod errors;
 mod files;
+mod guarantees;
 mod isolation;
 mod logs;
 mod memory;
