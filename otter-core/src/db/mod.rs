@@ -9,6 +9,7 @@ pub mod events;
 pub mod jobs;
 pub mod projects;
 pub mod shell_sessions;
+pub mod webhooks;
 pub mod workers;
 pub mod workspaces;
 

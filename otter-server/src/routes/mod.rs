@@ -13,6 +13,7 @@ mod projects;
 mod prompts;
 mod queue;
 mod runtime;
+mod webhooks;
 mod workspace_delete;
 mod workspaces;
 
@@ -38,6 +39,7 @@ pub(crate) fn v1() -> Router<AppState> {
         .merge(files::router())
         .merge(commands::router())
         .merge(metrics::router())
+        .merge(webhooks::router())
 }
 
 /// Routes that also accept the job token of the job they name (vibe posting its preview URL).
