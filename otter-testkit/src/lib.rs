@@ -9,6 +9,7 @@
 mod app;
 pub mod jobs;
 mod process;
+mod receiver;
 pub mod real_vibe;
 mod sse;
 mod worker;
@@ -19,6 +20,7 @@ pub use app::{TestApp, assert_error, content_type};
 pub use otter_core::testing::{TestEnv, reachable_by_jobs};
 pub use process::{give_to_job_user, processes_naming};
 pub use sse::{SseClient, SseDecoder, SseFrame};
+pub use receiver::{Answer, Received, Receiver};
 pub use worker::Worker;
 
 /// Waits until `check` returns `Some`, polling every 20 ms; panics after `within` with `what`.
