@@ -239,7 +239,7 @@ pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
 
 /// The JSON body of a delivery: the event and the job's summary as it is when sent.
 pub fn body(claimed: &Claimed) -> serde_json::Value {
-    json!({
+    let mut body = json!({
         "delivery_id": claimed.id,
         "event": {
             "id": claimed.event_id,
@@ -259,7 +259,14 @@ pub fn body(claimed: &Claimed) -> serde_json::Value {
             "cost": claimed.cost,
             "preview_url": claimed.preview_url,
         },
-    })
+    });
+    // As everywhere else an event is shown: `project_id` only when the job has one.
+    if claimed.project_id.is_none()
+        && let Some(event) = body["event"].as_object_mut()
+    {
+        event.remove("project_id");
+    }
+    body
 }
 
 /// Resolves host names for the HTTP client and refuses the name when any address it resolves
