@@ -419,8 +419,7 @@ impl Config {
                 .get("OTTER_JOB_USER")
                 .unwrap_or_else(|| "otter-job".to_owned()),
             job_docker: env.bool("OTTER_JOB_DOCKER", false)?,
-            webhook_retry_base: env
-                .duration("OTTER_WEBHOOK_RETRY_BASE", Duration::from_secs(5))?,
+            webhook_retry_base: env.duration("OTTER_WEBHOOK_RETRY_BASE", Duration::from_secs(5))?,
             webhook_retry_for: env
                 .duration("OTTER_WEBHOOK_RETRY_FOR", Duration::from_secs(24 * 3600))?,
             webhook_allow_private: env.bool("OTTER_WEBHOOK_ALLOW_PRIVATE", false)?,

@@ -163,7 +163,8 @@ pub fn check_ip(ip: IpAddr, allow_private: bool) -> Result<(), Refused> {
 /// `64:ff9b::a.b.c.d`, 6to4 `2002:aabb:ccdd::`.
 fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = v6.segments();
-    let low = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    let low =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     if let Some(v4) = v6.to_ipv4_mapped() {
         return Some(v4);
     }
@@ -182,7 +183,9 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
 /// Checks the event kinds a webhook asks for: at least one, each known, none twice.
 pub fn check_events(events: &[String]) -> Result<(), Refused> {
     if events.is_empty() {
-        return Err(Refused("events must name at least one event kind".to_owned()));
+        return Err(Refused(
+            "events must name at least one event kind".to_owned(),
+        ));
     }
     for (i, kind) in events.iter().enumerate() {
         if kind == kinds::OUTPUT_CHUNK {
@@ -222,10 +225,12 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// The delay before retry number `attempt` (1 for the first): `base` doubled per attempt up to
@@ -281,9 +286,8 @@ impl reqwest::dns::Resolve for CheckedResolver {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             for addr in &addrs {
                 check_ip(addr.ip(), allow_private).map_err(|Refused(why)| {
                     Box::new(Refused(format!("{host} resolves to {why}")))
@@ -536,7 +540,10 @@ mod tests {
             "::ffff:10.0.0.1",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
-            assert!(check_ip(ip, false).is_err(), "{ip} allowed without the flag");
+            assert!(
+                check_ip(ip, false).is_err(),
+                "{ip} allowed without the flag"
+            );
             assert!(check_ip(ip, true).is_ok(), "{ip} refused with the flag");
         }
         for ip in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
@@ -570,7 +577,10 @@ mod tests {
         assert_eq!(sig.len(), "t=1700000000,v1=".len() + 64);
         let mut mac = Hmac::<Sha256>::new_from_slice(b"key").unwrap();
         mac.update(b"1700000000.{}");
-        assert_eq!(sig, format!("t=1700000000,v1={}", hex(&mac.finalize().into_bytes())));
+        assert_eq!(
+            sig,
+            format!("t=1700000000,v1={}", hex(&mac.finalize().into_bytes()))
+        );
     }
 
     #[test]

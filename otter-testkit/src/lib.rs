@@ -9,8 +9,8 @@
 mod app;
 pub mod jobs;
 mod process;
-mod receiver;
 pub mod real_vibe;
+mod receiver;
 mod sse;
 mod worker;
 
@@ -19,8 +19,8 @@ use std::time::Duration;
 pub use app::{TestApp, assert_error, content_type};
 pub use otter_core::testing::{TestEnv, reachable_by_jobs};
 pub use process::{give_to_job_user, processes_naming};
-pub use sse::{SseClient, SseDecoder, SseFrame};
 pub use receiver::{Answer, Received, Receiver};
+pub use sse::{SseClient, SseDecoder, SseFrame};
 pub use worker::Worker;
 
 /// Waits until `check` returns `Some`, polling every 20 ms; panics after `within` with `what`.

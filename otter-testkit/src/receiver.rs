@@ -55,7 +55,10 @@ impl Receiver {
     /// A receiver that answers its n-th request (from 0) with `script[n]`, and 200 once the
     /// script is spent.
     pub async fn start(script: Vec<Answer>) -> Self {
-        Self::start_on(TcpListener::bind("127.0.0.1:0").await.expect("bind"), script)
+        Self::start_on(
+            TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+            script,
+        )
     }
 
     /// Like [`Receiver::start`], on `listener` (a port a test chose first).

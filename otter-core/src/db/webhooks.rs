@@ -377,7 +377,12 @@ pub async fn record(
     .bind(claimed.lease)
     .bind(outcome.status_code.map(i32::from))
     .bind(duration_ms)
-    .bind(outcome.error.as_deref().map(|e| super::storable(e).into_owned()))
+    .bind(
+        outcome
+            .error
+            .as_deref()
+            .map(|e| super::storable(e).into_owned()),
+    )
     .bind(outcome.delivered)
     .bind(retry_in.as_secs_f64())
     .bind(retry_for.as_secs_f64())

@@ -19,10 +19,7 @@ use crate::state::AppState;
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/webhooks", get(list_webhooks).post(create_webhook))
-        .route(
-            "/v1/webhooks/{id}",
-            get(get_webhook).delete(delete_webhook),
-        )
+        .route("/v1/webhooks/{id}", get(get_webhook).delete(delete_webhook))
         .route("/v1/webhooks/{id}/rotate-secret", post(rotate_secret))
         .route("/v1/webhooks/{id}/deliveries", get(list_deliveries))
         .route(
@@ -118,7 +115,9 @@ async fn list_deliveries(
     AppPath(id): AppPath<WebhookId>,
     AppQuery(q): AppQuery<PageQuery>,
 ) -> Result<AppJson<Page<Delivery>>> {
-    Ok(AppJson(webhooks::deliveries(&state.db, id, q.page()?).await?))
+    Ok(AppJson(
+        webhooks::deliveries(&state.db, id, q.page()?).await?,
+    ))
 }
 
 async fn redeliver(

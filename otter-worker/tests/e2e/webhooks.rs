@@ -59,7 +59,10 @@ fn chrono_now() -> i64 {
 
 async fn deliveries(app: &TestApp, hook: &Value) -> Vec<Value> {
     let (status, page) = app
-        .get(&format!("/v1/webhooks/{}/deliveries", hook["id"].as_str().unwrap()))
+        .get(&format!(
+            "/v1/webhooks/{}/deliveries",
+            hook["id"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     page["items"].as_array().cloned().unwrap_or_default()
@@ -73,7 +76,9 @@ async fn a_finished_job_is_delivered_signed_with_its_summary() {
     let secret = hook["secret"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("whsec_"), "{hook}");
     // Shown once: never read back.
-    let (_, read) = app.get(&format!("/v1/webhooks/{}", hook["id"].as_str().unwrap())).await;
+    let (_, read) = app
+        .get(&format!("/v1/webhooks/{}", hook["id"].as_str().unwrap()))
+        .await;
     assert!(read.get("secret").is_none(), "{read}");
     assert_eq!(read["events"], json!(["job_succeeded"]));
     let (_, list) = app.get("/v1/webhooks").await;
@@ -95,7 +100,11 @@ async fn a_finished_job_is_delivered_signed_with_its_summary() {
         "{:?}",
         got.headers
     );
-    assert!(!verifies("whsec_other", &got.headers["otter-signature"], &got.body));
+    assert!(!verifies(
+        "whsec_other",
+        &got.headers["otter-signature"],
+        &got.body
+    ));
     let body = got.json();
     assert_eq!(body["event"]["kind"], "job_succeeded");
     assert_eq!(body["event"]["job_id"], job["id"]);
@@ -109,7 +118,11 @@ async fn a_finished_job_is_delivered_signed_with_its_summary() {
         (items.first().is_some_and(|d| d["status"] == "succeeded")).then_some(items)
     })
     .await;
-    assert_eq!(items.len(), 1, "only job_succeeded was asked for: {items:?}");
+    assert_eq!(
+        items.len(),
+        1,
+        "only job_succeeded was asked for: {items:?}"
+    );
     assert_eq!(got.headers["otter-delivery"], items[0]["id"]);
     assert_eq!(items[0]["attempts"][0]["status_code"], 200);
     assert!(items[0]["attempts"][0]["duration_ms"].is_number());
@@ -136,7 +149,10 @@ async fn a_receiver_down_for_three_attempts_gets_the_event_on_the_fourth() {
     let attempts = delivery["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 4, "{delivery}");
     assert_eq!(attempts[0]["status_code"], 500);
-    assert!(attempts[0]["error"].as_str().unwrap().contains("500"), "{delivery}");
+    assert!(
+        attempts[0]["error"].as_str().unwrap().contains("500"),
+        "{delivery}"
+    );
     assert_eq!(attempts[1]["status_code"], 502);
     assert_eq!(attempts[2]["status_code"], 503);
     assert_eq!(attempts[3]["status_code"], 200);
@@ -144,7 +160,10 @@ async fn a_receiver_down_for_three_attempts_gets_the_event_on_the_fourth() {
     // Every attempt carried the same delivery id.
     let got = receiver.received();
     assert_eq!(got.len(), 4);
-    assert!(got.iter().all(|r| r.headers["otter-delivery"] == delivery["id"]));
+    assert!(
+        got.iter()
+            .all(|r| r.headers["otter-delivery"] == delivery["id"])
+    );
 }
 
 #[tokio::test]
@@ -153,7 +172,12 @@ async fn a_delivery_pending_when_the_server_dies_is_made_after_restart() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let hook = register(&app, &format!("http://127.0.0.1:{port}/hook"), &["job_queued"]).await;
+    let hook = register(
+        &app,
+        &format!("http://127.0.0.1:{port}/hook"),
+        &["job_queued"],
+    )
+    .await;
     let ws = app.workspace("ws").await;
     submit(&app, &ws, "hello", json!({})).await;
     eventually(WAIT, "a failed attempt", || async {
@@ -172,7 +196,9 @@ async fn a_delivery_pending_when_the_server_dies_is_made_after_restart() {
         dir: app.env.dir.clone(),
     };
     drop(app);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let receiver = Receiver::start_on(listener, vec![]);
     let app = TestApp::start(env, SETTINGS).await;
     eventually(WAIT, "the delivery after the restart", || async {
@@ -204,7 +230,10 @@ async fn metadata_and_private_addresses_are_refused() {
         "ftp://example.com/",
     ] {
         let (status, body) = app
-            .post("/v1/webhooks", json!({ "url": url, "events": ["job_failed"] }))
+            .post(
+                "/v1/webhooks",
+                json!({ "url": url, "events": ["job_failed"] }),
+            )
             .await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
     }
@@ -247,7 +276,9 @@ async fn a_name_resolving_to_a_private_address_is_refused_when_connecting() {
             .find(|d| d["attempt_count"].as_i64() >= Some(1))
     })
     .await;
-    let error = delivery["attempts"][0]["error"].as_str().unwrap_or_default();
+    let error = delivery["attempts"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         error.contains("resolves to") && error.contains("OTTER_WEBHOOK_ALLOW_PRIVATE"),
         "{delivery}"
@@ -303,7 +334,11 @@ async fn a_hanging_receiver_delays_neither_the_job_nor_another_receiver() {
     })
     .await;
     // Well under the 10 s a hanging receiver is given.
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(!dead.received().is_empty(), "the dead receiver was tried");
 }
 
@@ -320,7 +355,11 @@ async fn redeliver_sends_again_and_rotate_secret_changes_the_signature() {
         receiver.received().into_iter().next()
     })
     .await;
-    assert!(verifies(&old, &first.headers["otter-signature"], &first.body));
+    assert!(verifies(
+        &old,
+        &first.headers["otter-signature"],
+        &first.body
+    ));
 
     let (status, rotated) = app
         .post(&format!("/v1/webhooks/{id}/rotate-secret"), json!({}))
@@ -348,8 +387,16 @@ async fn redeliver_sends_again_and_rotate_secret_changes_the_signature() {
     })
     .await;
     assert_eq!(second.headers["otter-delivery"], delivery_id);
-    assert!(verifies(&new, &second.headers["otter-signature"], &second.body));
-    assert!(!verifies(&old, &second.headers["otter-signature"], &second.body));
+    assert!(verifies(
+        &new,
+        &second.headers["otter-signature"],
+        &second.body
+    ));
+    assert!(!verifies(
+        &old,
+        &second.headers["otter-signature"],
+        &second.body
+    ));
     let delivery = eventually(WAIT, "two attempts", || async {
         deliveries(&app, &hook).await.into_iter().find(|d| {
             d["status"] == "succeeded" && d["attempts"].as_array().is_some_and(|a| a.len() == 2)
@@ -361,7 +408,10 @@ async fn redeliver_sends_again_and_rotate_secret_changes_the_signature() {
     // Unknown ids are 404s; a delete removes the hook and its deliveries.
     let (status, body) = app
         .post(
-            &format!("/v1/webhooks/{id}/deliveries/{}/redeliver", uuid::Uuid::new_v4()),
+            &format!(
+                "/v1/webhooks/{id}/deliveries/{}/redeliver",
+                uuid::Uuid::new_v4()
+            ),
             json!({}),
         )
         .await;
