@@ -29,6 +29,8 @@ usage: otter-cli.sh <command> [args...]
   history [limit] [offset] [--status S] [--workspace ID] [--session SESSION_ID]
   runtime status|start|stop|restart|logs <workspace id> [tail]
   audit [limit] [offset] [--actor NAME] [--target ID]   who changed what, newest first
+  webhooks list | show <id> | create <url> <kind>... [--project ID] [--description TEXT]
+  webhooks delete <id> | rotate-secret <id> | deliveries <id> | redeliver <id> <delivery id>
 
 environment: OTTER_URL (default http://127.0.0.1:8080), OTTER_TOKEN (bearer token)
 USAGE
@@ -327,6 +329,40 @@ runtime)
   start | stop | restart) api POST "/v1/runtime/workspaces/$ws/$action" '{}' | pretty ;;
   logs) api GET "/v1/runtime/workspaces/$ws/logs?tail=${3:-200}" | pretty ;;
   *) die_usage "runtime status|start|stop|restart|logs <workspace id>" ;;
+  esac
+  ;;
+webhooks)
+  action=${1:-}
+  case "$action" in
+  list) api GET "/v1/webhooks?limit=${2:-50}&offset=${3:-0}" | pretty ;;
+  show) api GET "/v1/webhooks/${2:?webhooks show <id>}" | pretty ;;
+  create)
+    shift
+    [[ -n "${1:-}" && -n "${2:-}" ]] || die_usage "webhooks create <url> <kind>..."
+    url=$1
+    shift
+    events="" extra=""
+    while [[ $# -gt 0 ]]; do
+      case "$1" in
+      --project) extra+=",\"project_id\":$(json_string "${2:?--project needs an id}")" && shift ;;
+      --description) extra+=",\"description\":$(json_string "${2:?--description needs a text}")" && shift ;;
+      *) events+="${events:+,}$(json_string "$1")" ;;
+      esac
+      shift
+    done
+    api POST /v1/webhooks "{\"url\":$(json_string "$url"),\"events\":[$events]$extra}" | pretty
+    ;;
+  delete)
+    api DELETE "/v1/webhooks/${2:?webhooks delete <id>}" >/dev/null
+    echo "deleted"
+    ;;
+  rotate-secret) api POST "/v1/webhooks/${2:?webhooks rotate-secret <id>}/rotate-secret" '{}' | pretty ;;
+  deliveries) api GET "/v1/webhooks/${2:?webhooks deliveries <id>}/deliveries?limit=${3:-20}" | pretty ;;
+  redeliver)
+    [[ -n "${2:-}" && -n "${3:-}" ]] || die_usage "webhooks redeliver <id> <delivery id>"
+    api POST "/v1/webhooks/$2/deliveries/$3/redeliver" '{}' | pretty
+    ;;
+  *) die_usage "webhooks list|show|create|delete|rotate-secret|deliveries|redeliver" ;;
   esac
   ;;
 *) die_usage "unknown command '$cmd'" ;;

@@ -320,6 +320,15 @@ pub struct Config {
     /// `OTTER_CHECKPOINT_MAX_FILE_BYTES` (default 5242880): larger files are listed in a
     /// checkpoint but not kept, and a restore leaves them alone.
     pub checkpoint_max_file_bytes: u64,
+    /// `OTTER_WEBHOOK_RETRY_BASE` (default 5 s): the delay before a failed webhook delivery's
+    /// first retry; it doubles per attempt, with jitter, up to an hour.
+    pub webhook_retry_base: Duration,
+    /// `OTTER_WEBHOOK_RETRY_FOR` (default 24 h): how long a webhook delivery is retried before it
+    /// is given up (`failed`).
+    pub webhook_retry_for: Duration,
+    /// `OTTER_WEBHOOK_ALLOW_PRIVATE` (default false): webhook URLs may reach loopback and private
+    /// addresses (a receiver on a LAN). Link-local and cloud-metadata addresses stay refused.
+    pub webhook_allow_private: bool,
 }
 
 impl Config {
@@ -456,6 +465,10 @@ impl Config {
                 .get("OTTER_JOB_USER")
                 .unwrap_or_else(|| "otter-job".to_owned()),
             job_docker: env.bool("OTTER_JOB_DOCKER", false)?,
+            webhook_retry_base: env.duration("OTTER_WEBHOOK_RETRY_BASE", Duration::from_secs(5))?,
+            webhook_retry_for: env
+                .duration("OTTER_WEBHOOK_RETRY_FOR", Duration::from_secs(24 * 3600))?,
+            webhook_allow_private: env.bool("OTTER_WEBHOOK_ALLOW_PRIVATE", false)?,
             cgroup_root: match env.get("OTTER_CGROUP_ROOT").as_deref() {
                 None | Some("auto") => CgroupRoot::Auto,
                 Some("none") => CgroupRoot::None,

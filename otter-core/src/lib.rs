@@ -147,6 +147,7 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod vibe;
+pub mod webhooks;
 pub mod workspace;
 
 /// What only a worker (or a test of one) calls: a job's lease protocol and the event ids'

@@ -53,6 +53,14 @@ id_type!(
     /// Identifies a job.
     JobId
 );
+id_type!(
+    /// Identifies a webhook.
+    WebhookId
+);
+id_type!(
+    /// Identifies a webhook delivery (sent as `Otter-Delivery`, the same on every attempt).
+    DeliveryId
+);
 
 /// A job's state. `paused` is a separate flag on a queued job, not a state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]

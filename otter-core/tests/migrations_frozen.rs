@@ -76,6 +76,16 @@ const LANDED: &[(i64, &str, &str)] = &[
         "20261202000042_finish_records_the_checkpoint.sql",
         "7b4941c8160cf9a6be858eb2c5beef499ea7b5c2c120a1845d2c2a30e7c9220ffe52fcbf13fb82c0e491e75c937cfafb",
     ),
+    (
+        20261202000050,
+        "20261202000050_idempotency_and_audit.sql",
+        "70f81a9ebeb2d9706287f1333848dba50c15a29b1faef309cd6eb8bb8059d79490250de9d72ebe7aaee88ca0a969a96e",
+    ),
+    (
+        20261202000051,
+        "20261202000051_webhooks.sql",
+        "4a4ab6da0df31ffb20b57cfe757c4fd306647e5d114240bc8969aa09489e44064df3fc4bf27694e42955e13d7ca594cc",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

@@ -68,7 +68,8 @@ pub enum StartupError {
 }
 
 /// Connects to PostgreSQL (running migrations) and Redis, starts the event feed, and cleans
-/// what a server killed on this host left behind (then again every 10 s). Commands run as
+/// what a server killed on this host left behind (then again every 10 s), and starts the
+/// webhook sender. Commands run as
 /// `isolation` says (`Isolation::from_config`).
 pub async fn build_state(
     config: Arc<Config>,
@@ -93,6 +94,10 @@ pub async fn build_state(
             .spawn_janitor(pool.clone(), RUNTIME_CLEANUP_INTERVAL, shutdown.clone());
         runtime
     });
+    // Webhook deliveries are sent from here, off every job's path; several servers share the
+    // work through their claims (otter_core::webhooks).
+    let webhooks = otter_core::webhooks::Sender::new(pool.clone(), &config);
+    webhooks.clone().spawn(shutdown.clone());
     let state = AppState {
         db: pool,
         queue,
@@ -101,6 +106,7 @@ pub async fn build_state(
         shutdown,
         runtime,
         isolation,
+        webhooks,
     };
     tokio::spawn(idempotency::purge_now_and_then(state.clone()));
     Ok(state)

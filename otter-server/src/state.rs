@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use otter_core::isolation::Isolation;
 use otter_core::runtime::Runtime;
+use otter_core::webhooks::Sender;
 use otter_core::{Config, EventFeed, Queue};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -26,4 +27,6 @@ pub struct AppState {
     pub runtime: Option<Arc<Runtime>>,
     /// Who the commands run as, and how their processes are kept track of.
     pub isolation: Arc<Isolation>,
+    /// The webhook sender running in this process (woken after a redeliver).
+    pub webhooks: Sender,
 }

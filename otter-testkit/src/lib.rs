@@ -10,6 +10,7 @@ mod app;
 pub mod jobs;
 mod process;
 pub mod real_vibe;
+mod receiver;
 mod sse;
 mod worker;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 pub use app::{TestApp, assert_error, content_type};
 pub use otter_core::testing::{TestEnv, reachable_by_jobs};
 pub use process::{give_to_job_user, processes_naming};
+pub use receiver::{Answer, Received, Receiver};
 pub use sse::{SseClient, SseDecoder, SseFrame};
 pub use worker::Worker;
 

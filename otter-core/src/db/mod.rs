@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod projects;
 pub mod shell_sessions;
+pub mod webhooks;
 pub mod workers;
 pub mod workspaces;
 

@@ -14,6 +14,7 @@ mod projects;
 mod prompts;
 mod queue;
 mod runtime;
+mod webhooks;
 mod workspace_delete;
 mod workspaces;
 
@@ -40,6 +41,7 @@ pub(crate) fn v1() -> Router<AppState> {
         .merge(commands::router())
         .merge(metrics::router())
         .merge(audit::router())
+        .merge(webhooks::router())
 }
 
 /// Routes that also accept the job token of the job they name (vibe posting its preview URL).

@@ -154,6 +154,10 @@ fn the_document_is_openapi_3_and_every_operation_is_complete() {
         "Tree",
         "FileContent",
         "RuntimeStatus",
+        "Webhook",
+        "WebhookWithSecret",
+        "WebhookDelivery",
+        "WebhookPayload",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

@@ -266,3 +266,79 @@ async fn the_cli_shows_a_job_s_changes_and_diff_and_restores_its_workspace() {
     let out = cli(&app, &["jobs", "restore", id, "yesterday"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_webhooks() {
+    let app = TestApp::spawn_with(&[
+        ("OTTER_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ("OTTER_WEBHOOK_RETRY_BASE", "50ms"),
+    ])
+    .await;
+    let receiver = otter_testkit::Receiver::start(vec![]).await;
+    let hook = ok_json(
+        &app,
+        &[
+            "webhooks",
+            "create",
+            &receiver.url,
+            "job_queued",
+            "job_failed",
+            "--description",
+            "ci",
+        ],
+    );
+    assert_eq!(hook["events"], json!(["job_queued", "job_failed"]));
+    assert_eq!(hook["description"], "ci");
+    let id = hook["id"].as_str().unwrap();
+    assert!(hook["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(ok_json(&app, &["webhooks", "list"])["total"], 1);
+    assert!(
+        ok_json(&app, &["webhooks", "show", id])
+            .get("secret")
+            .is_none()
+    );
+    let rotated = ok_json(&app, &["webhooks", "rotate-secret", id]);
+    assert_ne!(rotated["secret"], hook["secret"]);
+    let ws = app.workspace("ws").await;
+    app.submit(&ws, "hello").await;
+    let delivery =
+        otter_testkit::eventually(std::time::Duration::from_secs(30), "a delivery", || async {
+            ok_json(&app, &["webhooks", "deliveries", id])["items"][0]
+                .as_object()
+                .filter(|d| d["status"] == "succeeded")
+                .cloned()
+        })
+        .await;
+    let again = ok_json(
+        &app,
+        &[
+            "webhooks",
+            "redeliver",
+            id,
+            delivery["id"].as_str().unwrap(),
+        ],
+    );
+    // Due now: pending, unless the sender was quicker than the read-back.
+    assert!(
+        again["status"] == "pending" || again["status"] == "succeeded",
+        "{again}"
+    );
+    let out = cli(&app, &["webhooks", "delete", id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ok_json(&app, &["webhooks", "list"])["total"], 0);
+    let bad = cli(
+        &app,
+        &[
+            "webhooks",
+            "create",
+            "http://169.254.169.254/",
+            "job_failed",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("HTTP 400"));
+}

@@ -12,3 +12,4 @@ mod lifecycle;
 mod observability;
 mod runs;
 mod streaming;
+mod webhooks;
