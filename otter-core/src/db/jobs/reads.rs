@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use super::{JobRow, JobToken, SELECT_JOBS};
 use crate::db::{DbError, Page, PageRequest};
-use crate::model::{Job, JobId, JobStatus, WorkspaceId};
+use crate::model::{Job, JobId, JobStatus, ProjectId, WorkspaceId};
 
 /// One job, with its output once finished.
 pub async fn get(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
@@ -88,6 +88,56 @@ pub async fn list_history(
     .bind(status)
     .bind(filter.workspace_id)
     .bind(filter.session_id.as_deref())
+    .fetch_one(pool)
+    .await?;
+    Ok(Page {
+        items: items.into_iter().map(Job::from).collect(),
+        total,
+    })
+}
+
+/// Which jobs a job list wants (`GET /v1/jobs`): every filter that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only jobs in one of these statuses (any status when empty).
+    pub statuses: Vec<JobStatus>,
+    /// Only jobs of this workspace.
+    pub workspace_id: Option<WorkspaceId>,
+    /// Only jobs of this project.
+    pub project_id: Option<ProjectId>,
+}
+
+/// Jobs of any status, newest first (by submission).
+pub async fn list_jobs(
+    pool: &PgPool,
+    filter: &JobFilter,
+    page: PageRequest,
+) -> Result<Page<Job>, DbError> {
+    let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+    // Runtime-checked: the view `otter_job_rows` is read as `JobRow` everywhere in this module.
+    let items = sqlx::query_as::<_, JobRow>(
+        "SELECT * FROM otter_job_rows
+          WHERE (cardinality($1::text[]) = 0 OR status = ANY($1))
+            AND ($2::uuid IS NULL OR workspace_id = $2)
+            AND ($3::uuid IS NULL OR project_id = $3)
+          ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5",
+    )
+    .bind(&statuses)
+    .bind(filter.workspace_id)
+    .bind(filter.project_id)
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs
+          WHERE (cardinality($1::text[]) = 0 OR status = ANY($1))
+            AND ($2::uuid IS NULL OR workspace_id = $2)
+            AND ($3::uuid IS NULL OR project_id = $3)",
+    )
+    .bind(&statuses)
+    .bind(filter.workspace_id)
+    .bind(filter.project_id)
     .fetch_one(pool)
     .await?;
     Ok(Page {
