@@ -119,7 +119,7 @@ export async function renderJob(root, id) {
       controls.append(job.paused
         ? h("button#job-resume", { type: "button", onclick: () => control("resume") }, "Resume")
         : h("button#job-pause", { type: "button", onclick: () => control("pause") }, "Pause"));
-      const prio = h("input.prio#job-priority", { type: "number", value: String(job.priority), min: "-1000", max: "1000", "aria-label": "priority" });
+      const prio = h("input.prio#job-priority", { type: "number", value: String(job.priority), "aria-label": "priority" });
       controls.append(h("form.inline", { onsubmit: (ev) => { ev.preventDefault(); control("priority", { priority: Number(prio.value) }); } }, prio, h("button", { type: "submit" }, "Set priority")));
     }
     if (job.status === "queued" || job.status === "running") {

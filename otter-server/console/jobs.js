@@ -57,7 +57,7 @@ export async function renderJobs(root) {
     names.workspaces.map((w) => h("option", { value: w.id, selected: w.id === filters.workspace_id }, w.name)),
   );
   if (!filters.workspace_id && names.workspaces.length) wsSelect.value = names.workspaces[names.workspaces.length - 1].id;
-  const prioInput = h("input#prompt-priority", { type: "number", name: "priority", value: "0", min: "-1000", max: "1000", step: "1" });
+  const prioInput = h("input#prompt-priority", { type: "number", name: "priority", value: "0", step: "1" });
   const formError = h("p.error#prompt-error", { role: "alert" });
   formError.hidden = true;
   const form = h(
@@ -172,7 +172,7 @@ export async function renderJobs(root) {
     if (job.status === "queued") {
       if (job.paused) box.append(h("button", { type: "button", onclick: () => control(job, "resume"), dataset: { action: "resume" } }, "Resume"));
       else box.append(h("button", { type: "button", onclick: () => control(job, "pause"), dataset: { action: "pause" } }, "Pause"));
-      const prio = h("input.prio", { type: "number", value: String(job.priority), min: "-1000", max: "1000", "aria-label": `priority of job ${shortId(job.id)}` });
+      const prio = h("input.prio", { type: "number", value: String(job.priority), "aria-label": `priority of job ${shortId(job.id)}` });
       box.append(
         h("form.inline", { onsubmit: (ev) => { ev.preventDefault(); control(job, "priority", { priority: Number(prio.value) }); } },
           prio, h("button", { type: "submit", dataset: { action: "priority" } }, "Set priority")),
