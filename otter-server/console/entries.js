@@ -37,7 +37,7 @@ function renderEffect(entry) {
     const content = typeof input.content === "string" ? input.content : "";
     return [
       h("div.head", label("file write", "t-file"), h("code.path", String(input.filePath ?? "")), effectStatus(state)),
-      content ? h("details", h("summary", `${content.split("\n").length} line(s) written`), pre(content)) : null,
+      content ? h("details", h("summary", `${content.replace(/\n$/, "").split("\n").length} line(s) written`), pre(content)) : null,
     ];
   }
   if (kind === "shell" || typeof input.command === "string") {

@@ -198,11 +198,29 @@ export async function renderJobs(root) {
         h("span", ws ? ws.name : shortId(job.workspace_id)),
         h("span", `priority ${job.priority}`),
         h("span", `attempt ${job.attempts}/${job.max_attempts}`),
-        h("span", job.finished_at ? `finished ${fmtTime(job.finished_at)}` : `queued ${fmtTime(job.created_at)}`),
+        h("span", job.finished_at ? `finished ${fmtTime(job.finished_at)}` : job.status === "running" ? `started ${fmtTime(job.started_at)}` : `queued ${fmtTime(job.created_at)}`),
         job.output && typeof job.output.cost === "number" ? h("span", `$${job.output.cost.toFixed(4)}`) : null,
       ),
       controls(job),
     );
+  }
+
+  // Rows are kept by job and rebuilt only when their job changed, so a live update does not
+  // take the focus or a half-typed priority away from the other rows.
+  const rows = new Map();
+  function rowOf(job) {
+    const key = JSON.stringify(job);
+    const cached = rows.get(job.id);
+    if (cached && cached.key === key) return cached.el;
+    const el = row(job);
+    rows.set(job.id, { key, el });
+    return el;
+  }
+  function place(list, els, empty) {
+    const want = els.length ? els : [h("li.empty", empty)];
+    const have = [...list.children];
+    if (have.length === want.length && have.every((el, i) => el === want[i] || (el.classList.contains("empty") && want[i].classList.contains("empty")))) return;
+    replace(list, want);
   }
 
   function render() {
@@ -214,8 +232,8 @@ export async function renderJobs(root) {
       .filter((j) => FINISHED.includes(j.status))
       .sort((a, b) => (b.finished_at || "").localeCompare(a.finished_at || ""))
       .slice(0, historyShown);
-    replace(activeList, active.length ? active.map(row) : h("li.empty", "Nothing running or queued."));
-    replace(historyList, done.length ? done.map(row) : h("li.empty", "No finished jobs."));
+    place(activeList, active.map(rowOf), "Nothing running or queued.");
+    place(historyList, done.map(rowOf), "No finished jobs.");
     more.hidden = historyTotal <= done.length;
   }
 

@@ -198,7 +198,7 @@ export async function renderWorkspace(root, id) {
           sessionStorage.setItem(sessionKey, session);
           const status = r.timed_out ? "timed out" : r.exit_code === null ? `signal ${r.signal ?? "?"}` : `exit ${r.exit_code}`;
           cmdLog.append(
-            h("div.cmd", { dataset: { exit: String(r.exit_code) } },
+            h("div.cmdrun", { dataset: { exit: String(r.exit_code) } },
               h("div.head", h("code.prompt-cwd", cwd.textContent), h("code.cmd", "$ " + command), h(`span.badge${r.exit_code === 0 ? ".e-completed" : ".e-failed"}`, status), h("span.muted", `${r.duration_ms} ms`)),
               r.stdout ? h("pre.out", r.stdout) : null,
               r.stderr ? h("pre.err", r.stderr) : null,

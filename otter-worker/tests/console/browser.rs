@@ -135,28 +135,47 @@ impl Browser {
     /// A page that is loading answers nothing yet, which counts as not yet.
     pub(crate) async fn until(&self, what: &str, expr: &str) -> Value {
         let script = format!("try {{ return ({expr}); }} catch (e) {{ return null; }}");
-        eventually(WAIT, what, || async {
-            let v = self.client.execute(&script, vec![]).await.ok()?;
-            let truthy = match &v {
-                Value::Null => false,
-                Value::Bool(b) => *b,
-                Value::Number(n) => n.as_f64() != Some(0.0),
-                Value::String(s) => !s.is_empty(),
-                _ => true,
-            };
-            truthy.then_some(v)
-        })
-        .await
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(v) = self.client.execute(&script, vec![]).await {
+                let truthy = match &v {
+                    Value::Null => false,
+                    Value::Bool(b) => *b,
+                    Value::Number(n) => n.as_f64() != Some(0.0),
+                    Value::String(s) => !s.is_empty(),
+                    _ => true,
+                };
+                if truthy {
+                    return v;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let page = self
+                    .client
+                    .execute("return document.body.innerText", vec![])
+                    .await
+                    .unwrap_or_default();
+                panic!("timed out waiting for {what} ({expr}); the page shows:\n{page}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
+    /// Clicks the element `css`, finding it again if the page replaced it in between (a live
+    /// update), until [`WAIT`].
     pub(crate) async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("find {css}: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let tried = match self.client.find(Locator::Css(css)).await {
+                Ok(el) => el.click().await,
+                Err(e) => Err(e),
+            };
+            match tried {
+                Ok(()) => return,
+                Err(e) if tokio::time::Instant::now() >= deadline => panic!("click {css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// Types `text` into the element `css` (after clearing it).

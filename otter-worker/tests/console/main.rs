@@ -273,7 +273,9 @@ async fn cancelling_a_slow_job_from_the_jobs_page_ends_it_cancelled() {
     wait_status(&app, &running, "cancelled").await;
     // A job submitted elsewhere appears without a reload.
     let other = submit(&app, &ws, "Submitted by curl").await;
-    browser.until("the new job", &row(&other, "queued")).await;
+    browser
+        .until("the new job", &format!("document.querySelector('#active-jobs li[data-job=\"{other}\"]')"))
+        .await;
     // The status filter is in the address and keeps only cancelled jobs.
     browser.goto("/?status=cancelled").await;
     browser
@@ -331,10 +333,11 @@ async fn a_workspace_page_browses_the_tree_opens_a_file_and_runs_commands_in_a_s
         .await;
     browser.type_into("#command", "pwd; ls; echo oops >&2\u{E007}").await;
     let out = browser
-        .until("the output", "document.querySelectorAll('#command-log .cmd').length === 2 && document.querySelectorAll('#command-log .cmd')[1].textContent")
+        .until("the output", "document.querySelectorAll('#command-log .cmdrun').length === 2 && document.querySelectorAll('#command-log .cmdrun')[1].innerText")
         .await;
     let out = out.as_str().unwrap();
-    assert!(out.contains("/src\nmain.py"), "{out}");
+    let log = browser.js("document.querySelector('#command-log').innerText").await;
+    assert!(out.contains("/src\nmain.py"), "{out}; the log: {log}");
     assert!(out.contains("oops"), "{out}");
     assert!(out.contains("exit 0"), "{out}");
     // The runtime is off here: the panel says so with the API's message.
