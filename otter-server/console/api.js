@@ -83,6 +83,18 @@ export async function api(method, path, body, signal) {
 }
 
 export const get = (path, signal) => api("GET", path, undefined, signal);
+
+/** A GET whose answer is text (a diff); rejects with the API's message like api(). */
+export async function getText(path) {
+  let resp;
+  try {
+    resp = await fetch(path, { headers: headers() });
+  } catch (e) {
+    throw new ApiError(0, "network", `cannot reach the server: ${e.message}`);
+  }
+  if (!resp.ok) throw await errorOf(resp);
+  return { text: await resp.text(), truncated: resp.headers.get("x-otter-diff-truncated") === "true" };
+}
 export const post = (path, body) => api("POST", path, body === undefined ? {} : body);
 
 /** A query string from an object, leaving out empty values. */

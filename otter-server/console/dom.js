@@ -66,7 +66,8 @@ export function safeHref(value) {
   try {
     const url = new URL(value, location.origin);
     if (url.protocol !== "http:" && url.protocol !== "https:") return null;
-    return url.href;
+    // A console address stays a path (what the page wrote), others are whole URLs.
+    return url.origin === location.origin ? url.pathname + url.search + url.hash : url.href;
   } catch {
     return null;
   }

@@ -4,8 +4,8 @@
 // the DOM, so a job with 100,000 lines stays responsive. A dropped stream resumes with
 // Last-Event-ID; lines are keyed by event id, so none is shown twice.
 
-import { api, follow, get, post } from "./api.js";
-import { extLink, fmtTime, h, navLink, replace, shortId, showError, statusBadge } from "./dom.js";
+import { api, follow, get, getText, post, qs } from "./api.js";
+import { extLink, fmtTime, go, h, navLink, replace, shortId, showError, statusBadge } from "./dom.js";
 import { renderChunk } from "./entries.js";
 
 export const PAGE = 500;
@@ -46,6 +46,21 @@ function describe(event) {
   }
 }
 
+const TERMINAL = ["succeeded", "failed", "cancelled"];
+/** At most this many diff lines become nodes of their own; the rest is one text node. */
+const DIFF_LINES = 5000;
+
+function renderDiff(text) {
+  const lines = text.split("\n");
+  const nodes = lines.slice(0, DIFF_LINES).map((line) => {
+    const cls = line.startsWith("+++") || line.startsWith("---") || line.startsWith("diff --git") ? "d-file"
+      : line.startsWith("@@") ? "d-hunk" : line.startsWith("+") ? "d-add" : line.startsWith("-") ? "d-del" : line.startsWith("# otter:") ? "d-note" : "";
+    return h(cls ? `span.${cls}` : "span", line || " ");
+  });
+  if (lines.length > DIFF_LINES) nodes.push(h("span", lines.slice(DIFF_LINES).join("\n")));
+  return h("pre.diff#diff", nodes);
+}
+
 function kv(dl, key, value) {
   if (value === null || value === undefined || value === "") return;
   dl.append(h("dt", key), h("dd", value instanceof Node ? value : String(value)));
@@ -81,6 +96,29 @@ export async function renderJob(root, id) {
   const pager = h("div.pager#pager");
   const countsEl = h("p.muted#line-count");
   const finalText = h("div#final-text");
+  const changes = h("section#changes");
+  const followError = h("p.error#follow-up-error", { role: "alert" });
+  followError.hidden = true;
+  const followInput = h("textarea#follow-up", { name: "prompt", rows: 2, required: true, placeholder: "Go on in the same vibe session…" });
+  const followUp = h(
+    "form.card#follow-up-form",
+    {
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        try {
+          const next = await post("/v1/prompts", { prompt: followInput.value, parent_job_id: job.id });
+          go(`/jobs/${next.id}`);
+        } catch (e) {
+          showError(followError, e);
+        }
+      },
+    },
+    h("h2", "Follow-up"),
+    h("label", { for: "follow-up" }, "A prompt that resumes this job's vibe session (it waits for this job to end)"),
+    followInput,
+    followError,
+    h("button.primary#follow-up-submit", { type: "submit" }, "Send follow-up"),
+  );
 
   replace(
     root,
@@ -93,6 +131,8 @@ export async function renderJob(root, id) {
         pager,
         output,
         finalText,
+        changes,
+        followUp,
       ),
       h("aside.side",
         h("h2", "Summary"),
@@ -148,6 +188,18 @@ export async function renderJob(root, id) {
     kv(summary, "exit code", job.exit_code);
     kv(summary, "error", job.error);
     kv(summary, "preview", job.preview_url ? extLink(job.preview_url) : null);
+    kv(summary, "follow-up of", job.parent_job_id ? navLink(`/jobs/${job.parent_job_id}`, shortId(job.parent_job_id)) : null);
+    kv(summary, "session", job.session_id ? navLink(`/${qs({ session_id: job.session_id })}`, job.session_id) : null);
+    kv(summary, "model asked", job.model);
+    if (job.limits) {
+      const l = job.limits;
+      const parts = [];
+      if (l.max_turns != null) parts.push(`${l.max_turns} turns`);
+      if (l.max_price_usd != null) parts.push(`$${l.max_price_usd}`);
+      if (l.max_tokens != null) parts.push(`${l.max_tokens} tokens`);
+      if (l.time_limit_secs != null) parts.push(`${l.time_limit_secs} s`);
+      kv(summary, "limits", parts.join(", "));
+    }
     const out = job.output;
     if (out) {
       kv(summary, "outcome", out.outcome);
@@ -158,7 +210,86 @@ export async function renderJob(root, id) {
         kv(summary, "tokens", `${u.input_tokens ?? "?"} in, ${u.output_tokens ?? "?"} out${u.cached_input_tokens ? `, ${u.cached_input_tokens} cached` : ""}`);
       }
       if (typeof out.cost === "number") kv(summary, "cost", `$${out.cost.toFixed(6)}`);
+      if (out.files_changed != null) kv(summary, "changes", `${out.files_changed} file(s), +${out.additions ?? 0} −${out.deletions ?? 0}`);
       replace(finalText, out.final_text ? [h("h2", "Final answer"), h("div.msg.final", out.final_text)] : []);
+    }
+    if (TERMINAL.includes(job.status) && !changesLoaded) {
+      changesLoaded = true;
+      loadChanges();
+    }
+  }
+
+  let changesLoaded = false;
+  async function loadChanges() {
+    const diffBox = h("div#diff-box");
+    const restoreBox = h("div#restore-result", { role: "status" });
+    const restoreError = h("p.error#restore-error", { role: "alert" });
+    restoreError.hidden = true;
+    const showDiff = async (path) => {
+      replace(diffBox, h("p.muted", "Reading the diff…"));
+      try {
+        const d = await getText(`/v1/jobs/${job.id}/diff${qs({ path })}`);
+        replace(diffBox, d.truncated ? h("p.muted", "The diff was cut (see its last line); ask for one file.") : null, renderDiff(d.text || "(no difference)"));
+      } catch (e) {
+        replace(diffBox, h("p.error", e.message));
+      }
+    };
+    const restoreButton = (to, label) => {
+      let armed = false;
+      const btn = h(`button#restore-${to}`, { type: "button" }, label);
+      btn.addEventListener("click", async () => {
+        if (!armed) {
+          armed = true;
+          btn.textContent = `Confirm: ${label.toLowerCase()}`;
+          btn.classList.add("danger");
+          return;
+        }
+        armed = false;
+        btn.textContent = label;
+        btn.classList.remove("danger");
+        try {
+          const r = await post(`/v1/jobs/${job.id}/restore`, { to });
+          showError(restoreError, null);
+          replace(
+            restoreBox,
+            h("p", `Restored to ${r.to} the job: ${r.restored.length} file(s) written back, ${r.removed.length} removed` + (r.left_alone.length ? `, ${r.left_alone.length} left alone` : "") + "."),
+            r.left_alone.length ? h("ul", r.left_alone.map((f) => h("li", h("code", f.path), " — ", f.reason))) : null,
+            h("p.muted", `Undo: the files as they were before this restore are checkpoint ${shortId(r.undo_checkpoint_id)} (restore "${to === "before" ? "after" : "before"}" to go back to the job's other side).`),
+          );
+        } catch (e) {
+          showError(restoreError, e);
+        }
+      });
+      return btn;
+    };
+    try {
+      const list = await get(`/v1/jobs/${job.id}/changes`);
+      replace(
+        changes,
+        h("h2", "Changes"),
+        list.items.length
+          ? h("ul.changes#change-list",
+              list.items.map((c) =>
+                h("li", { dataset: { path: c.path, status: c.status } },
+                  h(`span.badge.c-${c.status}`, c.status),
+                  h("button.node.file", { type: "button", onclick: () => showDiff(c.path) }, c.path),
+                  h("span.d-add", `+${c.additions}`),
+                  h("span.d-del", `−${c.deletions}`),
+                  c.binary ? h("span.muted", "binary") : null,
+                  c.too_large ? h("span.muted", "over the size cap") : null,
+                )))
+          : h("p.muted#change-list", "The job changed no file."),
+        h("div.controls",
+          list.items.length ? h("button#diff-all", { type: "button", onclick: () => showDiff(undefined) }, "Whole diff") : null,
+          restoreButton("before", "Restore files to before the job"),
+          restoreButton("after", "Restore files to after the job"),
+        ),
+        restoreError,
+        restoreBox,
+        diffBox,
+      );
+    } catch (e) {
+      replace(changes, h("h2", "Changes"), h("p.muted#changes-unavailable", e.message));
     }
   }
 

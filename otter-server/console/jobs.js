@@ -34,6 +34,7 @@ export async function renderJobs(root) {
     status: params.get("status") || "",
     workspace_id: params.get("workspace_id") || "",
     project_id: params.get("project_id") || "",
+    session_id: params.get("session_id") || "",
   };
   let names;
   try {
@@ -58,6 +59,15 @@ export async function renderJobs(root) {
   );
   if (!filters.workspace_id && names.workspaces.length) wsSelect.value = names.workspaces[names.workspaces.length - 1].id;
   const prioInput = h("input#prompt-priority", { type: "number", name: "priority", value: "0", step: "1" });
+  const limit = (id, label, step) => {
+    const input = h(`input#${id}`, { type: "number", name: id, min: "0", step, placeholder: "default" });
+    return [input, h("div.field", h("label", { for: id }, label), input)];
+  };
+  const [turns, turnsField] = limit("limit-turns", "Max turns", "1");
+  const [price, priceField] = limit("limit-price", "Max price (USD)", "any");
+  const [tokens, tokensField] = limit("limit-tokens", "Max tokens", "1");
+  const [secs, secsField] = limit("limit-secs", "Time limit (s)", "1");
+  const modelInput = h("input#prompt-model", { name: "model", placeholder: "the worker's default", spellcheck: "false" });
   const formError = h("p.error#prompt-error", { role: "alert" });
   formError.hidden = true;
   const form = h(
@@ -68,6 +78,13 @@ export async function renderJobs(root) {
         const body = { prompt: promptInput.value };
         if (wsSelect.value) body.workspace_id = wsSelect.value;
         if (prioInput.value !== "") body.priority = Number(prioInput.value);
+        const limits = {};
+        if (turns.value !== "") limits.max_turns = Number(turns.value);
+        if (price.value !== "") limits.max_price_usd = Number(price.value);
+        if (tokens.value !== "") limits.max_tokens = Number(tokens.value);
+        if (secs.value !== "") limits.time_limit_secs = Number(secs.value);
+        if (Object.keys(limits).length) body.limits = limits;
+        if (modelInput.value.trim()) body.model = modelInput.value.trim();
         submit.disabled = true;
         try {
           const job = await post("/v1/prompts", body);
@@ -87,6 +104,12 @@ export async function renderJobs(root) {
       "div.row",
       h("div.field", h("label", { for: "prompt-workspace" }, "Workspace"), wsSelect),
       h("div.field.narrow", h("label", { for: "prompt-priority" }, "Priority"), prioInput),
+    ),
+    h("details.limits#prompt-limits",
+      h("summary", "Limits and model"),
+      h("div.grid2", turnsField, priceField, tokensField, secsField),
+      h("label", { for: "prompt-model" }, "Model (a vibe alias)"),
+      modelInput,
     ),
     formError,
   );
@@ -112,17 +135,19 @@ export async function renderJobs(root) {
     h("option", { value: "" }, "any project"),
     names.projects.map((p) => h("option", { value: p.id, selected: p.id === filters.project_id }, p.name)),
   );
+  const fSession = h("input#filter-session", { name: "session_id", value: filters.session_id, placeholder: "any session", spellcheck: "false" });
   const applyFilters = () => {
-    const q = qs({ status: fStatus.value, workspace_id: fWs.value, project_id: fProject.value });
+    const q = qs({ status: fStatus.value, workspace_id: fWs.value, project_id: fProject.value, session_id: fSession.value.trim() });
     go(`/${q}`);
   };
-  for (const s of [fStatus, fWs, fProject]) s.addEventListener("change", applyFilters);
+  for (const s of [fStatus, fWs, fProject, fSession]) s.addEventListener("change", applyFilters);
   const filterBar = h(
     "form.filters#filters",
-    { onsubmit: (ev) => ev.preventDefault(), "aria-label": "Filters" },
+    { onsubmit: (ev) => { ev.preventDefault(); applyFilters(); }, "aria-label": "Filters" },
     h("div.field", h("label", { for: "filter-status" }, "Status"), fStatus),
     h("div.field", h("label", { for: "filter-workspace" }, "Workspace"), fWs),
     h("div.field", h("label", { for: "filter-project" }, "Project"), fProject),
+    h("div.field", h("label", { for: "filter-session" }, "Session"), fSession),
   );
 
   const activeList = h("ul.jobs#active-jobs", { "aria-live": "polite" });
@@ -152,6 +177,7 @@ export async function renderJobs(root) {
     if (filters.status && job.status !== filters.status) return false;
     if (filters.workspace_id && job.workspace_id !== filters.workspace_id) return false;
     if (filters.project_id && job.project_id !== filters.project_id) return false;
+    if (filters.session_id && job.session_id !== filters.session_id) return false;
     return true;
   }
 
@@ -200,6 +226,9 @@ export async function renderJobs(root) {
         h("span", `attempt ${job.attempts}/${job.max_attempts}`),
         h("span", job.finished_at ? `finished ${fmtTime(job.finished_at)}` : job.status === "running" ? `started ${fmtTime(job.started_at)}` : `queued ${fmtTime(job.created_at)}`),
         job.output && typeof job.output.cost === "number" ? h("span", `$${job.output.cost.toFixed(4)}`) : null,
+        job.parent_job_id ? h("span", "follow-up of ", navLink(`/jobs/${job.parent_job_id}`, shortId(job.parent_job_id))) : null,
+        job.session_id ? navLink(`/${qs({ session_id: job.session_id })}`, `session ${shortId(job.session_id)}`) : null,
+        job.model ? h("span", `model ${job.model}`) : null,
       ),
       controls(job),
     );
@@ -243,12 +272,13 @@ export async function renderJobs(root) {
   }
 
   const base = { workspace_id: filters.workspace_id, project_id: filters.project_id };
+  const listed = { ...base, session_id: filters.session_id };
   async function loadActive() {
-    const page = await get(`/v1/jobs${qs({ ...base, status: filters.status && ACTIVE.includes(filters.status) ? filters.status : ACTIVE.join(","), limit: 500 })}`);
+    const page = await get(`/v1/jobs${qs({ ...listed, status: filters.status && ACTIVE.includes(filters.status) ? filters.status : ACTIVE.join(","), limit: 500 })}`);
     for (const j of page.items) jobs.set(j.id, j);
   }
   async function loadHistory() {
-    const page = await get(`/v1/jobs${qs({ ...base, status: filters.status && FINISHED.includes(filters.status) ? filters.status : FINISHED.join(","), limit: Math.min(historyShown, 500) })}`);
+    const page = await get(`/v1/jobs${qs({ ...listed, status: filters.status && FINISHED.includes(filters.status) ? filters.status : FINISHED.join(","), limit: Math.min(historyShown, 500) })}`);
     historyTotal = page.total;
     for (const j of page.items) jobs.set(j.id, j);
     render();

@@ -33,6 +33,7 @@ struct JobsQuery {
     status: Option<String>,
     workspace_id: Option<WorkspaceId>,
     project_id: Option<ProjectId>,
+    session_id: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -62,6 +63,7 @@ async fn list_jobs(
         statuses,
         workspace_id: q.workspace_id,
         project_id: q.project_id,
+        session_id: super::session_filter(q.session_id)?,
     };
     Ok(AppJson(
         jobs::list_jobs(&state.db, &filter, super::page(q.limit, q.offset)?).await?,

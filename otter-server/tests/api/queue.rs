@@ -221,6 +221,10 @@ async fn the_job_list_filters_by_status_workspace_and_project() {
     assert_eq!(paged["total"], 3);
     assert_eq!(first["status"], "queued");
 
+    // No job has a vibe session yet (none ran).
+    let (_, of_session) = app.get("/v1/jobs?session_id=some-session").await;
+    assert_eq!(of_session["total"], 0);
+
     let (status, body) = app.get("/v1/jobs?status=done").await;
     let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
     assert!(message.contains("\"done\""), "{message}");

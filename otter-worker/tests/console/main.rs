@@ -517,3 +517,106 @@ async fn a_job_with_many_lines_keeps_at_most_a_page_of_them_in_the_page() {
     worker.stop().await;
     app.assert_no_processes_left().await;
 }
+
+#[tokio::test]
+async fn a_jobs_changes_diff_restore_follow_up_limits_and_session_filter() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("changes").await;
+    let wid = ws["id"].as_str().unwrap();
+    let (status, made) = app
+        .post(
+            &format!("/v1/workspaces/{wid}/command"),
+            json!({ "command": "printf 'line 1\\nline 2\\nline 3\\n' > edited.txt && printf 'gone\\n' > deleted.txt" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    let worker = worker(&app, "change-set", &[]).await;
+    let id = submit(&app, &ws, "Change three files").await;
+    wait_status(&app, &id, "succeeded").await;
+
+    let browser = Browser::open(&app, 1280, &format!("/jobs/{id}")).await;
+    let listed = browser
+        .until(
+            "the change list",
+            "document.querySelectorAll('#change-list li').length === 3 && [...document.querySelectorAll('#change-list li')].map(li => li.dataset.path + ':' + li.dataset.status).join(' ')",
+        )
+        .await;
+    assert_eq!(listed, "added.txt:added deleted.txt:deleted edited.txt:modified");
+    browser
+        .click("#change-list li[data-path=\"edited.txt\"] button")
+        .await;
+    let diff = browser
+        .until("the file's diff", "document.querySelector('#diff')?.textContent")
+        .await;
+    assert!(diff.as_str().unwrap().contains("+line two"), "{diff}");
+    assert!(diff.as_str().unwrap().contains("-line 2"), "{diff}");
+    browser.screenshot("job-changes-1280.png").await;
+
+    // Restore to before the job: two clicks (the first asks to confirm).
+    browser.click("#restore-before").await;
+    browser.click("#restore-before").await;
+    browser
+        .until("the restore's result", "document.querySelector('#restore-result')?.textContent.includes('Restored to before')")
+        .await;
+    let (status, _) = app
+        .get(&format!("/v1/workspaces/{wid}/file?path=added.txt"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "added.txt is gone again");
+    let (_, back) = app
+        .get(&format!("/v1/workspaces/{wid}/file?path=deleted.txt"))
+        .await;
+    assert_eq!(back["content"], "gone\n");
+
+    // A follow-up from the job's page resumes its session.
+    browser.type_into("#follow-up", "And now one more thing").await;
+    browser.click("#follow-up-submit").await;
+    browser
+        .until("the follow-up's page", &format!("location.pathname.startsWith('/jobs/') && !location.pathname.endsWith('{id}')"))
+        .await;
+    let next = browser.js("location.pathname.split('/')[2]").await;
+    let next = next.as_str().unwrap().to_owned();
+    let (_, job) = app.get(&format!("/v1/jobs/{next}")).await;
+    assert_eq!(job["parent_job_id"], id.as_str());
+    assert_eq!(job["prompt"], "And now one more thing");
+    browser
+        .until("the parent link", &format!("document.querySelector('#job-summary a[href=\"/jobs/{id}\"]')"))
+        .await;
+    wait_status(&app, &next, "succeeded").await;
+    let (_, first) = app.get(&format!("/v1/jobs/{id}")).await;
+    let session = first["session_id"].as_str().expect("a session").to_owned();
+
+    // The session filter lists the conversation.
+    browser.goto(&format!("/?session_id={session}")).await;
+    let rows = browser
+        .until(
+            "the conversation",
+            "document.querySelectorAll('#history-jobs li.job').length === 2 && [...document.querySelectorAll('#history-jobs li.job')].map(li => li.dataset.job)",
+        )
+        .await;
+    assert_eq!(rows, json!([next, id]));
+
+    // Limits and model from the form reach the job.
+    browser.goto("/").await;
+    browser.until("the form", "document.querySelector('#prompt-limits summary')").await;
+    browser.click("#prompt-limits summary").await;
+    browser.type_into("#prompt", "With limits").await;
+    browser.type_into("#limit-turns", "7").await;
+    browser.type_into("#limit-price", "0.5").await;
+    browser.type_into("#prompt-model", "devstral-small").await;
+    browser.click("#prompt-submit").await;
+    browser
+        .until("the new job's page", "location.pathname.startsWith('/jobs/')")
+        .await;
+    let limited = browser.js("location.pathname.split('/')[2]").await;
+    let (_, job) = app
+        .get(&format!("/v1/jobs/{}", limited.as_str().unwrap()))
+        .await;
+    assert_eq!(job["limits"]["max_turns"], 7, "{job}");
+    assert_eq!(job["limits"]["max_price_usd"], 0.5, "{job}");
+    assert_eq!(job["model"], "devstral-small", "{job}");
+    wait_status(&app, limited.as_str().unwrap(), "succeeded").await;
+
+    browser.close().await;
+    worker.stop().await;
+    app.assert_no_processes_left().await;
+}

@@ -105,6 +105,8 @@ pub struct JobFilter {
     pub workspace_id: Option<WorkspaceId>,
     /// Only jobs of this project.
     pub project_id: Option<ProjectId>,
+    /// Only jobs of this vibe session (a conversation).
+    pub session_id: Option<String>,
 }
 
 /// Jobs of any status, newest first (by submission).
@@ -114,17 +116,19 @@ pub async fn list_jobs(
     page: PageRequest,
 ) -> Result<Page<Job>, DbError> {
     let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
-    // Runtime-checked: the view `otter_job_rows` is read as `JobRow` everywhere in this module.
-    let items = sqlx::query_as::<_, JobRow>(
-        "SELECT * FROM otter_job_rows
-          WHERE (cardinality($1::text[]) = 0 OR status = ANY($1))
-            AND ($2::uuid IS NULL OR workspace_id = $2)
-            AND ($3::uuid IS NULL OR project_id = $3)
-          ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5",
-    )
+    // Runtime-checked, as every read of `SELECT_JOBS` in this module.
+    let items = sqlx::query_as::<_, JobRow>(&format!(
+        "{SELECT_JOBS}
+          WHERE (cardinality($1::text[]) = 0 OR r.status = ANY($1))
+            AND ($2::uuid IS NULL OR r.workspace_id = $2)
+            AND ($3::uuid IS NULL OR r.project_id = $3)
+            AND ($4::text IS NULL OR r.session_id = $4)
+          ORDER BY r.created_at DESC, r.id DESC LIMIT $5 OFFSET $6"
+    ))
     .bind(&statuses)
     .bind(filter.workspace_id)
     .bind(filter.project_id)
+    .bind(filter.session_id.as_deref())
     .bind(page.limit)
     .bind(page.offset)
     .fetch_all(pool)
@@ -133,11 +137,13 @@ pub async fn list_jobs(
         "SELECT count(*) FROM jobs
           WHERE (cardinality($1::text[]) = 0 OR status = ANY($1))
             AND ($2::uuid IS NULL OR workspace_id = $2)
-            AND ($3::uuid IS NULL OR project_id = $3)",
+            AND ($3::uuid IS NULL OR project_id = $3)
+            AND ($4::text IS NULL OR session_id = $4)",
     )
     .bind(&statuses)
     .bind(filter.workspace_id)
     .bind(filter.project_id)
+    .bind(filter.session_id.as_deref())
     .fetch_one(pool)
     .await?;
     Ok(Page {
