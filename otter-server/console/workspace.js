@@ -111,6 +111,7 @@ export async function renderWorkspace(root, id) {
     }
   }
 
+  const expanded = new Set(); // directories open in the tree, kept open across reloads
   async function listDir(path, into) {
     const q = path ? `?path=${encodeURIComponent(path)}` : "";
     const listing = await get(`${base}/tree${q}`);
@@ -125,6 +126,7 @@ export async function renderWorkspace(root, id) {
             if (open) {
               btn.setAttribute("aria-expanded", "false");
               children.hidden = true;
+              expanded.delete(entry.path);
               return;
             }
             try {
@@ -132,10 +134,19 @@ export async function renderWorkspace(root, id) {
               showError(treeError, null);
               btn.setAttribute("aria-expanded", "true");
               children.hidden = false;
+              expanded.add(entry.path);
             } catch (e) {
               showError(treeError, e);
             }
           });
+          if (expanded.has(entry.path)) {
+            listDir(entry.path, children)
+              .then(() => {
+                btn.setAttribute("aria-expanded", "true");
+                children.hidden = false;
+              })
+              .catch(() => expanded.delete(entry.path));
+          }
           return h("li", { role: "treeitem" }, btn, children);
         }
         const btn = h(
