@@ -35,15 +35,27 @@ const PAGE: &str = include_str!("../../console/index.html");
 
 /// The console's assets: name, content type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("style.css", "text/css; charset=utf-8", include_str!("../../console/style.css")),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../console/style.css"),
+    ),
     ("app.js", JS, include_str!("../../console/app.js")),
     ("api.js", JS, include_str!("../../console/api.js")),
     ("dom.js", JS, include_str!("../../console/dom.js")),
     ("entries.js", JS, include_str!("../../console/entries.js")),
     ("jobs.js", JS, include_str!("../../console/jobs.js")),
     ("job.js", JS, include_str!("../../console/job.js")),
-    ("workspace.js", JS, include_str!("../../console/workspace.js")),
-    ("icon.svg", "image/svg+xml", include_str!("../../console/icon.svg")),
+    (
+        "workspace.js",
+        JS,
+        include_str!("../../console/workspace.js"),
+    ),
+    (
+        "icon.svg",
+        "image/svg+xml",
+        include_str!("../../console/icon.svg"),
+    ),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";

@@ -18,8 +18,14 @@ async fn the_page_and_its_files_need_no_token_and_carry_the_security_headers() {
         (format!("/jobs/{id}"), "text/html; charset=utf-8"),
         ("/workspaces".to_owned(), "text/html; charset=utf-8"),
         (format!("/workspaces/{id}"), "text/html; charset=utf-8"),
-        ("/console/app.js".to_owned(), "text/javascript; charset=utf-8"),
-        ("/console/job.js".to_owned(), "text/javascript; charset=utf-8"),
+        (
+            "/console/app.js".to_owned(),
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/console/job.js".to_owned(),
+            "text/javascript; charset=utf-8",
+        ),
         ("/console/style.css".to_owned(), "text/css; charset=utf-8"),
         ("/console/icon.svg".to_owned(), "image/svg+xml"),
     ] {
@@ -58,7 +64,12 @@ async fn an_unknown_console_file_is_a_404_and_a_view_takes_no_post() {
         assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     }
     let (status, body) = app.request_as(None, Method::POST, "/", None).await;
-    assert_error(status, &body, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
 }
 
 #[tokio::test]
@@ -68,7 +79,10 @@ async fn every_javascript_module_the_page_imports_is_served() {
     let mut pending = vec![app_js.as_str().expect("text").to_owned()];
     let mut seen = std::collections::BTreeSet::new();
     while let Some(source) = pending.pop() {
-        for line in source.lines().filter(|l| l.trim_start().starts_with("import ")) {
+        for line in source
+            .lines()
+            .filter(|l| l.trim_start().starts_with("import "))
+        {
             let name = line
                 .split("\"./")
                 .nth(1)

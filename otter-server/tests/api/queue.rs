@@ -192,7 +192,10 @@ async fn the_job_list_filters_by_status_workspace_and_project() {
     let second = submit(&app, &ws_b, "second", 0).await;
     let third = submit(&app, &ws_a, "third", 0).await;
     let (status, _) = app
-        .post(&format!("/v1/jobs/{}/cancel", third["id"].as_str().unwrap()), json!({}))
+        .post(
+            &format!("/v1/jobs/{}/cancel", third["id"].as_str().unwrap()),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
 

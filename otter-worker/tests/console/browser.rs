@@ -64,14 +64,18 @@ impl Browser {
         };
         let webdriver = format!("http://127.0.0.1:{port}");
         let probe = reqwest::Client::new();
-        eventually(Duration::from_secs(20), "chromedriver to answer", || async {
-            probe
-                .get(format!("{webdriver}/status"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        })
+        eventually(
+            Duration::from_secs(20),
+            "chromedriver to answer",
+            || async {
+                probe
+                    .get(format!("{webdriver}/status"))
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            },
+        )
         .await;
         let mut caps = serde_json::Map::new();
         caps.insert(

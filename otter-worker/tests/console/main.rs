@@ -6,11 +6,13 @@
 //! its processes is left. The tests also take the screenshots of docs/console/.
 
 mod browser;
+mod proxy;
 
 use std::time::Duration;
 
 use browser::{Browser, WAIT};
 use otter_testkit::{TestApp, Worker, eventually};
+use proxy::CutProxy;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -22,7 +24,12 @@ fn fake_vibe() -> String {
 async fn worker(app: &TestApp, scenario: &str, more: &[&str]) -> Worker {
     let mut pairs = vec![format!("FAKE_VIBE_SCENARIO={scenario}")];
     pairs.extend(more.iter().map(|s| (*s).to_owned()));
-    Worker::start(app, &fake_vibe(), &[("OTTER_VIBE_EXTRA_ENV", &pairs.join(","))]).await
+    Worker::start(
+        app,
+        &fake_vibe(),
+        &[("OTTER_VIBE_EXTRA_ENV", &pairs.join(","))],
+    )
+    .await
 }
 
 async fn submit(app: &TestApp, ws: &Value, prompt: &str) -> String {
@@ -82,29 +89,62 @@ async fn logging_in_with_the_form_by_keyboard_and_with_a_token_in_the_fragment()
     let app = TestApp::spawn_with(&[("OTTER_API_TOKENS", "console-secret")]).await;
     let browser = Browser::open(&app, 1280, "/").await;
 
-    browser.until("the login form", "document.querySelector('#login #token')").await;
+    browser
+        .until("the login form", "document.querySelector('#login #token')")
+        .await;
     // A wrong token, then the right one, typed and sent with Enter only.
     browser.type_into("#token", "wrong\u{E007}").await;
     let refused = browser
-        .until("the refusal", "document.querySelector('#login-error:not([hidden])')?.textContent")
+        .until(
+            "the refusal",
+            "document.querySelector('#login-error:not([hidden])')?.textContent",
+        )
         .await;
     assert!(
-        refused.as_str().unwrap().contains("a valid bearer token is required"),
+        refused
+            .as_str()
+            .unwrap()
+            .contains("a valid bearer token is required"),
         "the API's own message: {refused}"
     );
     browser.type_into("#token", "console-secret\u{E007}").await;
-    browser.until("the jobs view", "document.querySelector('#new-prompt')").await;
-    assert_eq!(browser.js("sessionStorage.getItem('otter.token')").await, "console-secret");
-    assert_eq!(browser.js("localStorage.length").await, 0, "nothing in localStorage");
+    browser
+        .until("the jobs view", "document.querySelector('#new-prompt')")
+        .await;
+    assert_eq!(
+        browser.js("sessionStorage.getItem('otter.token')").await,
+        "console-secret"
+    );
+    assert_eq!(
+        browser.js("localStorage.length").await,
+        0,
+        "nothing in localStorage"
+    );
 
     // Log out, then come back with the token in the fragment: taken, stored, removed.
     browser.click("#logout").await;
-    browser.until("the login form again", "document.querySelector('#login')").await;
-    assert_eq!(browser.js("sessionStorage.getItem('otter.token')").await, Value::Null);
+    browser
+        .until("the login form again", "document.querySelector('#login')")
+        .await;
+    assert_eq!(
+        browser.js("sessionStorage.getItem('otter.token')").await,
+        Value::Null
+    );
     browser.goto("/workspaces#token=console-secret").await;
-    browser.until("the workspaces view", "document.querySelector('#new-workspace')").await;
-    assert_eq!(browser.js("location.href").await, format!("{}/workspaces", app.base));
-    assert_eq!(browser.js("sessionStorage.getItem('otter.token')").await, "console-secret");
+    browser
+        .until(
+            "the workspaces view",
+            "document.querySelector('#new-workspace')",
+        )
+        .await;
+    assert_eq!(
+        browser.js("location.href").await,
+        format!("{}/workspaces", app.base)
+    );
+    assert_eq!(
+        browser.js("sessionStorage.getItem('otter.token')").await,
+        "console-secret"
+    );
 
     browser.close().await;
     app.assert_no_processes_left().await;
@@ -119,11 +159,20 @@ async fn a_prompt_from_the_form_streams_its_lines_live_by_entry_type() {
     let browser = Browser::open(&app, 1280, "/").await;
 
     // No login without tokens.
-    browser.until("the form", "document.querySelector('#new-prompt')").await;
-    assert_eq!(browser.js("document.querySelector('#login')").await, Value::Null);
-    let chosen = browser.js("document.querySelector('#prompt-workspace').value").await;
+    browser
+        .until("the form", "document.querySelector('#new-prompt')")
+        .await;
+    assert_eq!(
+        browser.js("document.querySelector('#login')").await,
+        Value::Null
+    );
+    let chosen = browser
+        .js("document.querySelector('#prompt-workspace').value")
+        .await;
     assert_eq!(chosen, ws["id"]);
-    browser.type_into("#prompt", "Create hello.txt with a greeting").await;
+    browser
+        .type_into("#prompt", "Create hello.txt with a greeting")
+        .await;
     browser.type_into("#prompt-priority", "3").await;
     browser.click("#prompt-submit").await;
 
@@ -136,12 +185,21 @@ async fn a_prompt_from_the_form_streams_its_lines_live_by_entry_type() {
     let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(job["priority"], 3);
     browser
-        .until("the user's message", "document.querySelector('#output .entry.k-user')")
+        .until(
+            "the user's message",
+            "document.querySelector('#output .entry.k-user')",
+        )
         .await;
     let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
-    assert_ne!(job["status"], "succeeded", "a line arrived before the end: {job}");
+    assert_ne!(
+        job["status"], "succeeded",
+        "a line arrived before the end: {job}"
+    );
     browser
-        .until("a tool call", "document.querySelector('#output .entry.k-effect')")
+        .until(
+            "a tool call",
+            "document.querySelector('#output .entry.k-effect')",
+        )
         .await;
     browser.screenshot("job-running-1280.png").await;
     browser.resize(390).await;
@@ -150,25 +208,51 @@ async fn a_prompt_from_the_form_streams_its_lines_live_by_entry_type() {
 
     // The end: status, final answer, usage and cost, every line exactly once and in order.
     browser
-        .until("succeeded", "document.querySelector('#job-status [data-status=\"succeeded\"]')")
+        .until(
+            "succeeded",
+            "document.querySelector('#job-status [data-status=\"succeeded\"]')",
+        )
         .await;
-    browser.until("the cost", "document.querySelector('#job-summary')?.textContent.includes('$')").await;
+    browser
+        .until(
+            "the cost",
+            "document.querySelector('#job-summary')?.textContent.includes('$')",
+        )
+        .await;
     wait_status(&app, &id, "succeeded").await;
     let want = chunk_ids(&app, &id).await;
     browser
-        .until("every line", &format!("document.querySelectorAll('#output .entry').length === {}", want.len()))
+        .until(
+            "every line",
+            &format!(
+                "document.querySelectorAll('#output .entry').length === {}",
+                want.len()
+            ),
+        )
         .await;
     assert_eq!(shown_ids(&browser).await, want);
-    let text = browser.js("document.querySelector('#output').textContent").await;
+    let text = browser
+        .js("document.querySelector('#output').textContent")
+        .await;
     let text = text.as_str().unwrap();
-    assert!(text.contains("cat hello.txt && echo done"), "the command: {text}");
+    assert!(
+        text.contains("cat hello.txt && echo done"),
+        "the command: {text}"
+    );
     assert!(text.contains("hello.txt"), "the file write: {text}");
     assert_eq!(
-        browser.js("document.querySelector('#output .entry.k-effect .badge').textContent").await,
+        browser
+            .js("document.querySelector('#output .entry.k-effect .badge').textContent")
+            .await,
         "completed"
     );
-    let timeline = browser.js("[...document.querySelectorAll('#timeline li')].map(li => li.dataset.kind)").await;
-    assert_eq!(timeline, json!(["job_queued", "job_started", "job_succeeded"]));
+    let timeline = browser
+        .js("[...document.querySelectorAll('#timeline li')].map(li => li.dataset.kind)")
+        .await;
+    assert_eq!(
+        timeline,
+        json!(["job_queued", "job_started", "job_succeeded"])
+    );
 
     browser.close().await;
     worker.stop().await;
@@ -184,18 +268,36 @@ async fn setup_lines_and_stderr_are_apart_and_reasoning_is_collapsed() {
     wait_status(&app, &id, "succeeded").await;
     let browser = Browser::open(&app, 1280, &format!("/jobs/{id}")).await;
     browser
-        .until("the setup lines", "document.querySelectorAll('#output .entry.k-setup').length >= 3")
+        .until(
+            "the setup lines",
+            "document.querySelectorAll('#output .entry.k-setup').length >= 3",
+        )
         .await;
     let setup = browser
         .js("[...document.querySelectorAll('#output .entry.k-setup pre')].map(p => p.textContent)")
         .await;
-    assert_eq!(setup, json!(["setup line 1", "setup line 2", "setup warning"]));
+    assert_eq!(
+        setup,
+        json!(["setup line 1", "setup line 2", "setup warning"])
+    );
     assert!(
-        browser.js("document.querySelectorAll('#output .entry.k-stderr').length").await.as_i64() >= Some(1),
+        browser
+            .js("document.querySelectorAll('#output .entry.k-stderr').length")
+            .await
+            .as_i64()
+            >= Some(1),
         "vibe's stderr line is shown apart"
     );
-    let timeline = browser.js("[...document.querySelectorAll('#timeline li')].map(li => li.dataset.kind)").await;
-    assert!(timeline.as_array().unwrap().contains(&json!("setup_finished")), "{timeline}");
+    let timeline = browser
+        .js("[...document.querySelectorAll('#timeline li')].map(li => li.dataset.kind)")
+        .await;
+    assert!(
+        timeline
+            .as_array()
+            .unwrap()
+            .contains(&json!("setup_finished")),
+        "{timeline}"
+    );
     browser.close().await;
     worker.stop().await;
 
@@ -205,10 +307,15 @@ async fn setup_lines_and_stderr_are_apart_and_reasoning_is_collapsed() {
     wait_status(&app, &id, "succeeded").await;
     let browser = Browser::open(&app, 1280, &format!("/jobs/{id}")).await;
     browser
-        .until("the reasoning", "document.querySelector('#output .entry.k-reasoning details')")
+        .until(
+            "the reasoning",
+            "document.querySelector('#output .entry.k-reasoning details')",
+        )
         .await;
     assert_eq!(
-        browser.js("document.querySelector('#output .entry.k-reasoning details').open").await,
+        browser
+            .js("document.querySelector('#output .entry.k-reasoning details').open")
+            .await,
         false
     );
     browser.close().await;
@@ -222,16 +329,25 @@ async fn cancelling_a_slow_job_from_the_jobs_page_ends_it_cancelled() {
     let ws = app.workspace("slow").await;
     let worker = worker(&app, "hang", &[]).await;
     let done = submit(&app, &ws, "An earlier job").await;
-    app.post(&format!("/v1/jobs/{done}/cancel"), json!({})).await;
+    app.post(&format!("/v1/jobs/{done}/cancel"), json!({}))
+        .await;
     let running = submit(&app, &ws, "Take your time").await;
     wait_status(&app, &running, "running").await;
     // Queued behind it (one running job per workspace).
     let queued = submit(&app, &ws, "Next in line").await;
 
     let browser = Browser::open(&app, 1280, "/").await;
-    let row = |id: &str, status: &str| format!("document.querySelector('#active-jobs li[data-job=\"{id}\"][data-status=\"{status}\"]')");
-    browser.until("the running job", &row(&running, "running")).await;
-    browser.until("the queued job", &row(&queued, "queued")).await;
+    let row = |id: &str, status: &str| {
+        format!(
+            "document.querySelector('#active-jobs li[data-job=\"{id}\"][data-status=\"{status}\"]')"
+        )
+    };
+    browser
+        .until("the running job", &row(&running, "running"))
+        .await;
+    browser
+        .until("the queued job", &row(&queued, "queued"))
+        .await;
     browser.screenshot("jobs-1280.png").await;
     browser.resize(390).await;
     browser.screenshot("jobs-390.png").await;
@@ -241,18 +357,28 @@ async fn cancelling_a_slow_job_from_the_jobs_page_ends_it_cancelled() {
     let prio = format!("#active-jobs li[data-job=\"{queued}\"] input.prio");
     browser.type_into(&prio, "5000").await;
     browser
-        .click(&format!("#active-jobs li[data-job=\"{queued}\"] button[data-action=\"priority\"]"))
+        .click(&format!(
+            "#active-jobs li[data-job=\"{queued}\"] button[data-action=\"priority\"]"
+        ))
         .await;
     let refused = browser
-        .until("the refusal", "document.querySelector('#jobs-error:not([hidden])')?.textContent")
+        .until(
+            "the refusal",
+            "document.querySelector('#jobs-error:not([hidden])')?.textContent",
+        )
         .await;
     assert!(
-        refused.as_str().unwrap().contains("priority must be between -1000 and 1000"),
+        refused
+            .as_str()
+            .unwrap()
+            .contains("priority must be between -1000 and 1000"),
         "{refused}"
     );
     // Pause and resume the queued one: the list follows the stream.
     browser
-        .click(&format!("#active-jobs li[data-job=\"{queued}\"] button[data-action=\"pause\"]"))
+        .click(&format!(
+            "#active-jobs li[data-job=\"{queued}\"] button[data-action=\"pause\"]"
+        ))
         .await;
     browser
         .until("paused", &format!("document.querySelector('#active-jobs li[data-job=\"{queued}\"] button[data-action=\"resume\"]')"))
@@ -262,7 +388,9 @@ async fn cancelling_a_slow_job_from_the_jobs_page_ends_it_cancelled() {
 
     // Cancel the running job: it moves to the history as cancelled, live.
     browser
-        .click(&format!("#active-jobs li[data-job=\"{running}\"] button[data-action=\"cancel\"]"))
+        .click(&format!(
+            "#active-jobs li[data-job=\"{running}\"] button[data-action=\"cancel\"]"
+        ))
         .await;
     browser
         .until(
@@ -274,14 +402,23 @@ async fn cancelling_a_slow_job_from_the_jobs_page_ends_it_cancelled() {
     // A job submitted elsewhere appears without a reload.
     let other = submit(&app, &ws, "Submitted by curl").await;
     browser
-        .until("the new job", &format!("document.querySelector('#active-jobs li[data-job=\"{other}\"]')"))
+        .until(
+            "the new job",
+            &format!("document.querySelector('#active-jobs li[data-job=\"{other}\"]')"),
+        )
         .await;
     // The status filter is in the address and keeps only cancelled jobs.
     browser.goto("/?status=cancelled").await;
     browser
-        .until("the filtered history", &format!("document.querySelector('#history-jobs li[data-job=\"{running}\"]')"))
+        .until(
+            "the filtered history",
+            &format!("document.querySelector('#history-jobs li[data-job=\"{running}\"]')"),
+        )
         .await;
-    assert_eq!(browser.js("document.querySelector('#active-jobs')").await, Value::Null);
+    assert_eq!(
+        browser.js("document.querySelector('#active-jobs')").await,
+        Value::Null
+    );
     assert_eq!(
         browser.js("[...document.querySelectorAll('#history-jobs li.job')].every(li => li.dataset.status === 'cancelled')").await,
         true
@@ -309,34 +446,64 @@ async fn a_workspace_page_browses_the_tree_opens_a_file_and_runs_commands_in_a_s
     let browser = Browser::open(&app, 1280, &format!("/workspaces/{wid}")).await;
 
     browser
-        .until("the tree", "document.querySelector('#tree button.node.dir[data-path=\"src\"]')")
+        .until(
+            "the tree",
+            "document.querySelector('#tree button.node.dir[data-path=\"src\"]')",
+        )
         .await;
-    browser.click("#tree button.node.dir[data-path=\"src\"]").await;
     browser
-        .until("src's files", "document.querySelector('#tree button.node.file[data-path=\"src/main.py\"]')")
+        .click("#tree button.node.dir[data-path=\"src\"]")
         .await;
-    browser.click("#tree button.node.file[data-path=\"src/main.py\"]").await;
+    browser
+        .until(
+            "src's files",
+            "document.querySelector('#tree button.node.file[data-path=\"src/main.py\"]')",
+        )
+        .await;
+    browser
+        .click("#tree button.node.file[data-path=\"src/main.py\"]")
+        .await;
     let content = browser
-        .until("the file", "document.querySelector('#viewer-content')?.textContent")
+        .until(
+            "the file",
+            "document.querySelector('#viewer-content')?.textContent",
+        )
         .await;
     assert_eq!(content, "print(\"hi\")\n");
-    browser.click("#tree button.node.file[data-path=\"README.md\"]").await;
     browser
-        .until("README as text", "document.querySelector('#viewer-content')?.textContent.includes('<b>not bold</b>')")
+        .click("#tree button.node.file[data-path=\"README.md\"]")
         .await;
-    assert_eq!(browser.js("document.querySelectorAll('#viewer b').length").await, 0);
+    browser
+        .until(
+            "README as text",
+            "document.querySelector('#viewer-content')?.textContent.includes('<b>not bold</b>')",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("document.querySelectorAll('#viewer b').length")
+            .await,
+        0
+    );
 
     // Commands keep their session: cd persists, the cwd is shown.
     browser.type_into("#command", "cd src\u{E007}").await;
     browser
-        .until("the cwd", "document.querySelector('#cwd').textContent.endsWith('/src')")
+        .until(
+            "the cwd",
+            "document.querySelector('#cwd').textContent.endsWith('/src')",
+        )
         .await;
-    browser.type_into("#command", "pwd; ls; echo oops >&2\u{E007}").await;
+    browser
+        .type_into("#command", "pwd; ls; echo oops >&2\u{E007}")
+        .await;
     let out = browser
         .until("the output", "document.querySelectorAll('#command-log .cmdrun').length === 2 && document.querySelectorAll('#command-log .cmdrun')[1].innerText")
         .await;
     let out = out.as_str().unwrap();
-    let log = browser.js("document.querySelector('#command-log').innerText").await;
+    let log = browser
+        .js("document.querySelector('#command-log').innerText")
+        .await;
     assert!(out.contains("/src\nmain.py"), "{out}; the log: {log}");
     assert!(out.contains("oops"), "{out}");
     assert!(out.contains("exit 0"), "{out}");
@@ -360,24 +527,44 @@ async fn a_reload_in_the_middle_of_a_run_shows_every_line_exactly_once() {
     let id = submit(&app, &ws, "Take a while").await;
     let browser = Browser::open(&app, 1280, &format!("/jobs/{id}")).await;
     browser
-        .until("the first lines", "document.querySelectorAll('#output .entry').length >= 2")
+        .until(
+            "the first lines",
+            "document.querySelectorAll('#output .entry').length >= 2",
+        )
         .await;
     let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
-    assert_eq!(job["status"], "running", "reloaded in the middle of the run");
+    assert_eq!(
+        job["status"], "running",
+        "reloaded in the middle of the run"
+    );
     browser.client.refresh().await.expect("reload");
     browser
         .until("the page again", "document.querySelector('#output .entry')")
         .await;
     browser
-        .until("the end", "document.querySelector('#job-status [data-status=\"succeeded\"]')")
+        .until(
+            "the end",
+            "document.querySelector('#job-status [data-status=\"succeeded\"]')",
+        )
         .await;
     wait_status(&app, &id, "succeeded").await;
     let want = chunk_ids(&app, &id).await;
     browser
-        .until("every line", &format!("document.querySelectorAll('#output .entry').length >= {}", want.len()))
+        .until(
+            "every line",
+            &format!(
+                "document.querySelectorAll('#output .entry').length >= {}",
+                want.len()
+            ),
+        )
         .await;
     // Give a duplicate the time to show up if one were coming: the stream has ended.
-    browser.until("the stream's end", "document.querySelector('#conn').dataset.state === 'ended'").await;
+    browser
+        .until(
+            "the stream's end",
+            "document.querySelector('#conn').dataset.state === 'ended'",
+        )
+        .await;
     assert_eq!(shown_ids(&browser).await, want, "each line once, in order");
     browser.close().await;
     worker.stop().await;
@@ -432,26 +619,45 @@ async fn hostile_output_file_names_and_commands_run_nothing() {
         .await;
     assert_eq!(status, StatusCode::OK, "{made}");
 
-
     // The job's page: the prompt and its echo are text.
     let browser = Browser::open(&app, 1280, &format!("/jobs/{id}")).await;
     browser
-        .until("the echoed prompt", "document.querySelector('#output .entry.k-user')")
+        .until(
+            "the echoed prompt",
+            "document.querySelector('#output .entry.k-user')",
+        )
         .await;
-    browser.until("the preview link", "document.querySelector('.preview a')").await;
+    browser
+        .until("the preview link", "document.querySelector('.preview a')")
+        .await;
     assert_eq!(
-        browser.js("document.querySelector('#output .entry.k-user .msg').textContent").await,
+        browser
+            .js("document.querySelector('#output .entry.k-user .msg').textContent")
+            .await,
         hostile
     );
-    assert_eq!(browser.js("document.querySelector('#job-prompt').textContent").await, hostile);
-    let href = browser.js("document.querySelector('.preview a').href").await;
-    assert!(href.as_str().unwrap().starts_with("http://127.0.0.1:9/"), "{href}");
+    assert_eq!(
+        browser
+            .js("document.querySelector('#job-prompt').textContent")
+            .await,
+        hostile
+    );
+    let href = browser
+        .js("document.querySelector('.preview a').href")
+        .await;
+    assert!(
+        href.as_str().unwrap().starts_with("http://127.0.0.1:9/"),
+        "{href}"
+    );
     assert_no_harm(&browser).await;
 
     // The jobs list shows the prompt as text too.
     browser.goto("/").await;
     browser
-        .until("the job's row", &format!("document.querySelector('li[data-job=\"{id}\"] .prompt')?.textContent"))
+        .until(
+            "the job's row",
+            &format!("document.querySelector('li[data-job=\"{id}\"] .prompt')?.textContent"),
+        )
         .await;
     assert_no_harm(&browser).await;
 
@@ -471,14 +677,23 @@ async fn hostile_output_file_names_and_commands_run_nothing() {
         .await
         .expect("open the file");
     let content = browser
-        .until("the file's content", "document.querySelector('#viewer-content')?.textContent")
+        .until(
+            "the file's content",
+            "document.querySelector('#viewer-content')?.textContent",
+        )
         .await;
     assert_eq!(content, "<script>window.__pwned=7</script>");
     browser
-        .type_into("#command", "echo '<img src=x onerror=window.__pwned=9><script>window.__pwned=10</script>'\u{E007}")
+        .type_into(
+            "#command",
+            "echo '<img src=x onerror=window.__pwned=9><script>window.__pwned=10</script>'\u{E007}",
+        )
         .await;
     browser
-        .until("the command's output", "document.querySelector('#command-log pre.out')?.textContent.includes('<script>')")
+        .until(
+            "the command's output",
+            "document.querySelector('#command-log pre.out')?.textContent.includes('<script>')",
+        )
         .await;
     assert_no_harm(&browser).await;
 
@@ -498,19 +713,38 @@ async fn a_job_with_many_lines_keeps_at_most_a_page_of_them_in_the_page() {
     assert!(total > 20000, "{total}");
     let browser = Browser::open(&app, 1280, &format!("/jobs/{id}")).await;
     browser
-        .until("every line counted", &format!("document.querySelector('#line-count')?.textContent.startsWith('{total} line')"))
+        .until(
+            "every line counted",
+            &format!(
+                "document.querySelector('#line-count')?.textContent.startsWith('{total} line')"
+            ),
+        )
         .await;
-    let nodes = browser.js("document.querySelectorAll('#output .entry').length").await;
-    assert!(nodes.as_i64().unwrap() <= 500, "at most a page in the DOM: {nodes}");
+    let nodes = browser
+        .js("document.querySelectorAll('#output .entry').length")
+        .await;
+    assert!(
+        nodes.as_i64().unwrap() <= 500,
+        "at most a page in the DOM: {nodes}"
+    );
     // The page still answers at once, and pages back to the first line.
     let started = std::time::Instant::now();
     browser.click("#page-first").await;
     browser
-        .until("the first page", "document.querySelector('#page-label')?.textContent.startsWith('page 1 of')")
+        .until(
+            "the first page",
+            "document.querySelector('#page-label')?.textContent.startsWith('page 1 of')",
+        )
         .await;
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(
-        browser.js("document.querySelector('#output .entry.k-user') !== null").await,
+        browser
+            .js("document.querySelector('#output .entry.k-user') !== null")
+            .await,
         true
     );
     browser.close().await;
@@ -541,12 +775,18 @@ async fn a_jobs_changes_diff_restore_follow_up_limits_and_session_filter() {
             "document.querySelectorAll('#change-list li').length === 3 && [...document.querySelectorAll('#change-list li')].map(li => li.dataset.path + ':' + li.dataset.status).join(' ')",
         )
         .await;
-    assert_eq!(listed, "added.txt:added deleted.txt:deleted edited.txt:modified");
+    assert_eq!(
+        listed,
+        "added.txt:added deleted.txt:deleted edited.txt:modified"
+    );
     browser
         .click("#change-list li[data-path=\"edited.txt\"] button")
         .await;
     let diff = browser
-        .until("the file's diff", "document.querySelector('#diff')?.textContent")
+        .until(
+            "the file's diff",
+            "document.querySelector('#diff')?.textContent",
+        )
         .await;
     assert!(diff.as_str().unwrap().contains("+line two"), "{diff}");
     assert!(diff.as_str().unwrap().contains("-line 2"), "{diff}");
@@ -556,7 +796,10 @@ async fn a_jobs_changes_diff_restore_follow_up_limits_and_session_filter() {
     browser.click("#restore-before").await;
     browser.click("#restore-before").await;
     browser
-        .until("the restore's result", "document.querySelector('#restore-result')?.textContent.includes('Restored to before')")
+        .until(
+            "the restore's result",
+            "document.querySelector('#restore-result')?.textContent.includes('Restored to before')",
+        )
         .await;
     let (status, _) = app
         .get(&format!("/v1/workspaces/{wid}/file?path=added.txt"))
@@ -568,10 +811,17 @@ async fn a_jobs_changes_diff_restore_follow_up_limits_and_session_filter() {
     assert_eq!(back["content"], "gone\n");
 
     // A follow-up from the job's page resumes its session.
-    browser.type_into("#follow-up", "And now one more thing").await;
+    browser
+        .type_into("#follow-up", "And now one more thing")
+        .await;
     browser.click("#follow-up-submit").await;
     browser
-        .until("the follow-up's page", &format!("location.pathname.startsWith('/jobs/') && !location.pathname.endsWith('{id}')"))
+        .until(
+            "the follow-up's page",
+            &format!(
+                "location.pathname.startsWith('/jobs/') && !location.pathname.endsWith('{id}')"
+            ),
+        )
         .await;
     let next = browser.js("location.pathname.split('/')[2]").await;
     let next = next.as_str().unwrap().to_owned();
@@ -579,7 +829,10 @@ async fn a_jobs_changes_diff_restore_follow_up_limits_and_session_filter() {
     assert_eq!(job["parent_job_id"], id.as_str());
     assert_eq!(job["prompt"], "And now one more thing");
     browser
-        .until("the parent link", &format!("document.querySelector('#job-summary a[href=\"/jobs/{id}\"]')"))
+        .until(
+            "the parent link",
+            &format!("document.querySelector('#job-summary a[href=\"/jobs/{id}\"]')"),
+        )
         .await;
     wait_status(&app, &next, "succeeded").await;
     let (_, first) = app.get(&format!("/v1/jobs/{id}")).await;
@@ -597,7 +850,12 @@ async fn a_jobs_changes_diff_restore_follow_up_limits_and_session_filter() {
 
     // Limits and model from the form reach the job.
     browser.goto("/").await;
-    browser.until("the form", "document.querySelector('#prompt-limits summary')").await;
+    browser
+        .until(
+            "the form",
+            "document.querySelector('#prompt-limits summary')",
+        )
+        .await;
     browser.click("#prompt-limits summary").await;
     browser.type_into("#prompt", "With limits").await;
     browser.type_into("#limit-turns", "7").await;
@@ -605,7 +863,10 @@ async fn a_jobs_changes_diff_restore_follow_up_limits_and_session_filter() {
     browser.type_into("#prompt-model", "devstral-small").await;
     browser.click("#prompt-submit").await;
     browser
-        .until("the new job's page", "location.pathname.startsWith('/jobs/')")
+        .until(
+            "the new job's page",
+            "location.pathname.startsWith('/jobs/')",
+        )
         .await;
     let limited = browser.js("location.pathname.split('/')[2]").await;
     let (_, job) = app
@@ -616,6 +877,44 @@ async fn a_jobs_changes_diff_restore_follow_up_limits_and_session_filter() {
     assert_eq!(job["model"], "devstral-small", "{job}");
     wait_status(&app, limited.as_str().unwrap(), "succeeded").await;
 
+    browser.close().await;
+    worker.stop().await;
+    app.assert_no_processes_left().await;
+}
+
+#[tokio::test]
+async fn a_dropped_stream_resumes_with_last_event_id_losing_nothing_and_repeating_nothing() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("dropped").await;
+    let worker = worker(&app, "slow", &["FAKE_VIBE_SLEEP_MS=1500"]).await;
+    let id = submit(&app, &ws, "Take a while").await;
+    // The browser reaches the server through a proxy that can cut its connections.
+    let proxy = CutProxy::start(&app.base).await;
+    let mut browser = Browser::open(&app, 1280, "/console/icon.svg").await;
+    browser.base = proxy.base.clone();
+    browser.goto(&format!("/jobs/{id}")).await;
+    browser
+        .until(
+            "the first lines",
+            "document.querySelectorAll('#output .entry').length >= 2",
+        )
+        .await;
+    let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["status"], "running", "cut in the middle of the run");
+    proxy.cut_all();
+    eventually(WAIT, "a resumed stream (Last-Event-ID)", || async {
+        (proxy.resumed.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    browser
+        .until(
+            "the end",
+            "document.querySelector('#conn').dataset.state === 'ended'",
+        )
+        .await;
+    wait_status(&app, &id, "succeeded").await;
+    let want = chunk_ids(&app, &id).await;
+    assert_eq!(shown_ids(&browser).await, want, "each line once, in order");
     browser.close().await;
     worker.stop().await;
     app.assert_no_processes_left().await;
