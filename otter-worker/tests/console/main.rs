@@ -523,7 +523,8 @@ async fn a_workspace_page_browses_the_tree_opens_a_file_and_runs_commands_in_a_s
 async fn a_reload_in_the_middle_of_a_run_shows_every_line_exactly_once() {
     let app = TestApp::spawn().await;
     let ws = app.workspace("reload").await;
-    let worker = worker(&app, "slow", &["FAKE_VIBE_SLEEP_MS=1500"]).await;
+    // The stand-in's `hang`: the job runs until it is cancelled, so the reload is mid-run.
+    let worker = worker(&app, "hang", &[]).await;
     let id = submit(&app, &ws, "Take a while").await;
     let browser = Browser::open(&app, 1280, &format!("/jobs/{id}")).await;
     browser
@@ -541,13 +542,15 @@ async fn a_reload_in_the_middle_of_a_run_shows_every_line_exactly_once() {
     browser
         .until("the page again", "document.querySelector('#output .entry')")
         .await;
+    // Lines after the reload: the cancel's `Stopped: terminated` and the end.
+    app.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
     browser
         .until(
             "the end",
-            "document.querySelector('#job-status [data-status=\"succeeded\"]')",
+            "document.querySelector('#job-status [data-status=\"cancelled\"]')",
         )
         .await;
-    wait_status(&app, &id, "succeeded").await;
+    wait_status(&app, &id, "cancelled").await;
     let want = chunk_ids(&app, &id).await;
     browser
         .until(
@@ -886,7 +889,8 @@ async fn a_jobs_changes_diff_restore_follow_up_limits_and_session_filter() {
 async fn a_dropped_stream_resumes_with_last_event_id_losing_nothing_and_repeating_nothing() {
     let app = TestApp::spawn().await;
     let ws = app.workspace("dropped").await;
-    let worker = worker(&app, "slow", &["FAKE_VIBE_SLEEP_MS=1500"]).await;
+    // The stand-in's `hang`: the job runs until it is cancelled, so the cut is mid-run.
+    let worker = worker(&app, "hang", &[]).await;
     let id = submit(&app, &ws, "Take a while").await;
     // The browser reaches the server through a proxy that can cut its connections.
     let proxy = CutProxy::start(&app.base).await;
@@ -906,13 +910,16 @@ async fn a_dropped_stream_resumes_with_last_event_id_losing_nothing_and_repeatin
         (proxy.resumed.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
     })
     .await;
+    // Lines after the cut: the cancel's `Stopped: terminated`, then the end.
+    let (status, body) = app.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     browser
         .until(
             "the end",
             "document.querySelector('#conn').dataset.state === 'ended'",
         )
         .await;
-    wait_status(&app, &id, "succeeded").await;
+    wait_status(&app, &id, "cancelled").await;
     let want = chunk_ids(&app, &id).await;
     assert_eq!(shown_ids(&browser).await, want, "each line once, in order");
     browser.close().await;
