@@ -2,8 +2,9 @@
 # Usage: scripts/test.sh [CARGO_TEST_ARGS...]   e.g. scripts/test.sh -- some_filter
 #
 # The one command that runs every Otter check, locally and in CI (.ci/run):
-#   1. start the project-private PostgreSQL + Redis (scripts/services.sh start), and install
-#      busybox-static for the runtime container tests when a Docker engine is there
+#   1. start the project-private PostgreSQL + Redis (scripts/services.sh start), install
+#      busybox-static for the runtime container tests when a Docker engine is there, and
+#      Debian's chromium and chromium-driver for the console's browser tests when missing
 #   2. make sure rustfmt, clippy and cargo-machete are installed
 #   3. cargo fmt --all --check
 #   4. cargo clippy --workspace --all-targets -- -D warnings
@@ -94,6 +95,13 @@ else
   echo "[test] ERROR: no Docker engine answers (docker info): the runtime and compose tests need one (Debian: apt-get install docker.io docker-compose)" >&2
   exit 1
 fi
+
+step "browser test prerequisite: chromium, chromium-driver"
+# The console's tests (otter-worker/tests/console) drive a headless Chromium over WebDriver;
+# without it they fail (nothing is skipped), so it is installed like PostgreSQL.
+"$SCRIPT_DIR/services.sh" ensure-tool chromium:chromium chromedriver:chromium-driver
+chromium --version
+done_step
 
 step "toolchain components: rustfmt, clippy, cargo-machete"
 cargo --version

@@ -1,5 +1,5 @@
-//! `/v1/jobs/{id}`: read a job, its stored events, pause, resume and cancel it; and
-//! `/v1/history` (finished jobs).
+//! `/v1/jobs`: list jobs of any status; `/v1/jobs/{id}`: read a job, its stored events, pause,
+//! resume and cancel it; and `/v1/history` (finished jobs).
 
 use axum::Router;
 use axum::extract::State;
@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use otter_core::db::Page;
 use otter_core::db::events::{self, EventFilter, RawEvent};
-use otter_core::db::jobs::{self, HistoryFilter};
-use otter_core::model::{Job, JobId, JobStatus, WorkspaceId};
+use otter_core::db::jobs::{self, HistoryFilter, JobFilter};
+use otter_core::model::{Job, JobId, JobStatus, ProjectId, WorkspaceId};
 use otter_core::service;
 use serde::Deserialize;
 
@@ -17,12 +17,57 @@ use crate::state::AppState;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
+        .route("/v1/jobs", get(list_jobs))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/events", get(list_job_events))
         .route("/v1/jobs/{id}/pause", post(pause_job))
         .route("/v1/jobs/{id}/resume", post(resume_job))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/history", get(list_history))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobsQuery {
+    /// One status, or several separated by commas (`queued,running`).
+    status: Option<String>,
+    workspace_id: Option<WorkspaceId>,
+    project_id: Option<ProjectId>,
+    session_id: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// Jobs of any status, newest first: what a console lists as running and queued work.
+async fn list_jobs(
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<JobsQuery>,
+) -> Result<AppJson<Page<Job>>> {
+    let mut statuses = Vec::new();
+    for name in q.status.as_deref().unwrap_or_default().split(',') {
+        let name = name.trim();
+        if name.is_empty() {
+            continue;
+        }
+        let status = JobStatus::parse(name).ok_or_else(|| {
+            AppError::Validation(format!(
+                "status must be queued, running, succeeded, failed or cancelled, or several \
+                 of them separated by commas (got {name:?})"
+            ))
+        })?;
+        if !statuses.contains(&status) {
+            statuses.push(status);
+        }
+    }
+    let filter = JobFilter {
+        statuses,
+        workspace_id: q.workspace_id,
+        project_id: q.project_id,
+        session_id: super::session_filter(q.session_id)?,
+    };
+    Ok(AppJson(
+        jobs::list_jobs(&state.db, &filter, super::page(q.limit, q.offset)?).await?,
+    ))
 }
 
 async fn get_job(

@@ -3,6 +3,7 @@
 mod audit;
 mod changes;
 mod commands;
+mod console;
 mod events;
 mod files;
 mod health;
@@ -50,11 +51,22 @@ pub(crate) fn job_scoped() -> Router<AppState> {
 }
 
 /// The paths of [`public`].
-pub(crate) const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/openapi.json"];
+pub(crate) const PUBLIC_PATHS: [&str; 7] = [
+    "/healthz",
+    "/openapi.json",
+    "/",
+    "/jobs/{id}",
+    "/workspaces",
+    "/workspaces/{id}",
+    "/console/{file}",
+];
 
-/// Routes outside `/v1` (open even when tokens are required).
+/// Routes outside `/v1` (open even when tokens are required): health, the OpenAPI document and
+/// the web console (which holds no data: it calls `/v1` with the token the user gives it).
 pub(crate) fn public() -> Router<AppState> {
-    health::router().merge(openapi::router())
+    health::router()
+        .merge(openapi::router())
+        .merge(console::router())
 }
 
 /// `?limit=&offset=` of a list.

@@ -6,6 +6,7 @@ mod auth;
 mod changes;
 mod commands;
 mod connections;
+mod console;
 mod conversations;
 mod errors;
 mod files;

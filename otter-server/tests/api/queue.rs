@@ -174,3 +174,63 @@ async fn cancel_of_a_queued_job_ends_it_at_once() {
         .await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
 }
+
+#[tokio::test]
+async fn the_job_list_filters_by_status_workspace_and_project() {
+    let app = TestApp::spawn().await;
+    let (_, project) = app.post("/v1/projects", json!({ "name": "p" })).await;
+    let ws_a = app.workspace("a").await;
+    let dir_b = app.env.dir.join("b");
+    let (status, ws_b) = app
+        .post(
+            "/v1/workspaces",
+            json!({ "path": dir_b.display().to_string(), "create": true, "project_id": project["id"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ws_b}");
+    let first = submit(&app, &ws_a, "first", 0).await;
+    let second = submit(&app, &ws_b, "second", 0).await;
+    let third = submit(&app, &ws_a, "third", 0).await;
+    let (status, _) = app
+        .post(
+            &format!("/v1/jobs/{}/cancel", third["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Newest first, every status.
+    let (status, all) = app.get("/v1/jobs").await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(prompts(&all), ["third", "second", "first"]);
+    assert_eq!(all["total"], 3);
+
+    let (_, queued) = app.get("/v1/jobs?status=queued").await;
+    assert_eq!(prompts(&queued), ["second", "first"]);
+    let (_, several) = app.get("/v1/jobs?status=cancelled,running").await;
+    assert_eq!(prompts(&several), ["third"]);
+    assert_eq!(several["total"], 1);
+
+    let ws = ws_a["id"].as_str().unwrap();
+    let (_, of_a) = app.get(&format!("/v1/jobs?workspace_id={ws}")).await;
+    assert_eq!(prompts(&of_a), ["third", "first"]);
+    let pid = project["id"].as_str().unwrap();
+    let (_, of_p) = app.get(&format!("/v1/jobs?project_id={pid}")).await;
+    assert_eq!(prompts(&of_p), ["second"]);
+    assert_eq!(of_p["items"][0]["id"], second["id"]);
+
+    let (_, paged) = app.get("/v1/jobs?limit=1&offset=1").await;
+    assert_eq!(prompts(&paged), ["second"]);
+    assert_eq!(paged["total"], 3);
+    assert_eq!(first["status"], "queued");
+
+    // No job has a vibe session yet (none ran).
+    let (_, of_session) = app.get("/v1/jobs?session_id=some-session").await;
+    assert_eq!(of_session["total"], 0);
+
+    let (status, body) = app.get("/v1/jobs?status=done").await;
+    let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+    assert!(message.contains("\"done\""), "{message}");
+    let (status, body) = app.get("/v1/jobs?colour=red").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_input");
+}

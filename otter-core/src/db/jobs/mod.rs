@@ -24,8 +24,8 @@ pub use lease::{
     finish, recover_expired, renew_lease,
 };
 pub use reads::{
-    HistoryFilter, QueueEntry, claimable, get, job_token_matches, latest_id_for_workspace,
-    latest_preview_url, list_history, list_queue, queue_entry,
+    HistoryFilter, JobFilter, QueueEntry, claimable, get, job_token_matches,
+    latest_id_for_workspace, latest_preview_url, list_history, list_jobs, list_queue, queue_entry,
 };
 
 use std::time::Duration;

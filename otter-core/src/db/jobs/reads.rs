@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use super::{JobRow, JobToken, SELECT_JOBS};
 use crate::db::{DbError, Page, PageRequest};
-use crate::model::{Job, JobId, JobStatus, WorkspaceId};
+use crate::model::{Job, JobId, JobStatus, ProjectId, WorkspaceId};
 
 /// One job, with its output once finished.
 pub async fn get(pool: &PgPool, id: JobId) -> Result<Job, DbError> {
@@ -87,6 +87,62 @@ pub async fn list_history(
     )
     .bind(status)
     .bind(filter.workspace_id)
+    .bind(filter.session_id.as_deref())
+    .fetch_one(pool)
+    .await?;
+    Ok(Page {
+        items: items.into_iter().map(Job::from).collect(),
+        total,
+    })
+}
+
+/// Which jobs a job list wants (`GET /v1/jobs`): every filter that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only jobs in one of these statuses (any status when empty).
+    pub statuses: Vec<JobStatus>,
+    /// Only jobs of this workspace.
+    pub workspace_id: Option<WorkspaceId>,
+    /// Only jobs of this project.
+    pub project_id: Option<ProjectId>,
+    /// Only jobs of this vibe session (a conversation).
+    pub session_id: Option<String>,
+}
+
+/// Jobs of any status, newest first (by submission).
+pub async fn list_jobs(
+    pool: &PgPool,
+    filter: &JobFilter,
+    page: PageRequest,
+) -> Result<Page<Job>, DbError> {
+    let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+    // Runtime-checked, as every read of `SELECT_JOBS` in this module.
+    let items = sqlx::query_as::<_, JobRow>(&format!(
+        "{SELECT_JOBS}
+          WHERE (cardinality($1::text[]) = 0 OR r.status = ANY($1))
+            AND ($2::uuid IS NULL OR r.workspace_id = $2)
+            AND ($3::uuid IS NULL OR r.project_id = $3)
+            AND ($4::text IS NULL OR r.session_id = $4)
+          ORDER BY r.created_at DESC, r.id DESC LIMIT $5 OFFSET $6"
+    ))
+    .bind(&statuses)
+    .bind(filter.workspace_id)
+    .bind(filter.project_id)
+    .bind(filter.session_id.as_deref())
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs
+          WHERE (cardinality($1::text[]) = 0 OR status = ANY($1))
+            AND ($2::uuid IS NULL OR workspace_id = $2)
+            AND ($3::uuid IS NULL OR project_id = $3)
+            AND ($4::text IS NULL OR session_id = $4)",
+    )
+    .bind(&statuses)
+    .bind(filter.workspace_id)
+    .bind(filter.project_id)
     .bind(filter.session_id.as_deref())
     .fetch_one(pool)
     .await?;
