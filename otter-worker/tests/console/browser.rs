@@ -193,10 +193,15 @@ impl Browser {
         el.send_keys(text).await.expect("type");
     }
 
-    /// Saves a PNG of the viewport as docs/console/`name`.
+    /// Saves a PNG of the viewport as `name`: in docs/console/ when `OTTER_CONSOLE_SCREENSHOTS=docs`
+    /// (to refresh the documented ones), else in the temporary directory, so that a test run
+    /// leaves the clone as it was.
     pub(crate) async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("a screenshot");
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/console");
+        let dir = match std::env::var("OTTER_CONSOLE_SCREENSHOTS").as_deref() {
+            Ok("docs") => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/console"),
+            _ => std::env::temp_dir().join("otter-console-screenshots"),
+        };
         std::fs::create_dir_all(&dir).expect("docs/console");
         std::fs::write(dir.join(name), png).expect("write the screenshot");
     }
