@@ -145,24 +145,13 @@ pub(crate) fn start(start: &Start<'_>) -> io::Result<Child> {
         cgroup: start.cgroup.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
-    // SAFETY: clone3 without CLONE_VM and without a stack gives the child a copy of this
-    // process, like fork. In the child, `exec` only makes system calls on what was prepared
-    // above (see the module docs) and never returns.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            std::ptr::addr_of_mut!(args),
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // SAFETY: in the child, `exec` only makes system calls on what was prepared above (see
+    // the module docs) and never returns.
+    let pid = unsafe { clone3(&mut args)? };
     if pid == 0 {
         // SAFETY: the child of the clone (see above).
         unsafe { child.exec() }
     }
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let pid = pid as i32;
     // SAFETY: CLONE_PIDFD stored a new descriptor that this process owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     drop((null, out_w, err_w, report_w));
@@ -210,23 +199,37 @@ pub(crate) fn probe(dir: BorrowedFd<'_>) -> io::Result<()> {
         cgroup: dir.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
-    // SAFETY: as in `start`; the child only exits.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            std::ptr::addr_of_mut!(args),
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // SAFETY: the child only exits.
+    let pid = unsafe { clone3(&mut args)? };
     if pid == 0 {
         // SAFETY: the child of the clone; exiting is all it does.
         unsafe { libc::syscall(libc::SYS_exit_group, 0) };
     }
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     Ok(())
+}
+
+/// `clone3(args)`: the child's pid in this process, 0 in the child.
+///
+/// # Safety
+/// Without `CLONE_VM` and without a stack the child is a copy of this process, like a fork's:
+/// until it execs or exits it may only make system calls on values prepared before (see the
+/// module docs).
+#[allow(unsafe_code)]
+unsafe fn clone3(args: &mut CloneArgs) -> io::Result<i32> {
+    // SAFETY: `args` is a valid `clone_args` of the size passed; see the function's contract.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::from_mut(args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pid as i32)
+    }
 }
 
 impl Child {

@@ -2,14 +2,13 @@
 //! (`--resume <session id>`), and the scripted model receives the first turn (the user's prompt
 //! and the assistant's answer) before the follow-up's prompt.
 
-use otter_demo_model::DemoModel;
 use otter_demo_model::script::FINAL_TEXT;
 use otter_testkit::jobs::{events, finished, submit};
-use otter_testkit::{TestApp, Worker, real_vibe};
+use otter_testkit::real_vibe;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{MOCK_KEY, PROMPT, SHAPE, entries, shape, stderr, tempdir, text, write_template};
+use crate::{PROMPT, RealStack, SHAPE, entries, shape, stderr, text};
 
 /// The second turn's prompt.
 const FOLLOW_UP: &str = "Now say goodbye in the same file.";
@@ -25,26 +24,13 @@ fn content(message: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follow_up_resumes_the_session_and_the_model_sees_the_first_turn() {
     let vibe = real_vibe::ensure_vibe().await;
-    let llm = DemoModel::start(([127, 0, 0, 1], 0).into())
-        .await
-        .expect("start the demo model");
-    let scratch = tempdir();
-    let template = write_template(&scratch, &llm.api_base());
-    let template_var = template.display().to_string();
-    let vibe_var = vibe.display().to_string();
-    let extra_env = format!("MOCK_API_KEY={MOCK_KEY}");
-    let app = TestApp::spawn_with(&[("OTTER_VIBE_HOME_TEMPLATE", &template_var)]).await;
-    let ws = app.workspace("ws").await;
-    let _worker = Worker::start(
-        &app,
-        &vibe_var,
-        &[
-            ("OTTER_JOB_USER", real_vibe::job_user_for(&vibe)),
-            ("OTTER_VIBE_HOME_TEMPLATE", &template_var),
-            ("OTTER_VIBE_EXTRA_ENV", &extra_env),
-        ],
-    )
-    .await;
+    let RealStack {
+        llm,
+        scratch,
+        app,
+        ws,
+        _worker,
+    } = RealStack::start(&vibe).await;
 
     let first = finished(&app, &submit(&app, &ws, PROMPT, json!({})).await).await;
     assert_eq!(first["status"], "succeeded", "{first:#}");

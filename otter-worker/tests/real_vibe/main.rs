@@ -156,27 +156,13 @@ async fn the_real_vibe_runs_a_prompt_against_a_scripted_model() {
     let vibe = real_vibe::ensure_vibe().await;
     let started = Instant::now();
 
-    let llm = DemoModel::start(([127, 0, 0, 1], 0).into())
-        .await
-        .expect("start the demo model");
-    let scratch = tempdir();
-    let template = write_template(&scratch, &llm.api_base());
-    let template_var = template.display().to_string();
-    let vibe_var = vibe.display().to_string();
-    let extra_env = format!("MOCK_API_KEY={MOCK_KEY}");
-
-    let app = TestApp::spawn_with(&[("OTTER_VIBE_HOME_TEMPLATE", &template_var)]).await;
-    let ws = app.workspace("ws").await;
-    let _worker = Worker::start(
-        &app,
-        &vibe_var,
-        &[
-            ("OTTER_JOB_USER", real_vibe::job_user_for(&vibe)),
-            ("OTTER_VIBE_HOME_TEMPLATE", &template_var),
-            ("OTTER_VIBE_EXTRA_ENV", &extra_env),
-        ],
-    )
-    .await;
+    let RealStack {
+        llm,
+        scratch,
+        app,
+        ws,
+        _worker,
+    } = RealStack::start(&vibe).await;
 
     let job = submit(&app, &ws, PROMPT, json!({})).await;
     let job_id = job["id"].as_str().expect("job id").to_owned();
@@ -258,6 +244,49 @@ async fn the_real_vibe_runs_a_prompt_against_a_scripted_model() {
         started.elapsed().as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// The real vibe at `vibe` against the scripted model: the model server, a server whose
+/// template home points vibe at it, a workspace, and one worker running vibe as the job user.
+pub(crate) struct RealStack {
+    pub(crate) llm: DemoModel,
+    /// Holds the template home; the test removes it at its end.
+    pub(crate) scratch: PathBuf,
+    pub(crate) app: TestApp,
+    pub(crate) ws: Value,
+    pub(crate) _worker: Worker,
+}
+
+impl RealStack {
+    pub(crate) async fn start(vibe: &Path) -> Self {
+        let llm = DemoModel::start(([127, 0, 0, 1], 0).into())
+            .await
+            .expect("start the demo model");
+        let scratch = tempdir();
+        let template = write_template(&scratch, &llm.api_base());
+        let template_var = template.display().to_string();
+        let vibe_var = vibe.display().to_string();
+        let extra_env = format!("MOCK_API_KEY={MOCK_KEY}");
+        let app = TestApp::spawn_with(&[("OTTER_VIBE_HOME_TEMPLATE", &template_var)]).await;
+        let ws = app.workspace("ws").await;
+        let _worker = Worker::start(
+            &app,
+            &vibe_var,
+            &[
+                ("OTTER_JOB_USER", real_vibe::job_user_for(vibe)),
+                ("OTTER_VIBE_HOME_TEMPLATE", &template_var),
+                ("OTTER_VIBE_EXTRA_ENV", &extra_env),
+            ],
+        )
+        .await;
+        Self {
+            llm,
+            scratch,
+            app,
+            ws,
+            _worker,
+        }
+    }
 }
 
 /// A fresh scratch directory (for the template home).
