@@ -18,7 +18,8 @@ usage() {
 usage: otter-cli.sh <command> [args...]
 
   smoke                                   health check plus a read of every list endpoint
-  projects list | create <name> [description] [--budget USD] | usage <id> | budget <id> <USD|none>
+  projects list | create <name> [description] [--budget USD] [--max-running N] | usage <id>
+           | budget <id> <USD|none> | max-running <id> <N|none>
   workspaces list | create <path> [name] [--project ID] [--create]
   prompt <text> [--workspace ID] [--follow-up JOB] [--priority N] [--max-attempts N]
          [--model ALIAS] [--max-turns N] [--max-price USD] [--max-tokens N] [--time-limit S]
@@ -185,6 +186,7 @@ projects)
     while [[ $# -gt 0 ]]; do
       case "$1" in
       --budget) body+=",\"budget_usd\":${2:?--budget needs an amount of USD}" && shift ;;
+      --max-running) body+=",\"max_running\":${2:?--max-running needs a number of jobs}" && shift ;;
       *) body+=",\"description\":$(json_string "$1")" ;;
       esac
       shift
@@ -201,7 +203,13 @@ projects)
     [[ "$budget" == none ]] && budget=null
     api PATCH "/v1/projects/$2" "{\"budget_usd\":$budget}" | pretty
     ;;
-  *) die_usage "projects list|create|usage|budget" ;;
+  max-running)
+    [[ -n "${2:-}" && -n "${3:-}" ]] || die_usage "projects max-running <id> <N|none>"
+    max=$3
+    [[ "$max" == none ]] && max=null
+    api PATCH "/v1/projects/$2" "{\"max_running\":$max}" | pretty
+    ;;
+  *) die_usage "projects list|create|usage|budget|max-running" ;;
   esac
   ;;
 workspaces)

@@ -90,7 +90,12 @@ async fn time_claim(pool: &PgPool) -> Result<f64> {
     for i in 0..SAMPLES {
         let id = queued_job(pool, i).await?;
         let t = Instant::now();
-        let claim = jobs::claim(pool, id, "bench-claimer", Duration::from_secs(60)).await?;
+        let claim = jobs::claim(
+            pool,
+            id,
+            &jobs::Claimant::new("bench-claimer", Duration::from_secs(60)),
+        )
+        .await?;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         anyhow::ensure!(matches!(claim, Claim::Claimed { .. }), "claim refused");
     }

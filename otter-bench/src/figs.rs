@@ -229,8 +229,12 @@ async fn pg_floor(stack: &Stack, n: usize, parallel: usize, lines: Vec<NewEvent>
                     model: None,
                 };
                 let job = jobs::insert(&pool, &new).await?;
-                let jobs::Claim::Claimed { lease, .. } =
-                    jobs::claim(&pool, job.id, "floor", Duration::from_secs(30)).await?
+                let jobs::Claim::Claimed { lease, .. } = jobs::claim(
+                    &pool,
+                    job.id,
+                    &jobs::Claimant::new("floor", Duration::from_secs(30)),
+                )
+                .await?
                 else {
                     bail!("floor job {} not claimed", job.id);
                 };

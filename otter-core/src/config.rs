@@ -220,6 +220,10 @@ pub struct Config {
     pub default_workspace_path: Option<PathBuf>,
     /// `OTTER_MAX_ATTEMPTS` (default 5): runs per job before it fails for good.
     pub max_attempts: i32,
+    /// `OTTER_PROJECT_MAX_RUNNING` (optional, 1 to 100000): the most jobs of one project that
+    /// run at once over all workers, for a project that sets no `max_running`; unset: no limit.
+    /// Read by the workers (the claim enforces it).
+    pub project_max_running: Option<i32>,
     /// `OTTER_WORKER_CONCURRENCY` (default 1): jobs one worker process runs at once.
     pub worker_concurrency: usize,
     /// `OTTER_WORKER_ID` (default `<hostname>-<pid>`): names the worker in leases and logs.
@@ -413,6 +417,7 @@ impl Config {
                 .to_owned(),
             default_workspace_path: env.abs_path("OTTER_DEFAULT_WORKSPACE_PATH")?,
             max_attempts: env.parsed("OTTER_MAX_ATTEMPTS", 5, 1..=100)?,
+            project_max_running: env.optional_parsed("OTTER_PROJECT_MAX_RUNNING", 1..=100_000)?,
             worker_concurrency: env.parsed("OTTER_WORKER_CONCURRENCY", 1, 1..=1024)?,
             worker_id,
             allowed_roots: env.path_list("OTTER_ALLOWED_ROOTS")?,

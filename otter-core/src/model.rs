@@ -130,6 +130,11 @@ pub struct Project {
     /// as its `--max-price`.
     #[serde(default)]
     pub budget_usd: Option<f64>,
+    /// The most of the project's jobs that run at once, over all workers (`None`: the
+    /// workers' `OTTER_PROJECT_MAX_RUNNING`, no limit if that is unset). Its other queued jobs
+    /// wait, and take their turn when one of its runs ends.
+    #[serde(default)]
+    pub max_running: Option<i32>,
 }
 
 /// What a project's jobs cost and used: the sums over each job's output (its last run).
@@ -325,7 +330,7 @@ pub struct Job {
     pub status: JobStatus,
     /// A paused job stays queued and is never claimed.
     pub paused: bool,
-    /// Higher runs first; FIFO within a priority.
+    /// Higher runs first; within a priority, in turn ([`Job::queue_at`]).
     pub priority: i32,
     /// Runs started so far.
     pub attempts: i32,
@@ -368,6 +373,12 @@ pub struct Job {
     /// (`OTTER_VIBE_MODEL`).
     #[serde(default)]
     pub model: Option<String>,
+    /// The job's turn: at equal priority, queued jobs are claimed in this order. A job takes
+    /// its turn at submission when its project (or, without one, the jobs without a project)
+    /// has no other job queued, else one turn (an hour) after the project's last queued job,
+    /// so that projects' jobs are claimed in turn (fair shares; docs/architecture.md).
+    #[serde(default = "DateTime::<Utc>::default")]
+    pub queue_at: DateTime<Utc>,
 }
 
 /// Event kinds (DESIGN.md §5); the SSE `event:` field carries them.

@@ -41,14 +41,15 @@ impl std::fmt::Debug for Queue {
     }
 }
 
-/// Scores: `(-priority) * PRIORITY_STEP + ms since 2020-01-01`. Priorities lie in -1000..=1000
-/// and the time part stays below 10^12 until 2051, so scores stay exact in an f64.
+/// Scores: `(-priority) * PRIORITY_STEP + ms since 2020-01-01` of the job's turn
+/// (`queue_at`, capped at 2049 by the submit). Priorities lie in -1000..=1000 and the time part
+/// stays below 10^12 until 2051, so scores stay exact in an f64 and priority always wins.
 const PRIORITY_STEP: f64 = 1e12;
 const EPOCH_2020_MS: i64 = 1_577_836_800_000;
 
-/// The claim-order score of a job.
-pub fn score(priority: i32, created_at: DateTime<Utc>) -> f64 {
-    let since = (created_at.timestamp_millis() - EPOCH_2020_MS).max(0);
+/// The claim-order score of a job of `priority` whose turn is `queue_at`.
+pub fn score(priority: i32, queue_at: DateTime<Utc>) -> f64 {
+    let since = (queue_at.timestamp_millis() - EPOCH_2020_MS).max(0);
     f64::from(-priority) * PRIORITY_STEP + since as f64
 }
 
@@ -127,11 +128,7 @@ impl Queue {
                     entry.run_after.timestamp_millis() as f64,
                 );
             } else {
-                pipe.zadd(
-                    self.ready_key(),
-                    &id,
-                    score(entry.priority, entry.created_at),
-                );
+                pipe.zadd(self.ready_key(), &id, score(entry.priority, entry.queue_at));
             }
         }
         self.idempotent(|mut conn| {

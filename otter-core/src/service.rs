@@ -102,16 +102,53 @@ pub fn check_budget(budget_usd: Option<f64>) -> Result<Option<f64>, ServiceError
     }
 }
 
+/// The most jobs a project's `max_running` may allow.
+pub const MAX_PROJECT_RUNNING: i64 = 100_000;
+
+/// A project's `max_running`: a whole number from 1 to [`MAX_PROJECT_RUNNING`].
+pub fn check_max_running(max_running: Option<i64>) -> Result<Option<i32>, ServiceError> {
+    match max_running {
+        None => Ok(None),
+        Some(n) if (1..=MAX_PROJECT_RUNNING).contains(&n) => Ok(Some(n as i32)),
+        Some(n) => Err(ServiceError::Invalid(format!(
+            "max_running must be a whole number from 1 to {MAX_PROJECT_RUNNING} (got {n}); \
+             null removes the limit"
+        ))),
+    }
+}
+
+/// What a project is created with besides its name and description.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProjectSettings {
+    /// Its budget ([`check_budget`]); `None`: none.
+    pub budget_usd: Option<f64>,
+    /// The most of its jobs that run at once ([`check_max_running`]); `None`: the workers'
+    /// `OTTER_PROJECT_MAX_RUNNING`.
+    pub max_running: Option<i64>,
+}
+
+/// A change of a project's settings: each `Some` sets (or, with `Some(None)`, removes) one,
+/// each `None` leaves it as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProjectChange {
+    /// The budget.
+    pub budget_usd: Option<Option<f64>>,
+    /// The running jobs' limit.
+    pub max_running: Option<Option<i64>>,
+}
+
 /// Creates a project: its name is checked by [`check_name`], its description holds at most
-/// [`MAX_DESCRIPTION_CHARS`] characters, its budget (optional) by [`check_budget`].
+/// [`MAX_DESCRIPTION_CHARS`] characters, its settings by [`check_budget`] and
+/// [`check_max_running`].
 pub async fn create_project(
     pool: &PgPool,
     name: &str,
     description: Option<&str>,
-    budget_usd: Option<f64>,
+    settings: ProjectSettings,
 ) -> Result<Project, ServiceError> {
     let name = check_name(name)?;
-    let budget_usd = check_budget(budget_usd)?;
+    let budget_usd = check_budget(settings.budget_usd)?;
+    let max_running = check_max_running(settings.max_running)?;
     if let Some(chars) = description.map(|d| d.chars().count())
         && chars > MAX_DESCRIPTION_CHARS
     {
@@ -119,20 +156,28 @@ pub async fn create_project(
             "description must be at most {MAX_DESCRIPTION_CHARS} characters (got {chars})"
         )));
     }
-    let project = projects::insert(pool, name, description, budget_usd).await?;
+    let project = projects::insert(pool, name, description, budget_usd, max_running).await?;
     tracing::info!(project_id = %project.id, "project created");
     Ok(project)
 }
 
-/// Sets (or, with `None`, removes) a project's budget, checked by [`check_budget`].
-pub async fn set_project_budget(
+/// Changes a project's budget and running jobs' limit (see [`ProjectChange`]), checked as at
+/// creation. A change of nothing is refused.
+pub async fn update_project(
     pool: &PgPool,
     id: ProjectId,
-    budget_usd: Option<f64>,
+    change: ProjectChange,
 ) -> Result<Project, ServiceError> {
-    let budget_usd = check_budget(budget_usd)?;
-    let project = projects::set_budget(pool, id, budget_usd).await?;
-    tracing::info!(project_id = %id, budget_usd, "project budget set");
+    if change == ProjectChange::default() {
+        return Err(ServiceError::Invalid(
+            "nothing to change: give budget_usd and/or max_running (null removes either)"
+                .to_owned(),
+        ));
+    }
+    let budget_usd = change.budget_usd.map(check_budget).transpose()?;
+    let max_running = change.max_running.map(check_max_running).transpose()?;
+    let project = projects::update(pool, id, budget_usd, max_running).await?;
+    tracing::info!(project_id = %id, budget_usd = ?project.budget_usd, max_running = ?project.max_running, "project settings changed");
     Ok(project)
 }
 

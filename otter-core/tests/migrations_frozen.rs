@@ -86,6 +86,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "20261202000051_webhooks.sql",
         "4a4ab6da0df31ffb20b57cfe757c4fd306647e5d114240bc8969aa09489e44064df3fc4bf27694e42955e13d7ca594cc",
     ),
+    (
+        20261202000090,
+        "20261202000090_fair_shares.sql",
+        "f474f65f2a5fefc8929eb8f5187aaf0b3435618f2f3dedc00aab9e05e59b22d306cd3e4922985fba7ad77ff4b749f00b",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

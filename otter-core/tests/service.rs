@@ -84,7 +84,7 @@ async fn a_workspace_of_an_unknown_project_is_not_found_and_nothing_is_made(pool
     );
     assert_eq!(entries(&scratch.homes()), 0, "no VIBE_HOME was left");
 
-    let project = service::create_project(&pool, "p", None, None)
+    let project = service::create_project(&pool, "p", None, Default::default())
         .await
         .unwrap();
     let ws = service::create_workspace(

@@ -47,7 +47,7 @@ use crate::{Ctx, maintenance};
 /// attempt, a lost lease ends the run without writing anything more.
 pub(crate) async fn run(ctx: &Ctx, job: Job, lease: Lease, control: &RunControl) {
     let job_id = job.id;
-    let workspace_id = job.workspace_id;
+    let (workspace_id, job_project) = (job.workspace_id, job.project_id);
     let started = std::time::Instant::now();
     let finish = execute(ctx, &job, &lease, control).await;
     let end_label = match &finish.end {
@@ -84,8 +84,12 @@ pub(crate) async fn run(ctx: &Ctx, job: Job, lease: Lease, control: &RunControl)
             }
         }
     }
-    // The workspace is free again: its next job (or this one, retrying) can be claimed.
+    // The workspace is free again: its next job (or this one, retrying) can be claimed; so is
+    // a place of its project's, if the project has a limit.
     maintenance::push_workspace(ctx, workspace_id).await;
+    if let Some(project_id) = job_project {
+        maintenance::push_project(ctx, project_id).await;
+    }
 }
 
 /// How a run ended, before it is recorded.

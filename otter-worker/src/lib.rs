@@ -14,7 +14,7 @@ mod sink;
 use std::sync::Arc;
 use std::time::Duration;
 
-use otter_core::db::jobs::{self, Claim};
+use otter_core::db::jobs::{self, Claim, Claimant};
 use otter_core::isolation::Isolation;
 use otter_core::{Config, Queue, db};
 use sqlx::PgPool;
@@ -120,6 +120,11 @@ pub async fn run(
         listening.clone(),
     ));
 
+    let claimant = Claimant {
+        worker_id: &config.worker_id,
+        lease_ttl: config.lease_ttl,
+        project_max_running: config.project_max_running,
+    };
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -144,7 +149,7 @@ pub async fn run(
                 continue;
             }
         };
-        match jobs::claim(&ctx.pool, id, &config.worker_id, config.lease_ttl).await {
+        match jobs::claim(&ctx.pool, id, &claimant).await {
             Ok(Claim::Claimed { job, lease }) => {
                 tracing::info!(job_id = %id, attempt = lease.attempt, workspace_id = %job.workspace_id, "job claimed");
                 let ctx = ctx.clone();
@@ -158,6 +163,9 @@ pub async fn run(
             }
             Ok(Claim::WorkspaceBusy) => {
                 tracing::debug!(job_id = %id, "workspace busy; the job waits for the running one");
+            }
+            Ok(Claim::ProjectBusy) => {
+                tracing::debug!(job_id = %id, "project at its max_running; the job waits for one of its runs to end");
             }
             Ok(Claim::NotYet(at)) => {
                 tracing::debug!(job_id = %id, run_after = %at, "job is backing off");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use otter_core::db::{jobs, workers};
 use otter_core::isolation::UnitKind;
-use otter_core::model::{JobId, WorkspaceId};
+use otter_core::model::{JobId, ProjectId, WorkspaceId};
 use tokio_util::sync::CancellationToken;
 
 use crate::Ctx;
@@ -85,16 +85,36 @@ pub(crate) async fn reconcile_once(ctx: &Ctx) {
 /// workspace runs one job at a time, and each end pushes the next; pushing them all made every
 /// other one a wasted claim.
 pub(crate) async fn push_workspace(ctx: &Ctx, workspace_id: WorkspaceId) {
-    match jobs::claimable(&ctx.pool, Some(workspace_id), 1).await {
+    let listed = jobs::claimable(&ctx.pool, Some(workspace_id), 1).await;
+    push_listed(ctx, listed, &format!("workspace {workspace_id}")).await;
+}
+
+/// Pushes the jobs just listed (`listed`, the next jobs of `whose`), saying what failed.
+async fn push_listed(
+    ctx: &Ctx,
+    listed: Result<Vec<jobs::QueueEntry>, otter_core::DbError>,
+    whose: &str,
+) {
+    match listed {
         Ok(entries) => {
             if let Err(e) = ctx.queue.push(&entries).await {
-                tracing::warn!(error = %e, %workspace_id, "could not push the workspace's next jobs");
+                tracing::warn!(error = %e, "could not push the next jobs of {whose}");
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, %workspace_id, "could not list the workspace's next jobs")
-        }
+        Err(e) => tracing::warn!(error = %e, "could not list the next jobs of {whose}"),
     }
+}
+
+/// How many of a project's next jobs the end of one of its runs pushes (those its limit held
+/// back were dropped from Redis; a few, since others of them may wait for their workspace).
+const PROJECT_PUSH: i64 = 8;
+
+/// Pushes a project's next claimable jobs after one of its runs ended, if it has a limit on its
+/// running jobs (`max_running` or `OTTER_PROJECT_MAX_RUNNING`), which may have held them back.
+pub(crate) async fn push_project(ctx: &Ctx, project_id: ProjectId) {
+    let max = ctx.config.project_max_running;
+    let listed = jobs::claimable_in_project(&ctx.pool, project_id, max, PROJECT_PUSH).await;
+    push_listed(ctx, listed, &format!("project {project_id}")).await;
 }
 
 /// Pushes one job again with its current place in claim order.

@@ -139,11 +139,13 @@ mod tests {
                 model: None,
             };
             let job = jobs::insert(&pool, &new).await.unwrap();
-            let Claim::Claimed { lease, .. } =
-                jobs::claim(&pool, job.id, "w", Duration::from_secs(60))
-                    .await
-                    .unwrap()
-            else {
+            let Claim::Claimed { lease, .. } = jobs::claim(
+                &pool,
+                job.id,
+                &jobs::Claimant::new("w", Duration::from_secs(60)),
+            )
+            .await
+            .unwrap() else {
                 panic!("not claimed");
             };
             let (tx, rx) = mpsc::unbounded_channel();

@@ -6,7 +6,7 @@ use super::{DbError, Page, PageRequest};
 use crate::model::{Project, ProjectId, ProjectUsage};
 
 /// The columns of a [`Project`].
-const COLUMNS: &str = "id, name, description, created_at, budget_usd";
+const COLUMNS: &str = "id, name, description, created_at, budget_usd, max_running";
 
 /// Creates a project.
 #[tracing::instrument(skip_all, err(level = "debug"))]
@@ -15,15 +15,17 @@ pub async fn insert(
     name: &str,
     description: Option<&str>,
     budget_usd: Option<f64>,
+    max_running: Option<i32>,
 ) -> Result<Project, DbError> {
     let project = sqlx::query_as::<_, Project>(&format!(
-        "INSERT INTO projects (id, name, description, budget_usd) VALUES ($1, $2, $3, $4)
-         RETURNING {COLUMNS}"
+        "INSERT INTO projects (id, name, description, budget_usd, max_running)
+         VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
     ))
     .bind(ProjectId::new())
     .bind(name)
     .bind(description)
     .bind(budget_usd)
+    .bind(max_running)
     .fetch_one(pool)
     .await?;
     Ok(project)
@@ -38,18 +40,26 @@ pub async fn get(pool: &PgPool, id: ProjectId) -> Result<Project, DbError> {
         .ok_or(DbError::NotFound("project"))
 }
 
-/// Sets (or, with `None`, removes) a project's budget.
+/// Changes a project's settings: each `Some` sets its value (`Some(None)`: removes it), each
+/// `None` leaves it.
 #[tracing::instrument(skip_all, fields(project_id = %id), err(level = "debug"))]
-pub async fn set_budget(
+pub async fn update(
     pool: &PgPool,
     id: ProjectId,
-    budget_usd: Option<f64>,
+    budget_usd: Option<Option<f64>>,
+    max_running: Option<Option<i32>>,
 ) -> Result<Project, DbError> {
     sqlx::query_as::<_, Project>(&format!(
-        "UPDATE projects SET budget_usd = $2 WHERE id = $1 RETURNING {COLUMNS}"
+        "UPDATE projects
+         SET budget_usd = CASE WHEN $2 THEN $3 ELSE budget_usd END,
+             max_running = CASE WHEN $4 THEN $5 ELSE max_running END
+         WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
-    .bind(budget_usd)
+    .bind(budget_usd.is_some())
+    .bind(budget_usd.flatten())
+    .bind(max_running.is_some())
+    .bind(max_running.flatten())
     .fetch_optional(pool)
     .await?
     .ok_or(DbError::NotFound("project"))

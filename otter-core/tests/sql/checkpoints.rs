@@ -20,7 +20,10 @@ const TTL: Duration = Duration::from_secs(30);
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn a_retried_job_keeps_its_first_checkpoint_and_a_lost_lease_records_nothing(pool: PgPool) {
     let job = queued_job(&pool, 3).await;
-    let Claim::Claimed { lease, .. } = jobs::claim(&pool, job.id, "w", TTL).await.unwrap() else {
+    let Claim::Claimed { lease, .. } = jobs::claim(&pool, job.id, &jobs::Claimant::new("w", TTL))
+        .await
+        .unwrap()
+    else {
         panic!("not claimed");
     };
     let first = CheckpointId(Uuid::new_v4());
@@ -71,7 +74,10 @@ async fn a_retried_job_keeps_its_first_checkpoint_and_a_lost_lease_records_nothi
         ..Finish::new(RunEnd::Succeeded, Some(0))
     };
     assert_eq!(jobs::finish(&pool, &lease, &late).await.unwrap(), None);
-    let Claim::Claimed { lease, .. } = jobs::claim(&pool, job.id, "w", TTL).await.unwrap() else {
+    let Claim::Claimed { lease, .. } = jobs::claim(&pool, job.id, &jobs::Claimant::new("w", TTL))
+        .await
+        .unwrap()
+    else {
         panic!("not claimed again");
     };
     assert_eq!(
@@ -111,7 +117,10 @@ async fn a_retried_job_keeps_its_first_checkpoint_and_a_lost_lease_records_nothi
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn a_finished_job_s_output_carries_its_change_summary(pool: PgPool) {
     let job = queued_job(&pool, 1).await;
-    let Claim::Claimed { lease, .. } = jobs::claim(&pool, job.id, "w", TTL).await.unwrap() else {
+    let Claim::Claimed { lease, .. } = jobs::claim(&pool, job.id, &jobs::Claimant::new("w", TTL))
+        .await
+        .unwrap()
+    else {
         panic!("not claimed");
     };
     let (before, after) = (CheckpointId(Uuid::new_v4()), CheckpointId(Uuid::new_v4()));
@@ -165,7 +174,9 @@ async fn no_job_of_a_held_workspace_starts_and_a_running_one_refuses_the_hold(po
     );
     assert!(
         matches!(
-            jobs::claim(&pool, held.id, "w", TTL).await.unwrap(),
+            jobs::claim(&pool, held.id, &jobs::Claimant::new("w", TTL))
+                .await
+                .unwrap(),
             Claim::WorkspaceBusy
         ),
         "a job of a held workspace waits"
@@ -175,11 +186,17 @@ async fn no_job_of_a_held_workspace_starts_and_a_running_one_refuses_the_hold(po
         JobStatus::Queued
     );
     // Other workspaces are not held up.
-    let Claim::Claimed { .. } = jobs::claim(&pool, other.id, "w", TTL).await.unwrap() else {
+    let Claim::Claimed { .. } = jobs::claim(&pool, other.id, &jobs::Claimant::new("w", TTL))
+        .await
+        .unwrap()
+    else {
         panic!("another workspace's job waits");
     };
     hold.release().await;
-    let Claim::Claimed { .. } = jobs::claim(&pool, held.id, "w", TTL).await.unwrap() else {
+    let Claim::Claimed { .. } = jobs::claim(&pool, held.id, &jobs::Claimant::new("w", TTL))
+        .await
+        .unwrap()
+    else {
         panic!("the job does not start once the hold is released");
     };
     // Now a job of the workspace runs: no restore may begin.

@@ -15,7 +15,10 @@ use sqlx::PgPool;
 use super::queued_job;
 
 async fn claim(pool: &PgPool, id: JobId, worker: &str, ttl: Duration) -> Lease {
-    match jobs::claim(pool, id, worker, ttl).await.unwrap() {
+    match jobs::claim(pool, id, &jobs::Claimant::new(worker, ttl))
+        .await
+        .unwrap()
+    {
         Claim::Claimed { lease, .. } => lease,
         other => panic!("not claimed: {other:?}"),
     }
@@ -115,9 +118,13 @@ async fn a_run_that_exited_2_is_retried_after_its_delay(pool: PgPool) {
     assert_eq!(payload["attempt_counted"], true);
     assert_eq!(payload["reason"], "run_failed");
     assert!(matches!(
-        jobs::claim(&pool, job.id, "w", Duration::from_secs(30))
-            .await
-            .unwrap(),
+        jobs::claim(
+            &pool,
+            job.id,
+            &jobs::Claimant::new("w", Duration::from_secs(30))
+        )
+        .await
+        .unwrap(),
         Claim::NotYet(_)
     ));
 }

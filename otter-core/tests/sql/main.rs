@@ -4,6 +4,7 @@
 
 mod checkpoints;
 mod event_ids;
+mod fair_shares;
 mod job_states;
 
 use otter_core::db::jobs::{self, NewJob};

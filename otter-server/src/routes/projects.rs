@@ -1,5 +1,5 @@
-//! `/v1/projects`: create, list, read projects and set their budget; what a project's jobs
-//! cost (`/v1/projects/{id}/usage`).
+//! `/v1/projects`: create, list, read projects and change their budget and running jobs'
+//! limit; what a project's jobs cost (`/v1/projects/{id}/usage`).
 
 use axum::Router;
 use axum::extract::State;
@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use otter_core::db::{Page, projects};
 use otter_core::model::{Project, ProjectId, ProjectUsage};
-use otter_core::service;
+use otter_core::service::{self, ProjectChange, ProjectSettings};
 use serde::Deserialize;
 
 use super::PageQuery;
@@ -27,20 +27,28 @@ struct CreateProject {
     name: String,
     description: Option<String>,
     budget_usd: Option<f64>,
+    max_running: Option<i64>,
 }
 
+/// Each field present sets its value (`null` removes it); an absent one is left as it is. At
+/// least one is needed.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateProject {
-    /// Required: a number sets the budget, `null` removes it.
-    #[serde(deserialize_with = "present")]
-    budget_usd: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    budget_usd: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    max_running: Option<Option<i64>>,
 }
 
-/// A field that must be present, `null` allowed (serde treats a missing `Option` as `None`
-/// unless it has a `deserialize_with`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
-    Option::<f64>::deserialize(d)
+/// A field that is present, `null` allowed: `Some(None)` (serde, with `default`, leaves an
+/// absent one `None`).
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 async fn create_project(
@@ -51,7 +59,10 @@ async fn create_project(
         &state.db,
         &body.name,
         body.description.as_deref(),
-        body.budget_usd,
+        ProjectSettings {
+            budget_usd: body.budget_usd,
+            max_running: body.max_running,
+        },
     )
     .await?;
     Ok((StatusCode::CREATED, AppJson(project)))
@@ -76,8 +87,12 @@ async fn update_project(
     AppPath(id): AppPath<ProjectId>,
     AppJson(body): AppJson<UpdateProject>,
 ) -> Result<AppJson<Project>> {
+    let change = ProjectChange {
+        budget_usd: body.budget_usd,
+        max_running: body.max_running,
+    };
     Ok(AppJson(
-        service::set_project_budget(&state.db, id, body.budget_usd).await?,
+        service::update_project(&state.db, id, change).await?,
     ))
 }
 

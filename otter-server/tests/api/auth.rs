@@ -704,8 +704,7 @@ async fn the_preview_route_checks_the_token_before_the_path_and_a_job_token_open
     let lease = match otter_core::db::jobs::claim(
         &app.state.db,
         id.parse().unwrap(),
-        "test-worker",
-        Duration::from_secs(60),
+        &otter_core::db::jobs::Claimant::new("test-worker", Duration::from_secs(60)),
     )
     .await
     .unwrap()

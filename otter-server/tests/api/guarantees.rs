@@ -280,8 +280,7 @@ async fn a_job_tokens_actions_are_recorded_as_the_job() {
     let lease = match otter_core::db::jobs::claim(
         &app.state.db,
         id.parse().unwrap(),
-        "test-worker",
-        Duration::from_secs(60),
+        &otter_core::db::jobs::Claimant::new("test-worker", Duration::from_secs(60)),
     )
     .await
     .unwrap()

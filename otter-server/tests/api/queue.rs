@@ -114,8 +114,7 @@ async fn pause_keeps_a_job_queued_and_unclaimable_until_resumed() {
     let claim = otter_core::db::jobs::claim(
         &app.state.db,
         id.parse().unwrap(),
-        "test",
-        std::time::Duration::from_secs(30),
+        &otter_core::db::jobs::Claimant::new("test", std::time::Duration::from_secs(30)),
     )
     .await
     .unwrap();

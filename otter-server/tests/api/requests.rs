@@ -46,6 +46,69 @@ async fn projects_are_created_and_listed() {
 }
 
 #[tokio::test]
+async fn a_projects_max_running_is_set_changed_and_checked() {
+    let app = TestApp::spawn().await;
+    let (status, created) = app
+        .post(
+            "/v1/projects",
+            json!({ "name": "limited", "max_running": 2 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["max_running"], 2);
+    let path = format!("/v1/projects/{}", created["id"].as_str().unwrap());
+    // A PATCH changes what it names and leaves the rest.
+    let (status, changed) = app
+        .request(Method::PATCH, &path, Some(json!({ "max_running": 5 })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(
+        (
+            changed["max_running"].as_i64(),
+            changed["budget_usd"].as_f64()
+        ),
+        (Some(5), None)
+    );
+    let (_, changed) = app
+        .request(Method::PATCH, &path, Some(json!({ "budget_usd": 3 })))
+        .await;
+    assert_eq!(
+        (
+            changed["max_running"].as_i64(),
+            changed["budget_usd"].as_f64()
+        ),
+        (Some(5), Some(3.0))
+    );
+    let (_, removed) = app
+        .request(Method::PATCH, &path, Some(json!({ "max_running": null })))
+        .await;
+    assert_eq!(removed["max_running"], serde_json::Value::Null);
+    assert_eq!(removed["budget_usd"], 3.0);
+    for body in [
+        json!({ "max_running": 0 }),
+        json!({ "max_running": 100001 }),
+        json!({ "max_running": -1 }),
+        json!({ "max_running": 1.5 }),
+        json!({ "max_running": "two" }),
+    ] {
+        let (status, err) = app.request(Method::PATCH, &path, Some(body.clone())).await;
+        let message = assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_input");
+        assert!(message.contains("max_running"), "{body}: {message}");
+        let (status, err) = app
+            .post(
+                "/v1/projects",
+                json!({ "name": "x", "max_running": body["max_running"] }),
+            )
+            .await;
+        let message = assert_error(status, &err, StatusCode::BAD_REQUEST, "invalid_input");
+        assert!(message.contains("max_running"), "{body}: {message}");
+    }
+    // Nothing was half-changed by the refused ones.
+    let (_, now) = app.get(&path).await;
+    assert_eq!(now, removed);
+}
+
+#[tokio::test]
 async fn workspaces_get_their_own_vibe_home() {
     let app = TestApp::spawn().await;
     let (_, project) = app.post("/v1/projects", json!({ "name": "p" })).await;

@@ -212,6 +212,15 @@ async fn the_cli_follows_up_in_the_same_session_with_limits_a_model_and_a_budget
     );
     let none = ok_json(&app, &["projects", "budget", &project_id, "none"]);
     assert_eq!(none["budget_usd"], Value::Null);
+
+    // The running jobs' limit, set and removed the same way.
+    let limited = ok_json(&app, &["projects", "create", "fair", "--max-running", "2"]);
+    assert_eq!(limited["max_running"], 2);
+    let limited_id = limited["id"].as_str().unwrap();
+    let one = ok_json(&app, &["projects", "max-running", limited_id, "1"]);
+    assert_eq!(one["max_running"], 1);
+    let unlimited = ok_json(&app, &["projects", "max-running", limited_id, "none"]);
+    assert_eq!(unlimited["max_running"], Value::Null);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ mod changes;
 mod chaos;
 mod cli;
 mod conversations;
+mod fair_shares;
 mod harness;
 mod isolation;
 mod lifecycle;

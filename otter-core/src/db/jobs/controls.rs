@@ -36,8 +36,8 @@ pub struct NewJob<'a> {
 #[tracing::instrument(skip_all, fields(workspace_id = %new.workspace.id), err(level = "debug"))]
 pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
     let id = JobId::new();
-    let created_at: DateTime<Utc> = sqlx::query_scalar(
-        "SELECT otter_insert_job(p_id => $1, p_workspace_id => $2, p_project_id => $3,
+    let (created_at, queue_at): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+        "SELECT * FROM otter_insert_job(p_id => $1, p_workspace_id => $2, p_project_id => $3,
                 p_prompt => $4, p_priority => $5, p_max_attempts => $6,
                 p_parent_job_id => $7, p_limits => $8, p_model => $9)",
     )
@@ -89,6 +89,7 @@ pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
         session_id: None,
         limits: new.limits,
         model: new.model.map(str::to_owned),
+        queue_at,
     })
 }
 

@@ -94,6 +94,10 @@ pub enum Claim {
     /// Another job of the same workspace is running; this one waits for it (it is pushed back to
     /// the queue when that one ends).
     WorkspaceBusy,
+    /// Its project runs as many jobs as it may (`max_running`, else
+    /// `OTTER_PROJECT_MAX_RUNNING`); it waits (it is pushed back to the queue when one of them
+    /// ends).
+    ProjectBusy,
     /// The job is queued but backing off until the given time.
     NotYet(DateTime<Utc>),
     /// The job is not claimable (gone, paused, already running or finished): drop the delivery.
@@ -102,31 +106,54 @@ pub enum Claim {
 
 /// What `otter_claim_job` returns when another job of the workspace runs.
 const CLAIM_WORKSPACE_BUSY: i32 = -1;
+/// What `otter_claim_job` returns when the job's project runs as many jobs as it may.
+const CLAIM_PROJECT_BUSY: i32 = -2;
 
-/// Tries to claim `id` for `worker_id`: `queued` → `running` with a new lease, and a
+/// Who claims, and by which rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimant<'a> {
+    /// The worker's id (`OTTER_WORKER_ID`), recorded on the job.
+    pub worker_id: &'a str,
+    /// How long the lease holds unless renewed.
+    pub lease_ttl: Duration,
+    /// The most jobs of one project that may run at once, for a project that sets no
+    /// `max_running` (`OTTER_PROJECT_MAX_RUNNING`; `None`: no limit).
+    pub project_max_running: Option<i32>,
+}
+
+impl<'a> Claimant<'a> {
+    /// `worker_id` claiming for `lease_ttl`, with no default project limit.
+    pub fn new(worker_id: &'a str, lease_ttl: Duration) -> Self {
+        Self {
+            worker_id,
+            lease_ttl,
+            project_max_running: None,
+        }
+    }
+}
+
+/// Tries to claim `id` for `claimant`: `queued` → `running` with a new lease, and a
 /// `job_started` event, in one transaction. Duplicate or stale deliveries find nothing to claim.
 #[tracing::instrument(skip_all, fields(job_id = %id), err)]
-pub async fn claim(
-    pool: &PgPool,
-    id: JobId,
-    worker_id: &str,
-    ttl: Duration,
-) -> Result<Claim, DbError> {
+pub async fn claim(pool: &PgPool, id: JobId, claimant: &Claimant<'_>) -> Result<Claim, DbError> {
+    let ttl = claimant.lease_ttl;
     let token = LeaseToken::new();
     let job_token = JobToken::new();
     let claimed: Result<Option<i32>, sqlx::Error> = sqlx::query_scalar(
         "SELECT otter_claim_job(p_id => $1, p_worker_id => $2, p_lease_token => $3,
-                p_ttl_ms => $4, p_job_token => $5)",
+                p_ttl_ms => $4, p_job_token => $5, p_project_max_running => $6)",
     )
     .bind(id)
-    .bind(worker_id)
+    .bind(claimant.worker_id)
     .bind(token)
     .bind(millis(ttl))
     .bind(job_token)
+    .bind(claimant.project_max_running)
     .fetch_one(pool)
     .await;
     let attempt = match claimed.map_err(DbError::from) {
         Ok(Some(CLAIM_WORKSPACE_BUSY)) => return Ok(Claim::WorkspaceBusy),
+        Ok(Some(CLAIM_PROJECT_BUSY)) => return Ok(Claim::ProjectBusy),
         Ok(Some(attempt)) => attempt,
         Ok(None) => {
             let row: Option<(JobStatus, bool, DateTime<Utc>)> =

@@ -20,11 +20,11 @@ mod reads;
 
 pub use controls::{CANCEL_CHANNEL, NewJob, cancel, insert, pause, resume, set_priority};
 pub use lease::{
-    Claim, Finish, JobToken, Lease, LeaseRenewal, LeaseToken, RunEnd, append_run_events, claim,
-    finish, recover_expired, renew_lease,
+    Claim, Claimant, Finish, JobToken, Lease, LeaseRenewal, LeaseToken, RunEnd, append_run_events,
+    claim, finish, recover_expired, renew_lease,
 };
 pub use reads::{
-    HistoryFilter, JobFilter, QueueEntry, claimable, get, job_token_matches,
+    HistoryFilter, JobFilter, QueueEntry, claimable, claimable_in_project, get, job_token_matches,
     latest_id_for_workspace, latest_preview_url, list_history, list_jobs, list_queue, queue_entry,
 };
 
@@ -68,6 +68,7 @@ struct JobRow {
     session_id: Option<String>,
     limits: sqlx::types::Json<JobLimits>,
     model: Option<String>,
+    queue_at: DateTime<Utc>,
     /// The summary of the job's change set (`job_checkpoints`, joined by the reads that show
     /// outputs: [`SELECT_JOBS`]); absent from the rows of the queue controls, whose jobs are
     /// queued.
@@ -128,6 +129,7 @@ impl From<JobRow> for Job {
             session_id: r.session_id,
             limits: r.limits.0,
             model: r.model,
+            queue_at: r.queue_at,
         }
     }
 }

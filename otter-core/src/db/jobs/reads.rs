@@ -28,7 +28,7 @@ pub async fn list_queue(
     let items = sqlx::query_as::<_, JobRow>(
         "SELECT * FROM otter_job_rows WHERE status = 'queued'
            AND ($3::text IS NULL OR session_id = $3)
-         ORDER BY priority DESC, created_at, id LIMIT $1 OFFSET $2",
+         ORDER BY priority DESC, queue_at, id LIMIT $1 OFFSET $2",
     )
     .bind(page.limit)
     .bind(page.offset)
@@ -159,8 +159,8 @@ pub struct QueueEntry {
     pub id: JobId,
     /// Its priority.
     pub priority: i32,
-    /// When it was submitted (FIFO within a priority).
-    pub created_at: DateTime<Utc>,
+    /// Its turn within the priority ([`Job::queue_at`]).
+    pub queue_at: DateTime<Utc>,
     /// Not claimable before this.
     pub run_after: DateTime<Utc>,
 }
@@ -171,7 +171,7 @@ impl QueueEntry {
         Self {
             id: job.id,
             priority: job.priority,
-            created_at: job.created_at,
+            queue_at: job.queue_at,
             run_after: job.run_after,
         }
     }
@@ -184,22 +184,48 @@ pub async fn claimable(
     workspace_id: Option<WorkspaceId>,
     limit: i64,
 ) -> Result<Vec<QueueEntry>, DbError> {
-    Ok(sqlx::query_as::<_, QueueEntry>(
-        "SELECT id, priority, created_at, run_after FROM jobs
-         WHERE status = 'queued' AND NOT paused AND NOT cancel_requested
-           AND ($1::uuid IS NULL OR workspace_id = $1) AND NOT otter_parent_pending(parent_job_id)
-         ORDER BY priority DESC, created_at, id LIMIT $2",
-    )
+    Ok(sqlx::query_as::<_, QueueEntry>(&format!(
+        "{CLAIMABLE} AND ($1::uuid IS NULL OR workspace_id = $1)
+         ORDER BY priority DESC, queue_at, id LIMIT $2"
+    ))
     .bind(workspace_id)
     .bind(limit)
     .fetch_all(pool)
     .await?)
 }
 
+/// The next claimable jobs of a project that has a limit on its running jobs (its
+/// `max_running`, else `default_max_running`); none for a project without one, whose jobs are
+/// never held back for it.
+pub async fn claimable_in_project(
+    pool: &PgPool,
+    project_id: ProjectId,
+    default_max_running: Option<i32>,
+    limit: i64,
+) -> Result<Vec<QueueEntry>, DbError> {
+    Ok(sqlx::query_as::<_, QueueEntry>(&format!(
+        "{CLAIMABLE} AND project_id = $1
+           AND coalesce((SELECT max_running FROM projects WHERE id = $1), $2) IS NOT NULL
+         ORDER BY priority DESC, queue_at, id LIMIT $3"
+    ))
+    .bind(project_id)
+    .bind(default_max_running)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The queue entries of claimable jobs (queued, unpaused, not being cancelled, no parent still
+/// pending), to be narrowed with `AND`.
+const CLAIMABLE: &str = "SELECT id, priority, coalesce(queue_at, created_at) AS queue_at, run_after
+    FROM jobs
+    WHERE status = 'queued' AND NOT paused AND NOT cancel_requested
+      AND NOT otter_parent_pending(parent_job_id)";
+
 /// One job's place in the queue, if it is queued and unpaused.
 pub async fn queue_entry(pool: &PgPool, id: JobId) -> Result<Option<QueueEntry>, DbError> {
     Ok(sqlx::query_as::<_, QueueEntry>(
-        "SELECT id, priority, created_at, run_after FROM jobs
+        "SELECT id, priority, coalesce(queue_at, created_at) AS queue_at, run_after FROM jobs
          WHERE id = $1 AND status = 'queued' AND NOT paused AND NOT cancel_requested",
     )
     .bind(id)
