@@ -167,8 +167,14 @@ impl Stack {
 
     /// Creates a workspace through the API.
     pub(crate) async fn workspace(&self, name: &str) -> Result<String> {
+        self.workspace_of(name, None).await
+    }
+
+    /// Creates a workspace named `name` in `project` (if any); returns its id.
+    pub(crate) async fn workspace_of(&self, name: &str, project: Option<&str>) -> Result<String> {
         let path = self.env.dir.join("ws").join(name);
-        let body = serde_json::json!({"name": name, "path": path, "create": true});
+        let body =
+            serde_json::json!({"name": name, "path": path, "create": true, "project_id": project});
         post_for_id(&self.http, &format!("{}/v1/workspaces", self.base), &body).await
     }
 
@@ -204,7 +210,7 @@ pub(crate) async fn submit(http: &reqwest::Client, base: &str, workspace: &str) 
 }
 
 /// POSTs `body` and returns the `id` of what it created.
-async fn post_for_id(
+pub(crate) async fn post_for_id(
     http: &reqwest::Client,
     url: &str,
     body: &serde_json::Value,

@@ -108,6 +108,20 @@ pub(crate) async fn dispatch(opts: &Opts) -> Result<Section> {
         .raw("spawn → started, stand-in run directly");
     let mut p99 = Row::new("Dispatch latency p99", "ms", Target::Max(25.0), "≤ 25 ms")
         .raw("spawn → started, stand-in run directly");
+    let mut fair50 = Row::new(
+        "Dispatch latency p50, fair shares",
+        "ms",
+        Target::Max(5.0),
+        "≤ 5 ms",
+    )
+    .raw("a job without a project, same run");
+    let mut fair99 = Row::new(
+        "Dispatch latency p99, fair shares",
+        "ms",
+        Target::Max(25.0),
+        "≤ 25 ms",
+    )
+    .raw("a job without a project, same run");
     let n = opts.jobs;
     for run in 0..opts.runs {
         let dir = std::env::temp_dir().join(format!("otter-bench-dispatch-{}", unix_ns()));
@@ -126,9 +140,14 @@ pub(crate) async fn dispatch(opts: &Opts) -> Result<Section> {
         }])
         .await?;
         let ws = stack.workspace("dispatch").await?;
-        let mut answered = Vec::with_capacity(n);
-        for i in 0..n + 20 {
-            let id = stack.submit(&ws).await?;
+        let fair_ws = fair_shares_workspace(&stack).await?;
+        // Jobs without a project and jobs of the limited project, alternately.
+        let (mut plain, mut fair) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for i in 0..2 * (n + 20) {
+            let of_project = i % 2 == 1;
+            let id = stack
+                .submit(if of_project { &fair_ws } else { &ws })
+                .await?;
             let at = unix_ns();
             // Wait until the job has ended and the worker is idle again.
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -147,40 +166,91 @@ pub(crate) async fn dispatch(opts: &Opts) -> Result<Section> {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
-            if i >= 20 {
-                answered.push((id, at));
+            if i >= 40 {
+                if of_project { &mut fair } else { &mut plain }.push((id, at));
             }
         }
         let started = read_started(&started_file);
-        let mut lat: Vec<f64> = answered
-            .iter()
-            .filter_map(|(id, at)| started.get(id).map(|s| (*s as f64 - *at as f64) / 1e6))
-            .collect();
-        if lat.len() != n {
-            bail!("only {} of {n} stand-in starts recorded", lat.len());
-        }
+        let latencies = |answered: &[(String, u128)]| -> Result<Vec<f64>> {
+            let lat: Vec<f64> = answered
+                .iter()
+                .filter_map(|(id, at)| started.get(id).map(|s| (*s as f64 - *at as f64) / 1e6))
+                .collect();
+            if lat.len() != n {
+                bail!("only {} of {n} stand-in starts recorded", lat.len());
+            }
+            Ok(lat)
+        };
+        let (mut lat, mut fair_lat) = (latencies(&plain)?, latencies(&fair)?);
         let (_, mut raw) = raw_spawns(n.min(500), 1, &stand_in, &dir).await?;
         p50.otter.push(pct(&mut lat, 50.0));
         p99.otter.push(pct(&mut lat, 99.0));
         p50.raw.push(pct(&mut raw, 50.0));
         p99.raw.push(pct(&mut raw, 99.0));
+        fair50.otter.push(pct(&mut fair_lat, 50.0));
+        fair99.otter.push(pct(&mut fair_lat, 99.0));
+        fair50.raw.push(p50.otter[run]);
+        fair99.raw.push(p99.otter[run]);
         eprintln!(
-            "[dispatch] run {run}: p50 {:.2} ms p99 {:.2} ms (raw {:.2}/{:.2})",
-            p50.otter[run], p99.otter[run], p50.raw[run], p99.raw[run]
+            "[dispatch] run {run}: p50 {:.2} ms p99 {:.2} ms (raw {:.2}/{:.2}); fair shares p50 {:.2} ms p99 {:.2} ms",
+            p50.otter[run],
+            p99.otter[run],
+            p50.raw[run],
+            p99.raw[run],
+            fair50.otter[run],
+            fair99.otter[run]
         );
         drop(stack);
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(Section {
         title: "1. Dispatch latency".into(),
-        rows: vec![p50, p99],
-        notes: vec![format!(
-            "{n} jobs per run, one at a time, one worker (concurrency 1) idle in its blocking pop; stand-in `exit:0`. \
-             Otter: time from the HTTP response of `POST /v1/prompts` (taken by the client) to the first instruction of the stand-in's `main` \
-             (`FAKE_VIBE_STARTED_FILE`). Raw: the same stand-in spawned directly by the bench (`tokio::process`, `process_group(0)`), from just before `spawn()` to its `main` \
-             (up to 500 spawns per run). Latency is the stand-in's own start cost plus Otter's path: enqueue → Redis `BZPOPMIN` wake-up → claim transaction → workspace read, `AGENTS.md` write → spawn."
-        )],
+        rows: vec![p50, p99, fair50, fair99],
+        notes: vec![
+            format!(
+                "{n} jobs per run, one at a time, one worker (concurrency 1) idle in its blocking pop; stand-in `exit:0`. \
+                 Otter: time from the HTTP response of `POST /v1/prompts` (taken by the client) to the first instruction of the stand-in's `main` \
+                 (`FAKE_VIBE_STARTED_FILE`). Raw: the same stand-in spawned directly by the bench (`tokio::process`, `process_group(0)`), from just before `spawn()` to its `main` \
+                 (up to 500 spawns per run). Latency is the stand-in's own start cost plus Otter's path: enqueue → Redis `BZPOPMIN` wake-up → claim transaction → workspace read, `AGENTS.md` write → spawn."
+            ),
+            format!(
+                "Fair shares: {n} more jobs per run, submitted alternately with those, to a workspace of a project with `max_running: 1` \
+                 that also holds {FAIR_BACKLOG} paused queued jobs: each submit probes the project's last turn, each claim locks the project's row \
+                 and counts its running jobs. Its raw column is the job without a project of the same run (its ratio is what fair shares cost)."
+            ),
+        ],
     })
+}
+
+/// Queued jobs the fair-shares project of figure 1 holds (paused: never claimed).
+const FAIR_BACKLOG: i64 = 1000;
+
+/// A workspace of a project with `max_running: 1` whose other workspace holds
+/// [`FAIR_BACKLOG`] paused jobs, far into their turns.
+async fn fair_shares_workspace(stack: &Stack) -> Result<String> {
+    let project = crate::common::post_for_id(
+        &stack.http,
+        &format!("{}/v1/projects", stack.base),
+        &serde_json::json!({"name": "fair", "max_running": 1}),
+    )
+    .await?;
+    let mut workspaces = Vec::new();
+    for name in ["fair", "fair-backlog"] {
+        workspaces.push(stack.workspace_of(name, Some(&project)).await?);
+    }
+    sqlx::query(
+        "INSERT INTO jobs (id, workspace_id, project_id, prompt, priority, max_attempts, paused,
+                           queue_at)
+         SELECT gen_random_uuid(), $1::uuid, $2::uuid, 'backlog', 0, 1, true,
+                now() + g * interval '1 hour'
+         FROM generate_series(1, $3) g",
+    )
+    .bind(&workspaces[1])
+    .bind(&project)
+    .bind(FAIR_BACKLOG)
+    .execute(&stack.pool)
+    .await?;
+    Ok(workspaces.swap_remove(0))
 }
 
 /// The stand-in's stdout lines for `env` (run once), as the sink stores them.
