@@ -242,6 +242,17 @@ pub struct Config {
     pub setup_timeout: Duration,
     /// `OTTER_JOB_TIMEOUT` (optional): vibe's `--time-limit`, with a hard kill as backstop.
     pub job_timeout: Option<Duration>,
+    /// `OTTER_SILENCE_TIMEOUT` (default 15 min, `0`: off): a run that prints no line for this
+    /// long is stopped as hung (reason `silent`) and retried; a job's `limits.silence_secs`
+    /// overrides it.
+    pub silence_timeout: Option<Duration>,
+    /// `OTTER_EXIT_GRACE` (default 60 s): how long vibe may go on after its final answer and
+    /// its `export.json` before Otter ends the run (`forced_exit`).
+    pub exit_grace: Duration,
+    /// `OTTER_MIN_FREE_DISK` (default 1 GiB; bytes, or with a `KiB`/`MiB`/`GiB`/`TiB` suffix;
+    /// `0`: off): a worker whose workspace filesystem has less free space claims nothing more
+    /// until space comes back.
+    pub min_free_disk: u64,
     /// `OTTER_RETRY_BASE_DELAY` (default 2 s): first retry's backoff; doubles per attempt, with
     /// jitter, up to 5 minutes.
     pub retry_base_delay: Duration,
@@ -407,6 +418,8 @@ impl Config {
                 max_tokens: env.optional_parsed("OTTER_DEFAULT_MAX_TOKENS", 1..=MAX_LIMIT)?,
                 time_limit_secs: env
                     .optional_parsed("OTTER_DEFAULT_TIME_LIMIT_SECS", 1..=MAX_LIMIT)?,
+                // OTTER_SILENCE_TIMEOUT is the worker's default, applied when the job sets none.
+                silence_secs: None,
             },
             vibe_provider: env.get("OTTER_VIBE_PROVIDER"),
             vibe_extra_env: env.key_values("OTTER_VIBE_EXTRA_ENV")?,
@@ -428,6 +441,10 @@ impl Config {
             cancel_grace: env.duration("OTTER_CANCEL_GRACE", Duration::from_secs(10))?,
             setup_timeout: env.duration("OTTER_SETUP_TIMEOUT", Duration::from_secs(600))?,
             job_timeout: env.optional_duration("OTTER_JOB_TIMEOUT")?,
+            silence_timeout: env
+                .duration_or_off("OTTER_SILENCE_TIMEOUT", Duration::from_secs(15 * 60))?,
+            exit_grace: env.duration("OTTER_EXIT_GRACE", Duration::from_secs(60))?,
+            min_free_disk: env.byte_size("OTTER_MIN_FREE_DISK", 1 << 30)?,
             retry_base_delay: env.duration("OTTER_RETRY_BASE_DELAY", Duration::from_secs(2))?,
             shutdown_grace: env.duration("OTTER_SHUTDOWN_GRACE", Duration::from_secs(30))?,
             api_tokens: env.tokens("OTTER_API_TOKENS")?,
@@ -765,6 +782,40 @@ impl Env<'_> {
         Ok(self.optional_duration(name)?.unwrap_or(default))
     }
 
+    /// A duration that `0` turns off (`None`); unset: `default`.
+    fn duration_or_off(
+        &self,
+        name: &'static str,
+        default: Duration,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(Some(default));
+        };
+        match parse_duration(&raw) {
+            Some(d) if d.is_zero() => Ok(None),
+            Some(d) => Ok(Some(d)),
+            None => Err(invalid(
+                name,
+                &raw,
+                "expected a duration such as 90s, 15m or 1h, or 0 for off",
+            )),
+        }
+    }
+
+    /// A size in bytes: a whole number, optionally with `KiB`, `MiB`, `GiB` or `TiB`.
+    fn byte_size(&self, name: &'static str, default: u64) -> Result<u64, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(default);
+        };
+        parse_byte_size(&raw).ok_or_else(|| {
+            invalid(
+                name,
+                &raw,
+                "expected a size such as 1073741824, 512MiB or 1GiB",
+            )
+        })
+    }
+
     fn optional_duration(&self, name: &'static str) -> Result<Option<Duration>, ConfigError> {
         let Some(raw) = self.get(name) else {
             return Ok(None);
@@ -776,7 +827,7 @@ impl Env<'_> {
                 invalid(
                     name,
                     &raw,
-                    "expected a positive duration such as 30, 30s, 500ms or 5m",
+                    "expected a positive duration such as 30, 30s, 500ms, 5m, 1h or 30d",
                 )
             })
     }
@@ -808,7 +859,24 @@ fn check_url_scheme(var: &'static str, url: &str, schemes: &[&str]) -> Result<()
     }
 }
 
-/// Parses `30`, `30s`, `500ms`, `5m`, `1h` (a bare number means seconds).
+/// Parses `1073741824`, `512KiB`, `512MiB`, `1GiB`, `2TiB` (a bare number means bytes).
+pub fn parse_byte_size(raw: &str) -> Option<u64> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        _ => return None,
+    };
+    number.checked_mul(1u64 << shift)
+}
+
+/// Parses `30`, `30s`, `500ms`, `5m`, `1h`, `30d` (a bare number means seconds).
 pub fn parse_duration(raw: &str) -> Option<Duration> {
     let raw = raw.trim();
     let split = raw
@@ -821,6 +889,7 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
         "ms" => number / 1000.0,
         "m" => number * 60.0,
         "h" => number * 3600.0,
+        "d" => number * 86400.0,
         _ => return None,
     };
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
@@ -887,6 +956,40 @@ mod tests {
         assert_eq!(config.command_max_output_bytes, 1024 * 1024);
         assert_eq!(config.command_max_output_lines, 100_000);
         assert_eq!(config.event_page_max_bytes, 1024 * 1024);
+        assert_eq!(config.silence_timeout, Some(Duration::from_secs(900)));
+        assert_eq!(config.exit_grace, Duration::from_secs(60));
+        assert_eq!(config.min_free_disk, 1 << 30);
+    }
+
+    #[test]
+    fn watchdogs_take_durations_and_sizes_and_zero_turns_them_off() {
+        let mut v = base();
+        v.extend([
+            ("OTTER_SILENCE_TIMEOUT", "0"),
+            ("OTTER_EXIT_GRACE", "90s"),
+            ("OTTER_JOB_TIMEOUT", "30d"),
+            ("OTTER_MIN_FREE_DISK", "512MiB"),
+        ]);
+        let config = Config::from_map(&vars(&v)).expect("valid");
+        assert_eq!(config.silence_timeout, None);
+        assert_eq!(config.exit_grace, Duration::from_secs(90));
+        assert_eq!(config.min_free_disk, 512 << 20);
+        assert_eq!(config.job_timeout, Some(Duration::from_secs(30 * 86400)));
+        for (var, value) in [
+            ("OTTER_SILENCE_TIMEOUT", "soon"),
+            ("OTTER_JOB_TIMEOUT", "0"),
+            ("OTTER_JOB_TIMEOUT", "30 days"),
+            ("OTTER_MIN_FREE_DISK", "1GB"),
+            ("OTTER_MIN_FREE_DISK", "-1"),
+            ("OTTER_MIN_FREE_DISK", "99999999999TiB"),
+        ] {
+            let mut v = base();
+            v.push((var, value));
+            let err = Config::from_map(&vars(&v)).expect_err(value).to_string();
+            assert!(err.contains(var), "{err}");
+        }
+        assert_eq!(parse_byte_size("0"), Some(0));
+        assert_eq!(parse_byte_size("2 KiB"), Some(2048));
     }
 
     #[test]
@@ -1123,6 +1226,7 @@ mod tests {
                 max_price_usd: Some(0.5),
                 max_tokens: Some(200_000),
                 time_limit_secs: Some(900),
+                silence_secs: None,
             }
         );
         assert_eq!(config.vibe_models, ["devstral-small", "mistral-medium-3.5"]);

@@ -21,6 +21,31 @@ pub struct WorkerRow {
     pub concurrency: i32,
     /// Seconds since its last heartbeat.
     pub age_seconds: f64,
+    /// The least free space of its workspace filesystems, in bytes, as of its heartbeat.
+    pub disk_free_bytes: Option<i64>,
+    /// Why it claims nothing (`disk_low: …`), if it does not.
+    pub claims_paused: Option<String>,
+}
+
+impl WorkerRow {
+    /// The kind of reason it claims nothing (`disk_low`), if it does not: the label of
+    /// `otter_worker_claims_paused` (the whole reason changes with every look at the disk).
+    pub fn paused_kind(&self) -> Option<&str> {
+        self.claims_paused
+            .as_deref()
+            .map(|why| why.split(':').next().unwrap_or(why))
+    }
+}
+
+/// The workers seen in the last 10 minutes.
+pub async fn workers(pool: &PgPool) -> Result<Vec<WorkerRow>, DbError> {
+    Ok(sqlx::query_as::<_, WorkerRow>(
+        "SELECT id, running, concurrency, extract(epoch FROM now() - last_seen_at)::float8 AS age_seconds,
+                disk_free_bytes, claims_paused
+         FROM workers WHERE last_seen_at > now() - interval '10 minutes' ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// The figures of one scrape.
@@ -76,12 +101,7 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot, DbError> {
     let events_written: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events")
         .fetch_one(pool)
         .await?;
-    let workers = sqlx::query_as::<_, WorkerRow>(
-        "SELECT id, running, concurrency, extract(epoch FROM now() - last_seen_at)::float8 AS age_seconds
-         FROM workers WHERE last_seen_at > now() - interval '10 minutes' ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await?;
+    let workers = workers(pool).await?;
     Ok(Snapshot {
         queue_depth,
         paused,
@@ -201,6 +221,47 @@ pub fn render(s: &Snapshot, sse_clients: usize) -> String {
         "gauge",
         "Jobs each worker runs now.",
         &running,
+    );
+    let free: Vec<(String, String)> = s
+        .workers
+        .iter()
+        .filter_map(|w| {
+            let free = w.disk_free_bytes?;
+            Some((
+                format!("{{worker_id=\"{}\"}}", escape(&w.id)),
+                free.to_string(),
+            ))
+        })
+        .collect();
+    metric(
+        "otter_worker_disk_free_bytes",
+        "gauge",
+        "Free space of each worker's least free workspace filesystem.",
+        &free,
+    );
+    let paused: Vec<(String, String)> = s
+        .workers
+        .iter()
+        .map(|w| match w.paused_kind() {
+            Some(kind) => (
+                format!(
+                    "{{worker_id=\"{}\",reason=\"{}\"}}",
+                    escape(&w.id),
+                    escape(kind)
+                ),
+                "1".to_owned(),
+            ),
+            None => (
+                format!("{{worker_id=\"{}\"}}", escape(&w.id)),
+                "0".to_owned(),
+            ),
+        })
+        .collect();
+    metric(
+        "otter_worker_claims_paused",
+        "gauge",
+        "1 for each worker that claims nothing now, with why (disk_low: less free space than OTTER_MIN_FREE_DISK).",
+        &paused,
     );
     out
 }

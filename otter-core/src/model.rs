@@ -164,7 +164,9 @@ impl ProjectUsage {
 }
 
 /// A run's limits, each handed to vibe as its flag when set: `--max-turns`, `--max-price`,
-/// `--max-tokens`, `--time-limit`. Every value is positive (checked by [`JobLimits::check`]).
+/// `--max-tokens`, `--time-limit`; and one Otter keeps itself, `silence_secs`. Every value is
+/// positive (checked by [`JobLimits::check`]), but `silence_secs`, where `0` turns the silence
+/// watchdog off for the job.
 /// Read from a JSON object only (an array is refused, as is an unknown key).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct JobLimits {
@@ -176,6 +178,9 @@ pub struct JobLimits {
     pub max_tokens: Option<u64>,
     /// Seconds at most (`--time-limit`).
     pub time_limit_secs: Option<u64>,
+    /// Seconds the run may print nothing before it is stopped as hung (`OTTER_SILENCE_TIMEOUT`
+    /// when unset; `0`: never).
+    pub silence_secs: Option<u64>,
 }
 
 impl<'de> Deserialize<'de> for JobLimits {
@@ -190,7 +195,9 @@ impl<'de> serde::de::Visitor<'de> for LimitsVisitor {
     type Value = JobLimits;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an object of max_turns, max_price_usd, max_tokens, time_limit_secs")
+        f.write_str(
+            "an object of max_turns, max_price_usd, max_tokens, time_limit_secs, silence_secs",
+        )
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JobLimits, A::Error> {
@@ -199,6 +206,7 @@ impl<'de> serde::de::Visitor<'de> for LimitsVisitor {
             "max_price_usd",
             "max_tokens",
             "time_limit_secs",
+            "silence_secs",
         ];
         let mut limits = JobLimits::default();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
@@ -207,6 +215,7 @@ impl<'de> serde::de::Visitor<'de> for LimitsVisitor {
                 "max_price_usd" => limits.max_price_usd = map.next_value()?,
                 "max_tokens" => limits.max_tokens = map.next_value()?,
                 "time_limit_secs" => limits.time_limit_secs = map.next_value()?,
+                "silence_secs" => limits.silence_secs = map.next_value()?,
                 other => return Err(serde::de::Error::unknown_field(other, FIELDS)),
             }
         }
@@ -222,6 +231,7 @@ impl JobLimits {
             max_price_usd: self.max_price_usd.or(defaults.max_price_usd),
             max_tokens: self.max_tokens.or(defaults.max_tokens),
             time_limit_secs: self.time_limit_secs.or(defaults.time_limit_secs),
+            silence_secs: self.silence_secs.or(defaults.silence_secs),
         }
     }
 
@@ -250,6 +260,11 @@ impl JobLimits {
             if value == Some(0) {
                 return Err(format!("limits.{name} must be a positive integer (got 0)"));
             }
+        }
+        for (name, value) in whole
+            .into_iter()
+            .chain([("silence_secs", self.silence_secs)])
+        {
             // Stored as jsonb and handed to vibe as a number: keep it exact in every reader.
             if value.is_some_and(|v| v > MAX_LIMIT) {
                 return Err(format!("limits.{name} must be at most {MAX_LIMIT}"));
@@ -313,6 +328,10 @@ pub struct JobOutput {
     pub additions: Option<u64>,
     /// Lines removed in those files.
     pub deletions: Option<u64>,
+    /// Otter ended vibe's processes after its final answer and `export.json`, because vibe had
+    /// not exited within `OTTER_EXIT_GRACE` (the job ended as vibe reported).
+    #[serde(default)]
+    pub forced_exit: bool,
 }
 
 /// A prompt to run, and everything known about its runs.
@@ -418,6 +437,14 @@ pub mod kinds {
     pub const CHECKPOINT_FAILED: &str = "checkpoint_failed";
     /// The workspace's files were put back as they were before or after the job.
     pub const WORKSPACE_RESTORED: &str = "workspace_restored";
+    /// The run printed nothing for its silence bound and was stopped (`quiet_secs`).
+    pub const JOB_SILENT: &str = "job_silent";
+    /// vibe had answered and reported its end but did not exit within `OTTER_EXIT_GRACE`:
+    /// Otter ended its processes (the job ends as vibe reported).
+    pub const JOB_FORCED_EXIT: &str = "job_forced_exit";
+    /// The run ended on the model provider's rate limit: the job waits, queued, until `until`
+    /// (the attempt not counted), and so do the provider's other jobs.
+    pub const JOB_RATE_LIMITED: &str = "job_rate_limited";
 
     /// Whether an event of this kind ends its job's stream.
     pub fn is_terminal(kind: &str) -> bool {
@@ -557,6 +584,7 @@ mod tests {
             max_price_usd: Some(0.5),
             max_tokens: Some(7),
             time_limit_secs: Some(9),
+            silence_secs: Some(0),
         };
         let text = serde_json::to_string(&all).unwrap();
         assert_eq!(serde_json::from_str::<JobLimits>(&text).unwrap(), all);

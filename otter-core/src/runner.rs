@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -55,6 +56,10 @@ pub struct RunSpec {
     pub stderr_as: OutputStream,
     /// A hard bound on the run, after which the group is killed.
     pub timeout: Option<Duration>,
+    /// How long the child may go without printing anything (on either stream) before it is
+    /// taken for hung and its group is stopped, as on cancel ([`RunOutcome::Silent`]). `None`:
+    /// no bound.
+    pub silence: Option<Duration>,
     /// SIGTERM to SIGKILL delay when the run is stopped.
     pub kill_grace: Duration,
     /// Bytes of output that may wait in the channel at once: one permit a byte of text, plus
@@ -84,6 +89,8 @@ pub enum RunOutcome {
     Cancelled,
     /// Stopped because the timeout passed.
     TimedOut,
+    /// Stopped because the child printed nothing for this long ([`RunSpec::silence`]).
+    Silent(Duration),
 }
 
 /// Errors starting or waiting for a child.
@@ -106,8 +113,8 @@ pub enum RunnerError {
 /// them may keep them open forever).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
-/// Runs `spec`, sending each output line to `lines`, until it exits, `cancel` fires or the
-/// timeout passes. On cancel or timeout every process of the unit gets SIGTERM, then SIGKILL
+/// Runs `spec`, sending each output line to `lines`, until it exits, `cancel` fires, the
+/// timeout passes or it has been silent too long. On cancel, timeout or silence every process of the unit gets SIGTERM, then SIGKILL
 /// after `kill_grace`. Returns once the child is reaped, the pipes are done (read to their end,
 /// or cut off 2 s after the child exited) and every line read has been sent.
 pub async fn run<T>(
@@ -128,10 +135,11 @@ where
     let pid = child.id();
 
     let stop_reading = CancellationToken::new();
+    let activity = Arc::new(Activity::new());
     let [stdout, stderr] = child.take_output();
     let pumps = [
-        stdout.map(|out| pump(out, spec.stdout_as, &lines, spec, &stop_reading)),
-        stderr.map(|err| pump(err, spec.stderr_as, &lines, spec, &stop_reading)),
+        stdout.map(|out| pump(out, spec.stdout_as, &lines, spec, &stop_reading, &activity)),
+        stderr.map(|err| pump(err, spec.stderr_as, &lines, spec, &stop_reading, &activity)),
     ];
     let (readers, forwarders): (Vec<_>, Vec<_>) = pumps.into_iter().flatten().unzip();
     let forwarders: Vec<_> = forwarders.into_iter().flatten().collect();
@@ -146,6 +154,13 @@ where
     let deadline = async {
         match spec.timeout {
             Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+
+    let silence = async {
+        match spec.silence {
+            Some(limit) => activity.quiet_for(limit).await,
             None => std::future::pending().await,
         }
     };
@@ -167,6 +182,10 @@ where
         () = deadline => {
             stop(unit, &mut child, spec.kill_grace).await?;
             RunOutcome::TimedOut
+        }
+        quiet = silence => {
+            stop(unit, &mut child, spec.kill_grace).await?;
+            RunOutcome::Silent(quiet)
         }
     };
     unit.reaped(pid);
@@ -206,6 +225,40 @@ async fn stop(unit: &Unit, child: &mut Child, grace: Duration) -> std::io::Resul
     Ok(())
 }
 
+/// When a run's child last printed something, for the silence bound ([`RunSpec::silence`]).
+struct Activity {
+    started: tokio::time::Instant,
+    /// Milliseconds from `started` to the last read that returned output.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Output was just read.
+    fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Returns once nothing has been read for `limit`, with how long it has been quiet.
+    async fn quiet_for(&self, limit: Duration) -> Duration {
+        loop {
+            let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let quiet = last.elapsed();
+            if quiet >= limit {
+                return quiet;
+            }
+            tokio::time::sleep_until(last + limit).await;
+        }
+    }
+}
+
 /// Reads `reader` to its end (or until `stop`), splitting it into lines handed on to `lines`
 /// (see `spill`). Returns the reader task and the forwarder of its spilled lines, if it may
 /// spill.
@@ -215,6 +268,7 @@ fn pump<R, T>(
     lines: &mpsc::UnboundedSender<T>,
     spec: &RunSpec,
     stop: &CancellationToken,
+    activity: &Arc<Activity>,
 ) -> (
     tokio::task::JoinHandle<()>,
     Option<tokio::task::JoinHandle<()>>,
@@ -230,6 +284,7 @@ where
         spec.spill.clone(),
     );
     let stop = stop.clone();
+    let activity = activity.clone();
     let reader = tokio::spawn(async move {
         let mut splitter = LineSplitter::new(MAX_LINE_BYTES);
         let mut buf = vec![0u8; 64 * 1024];
@@ -242,6 +297,7 @@ where
             match read {
                 Ok(0) => break,
                 Ok(n) => {
+                    activity.touch();
                     if !outlet.offer(splitter.push(&buf[..n])).await {
                         return;
                     }

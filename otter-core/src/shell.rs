@@ -297,6 +297,7 @@ impl Execution {
             stdout_as: OutputStream::Stdout,
             stderr_as: OutputStream::Stderr,
             timeout: Some(self.timeout),
+            silence: None,
             kill_grace: KILL_GRACE,
             output_budget: Some(Arc::new(Semaphore::new(OUTPUT_IN_FLIGHT_BYTES))),
             // The caller reads the output as it comes; a command that outruns it may wait.
@@ -338,7 +339,8 @@ impl Execution {
         let (exit_code, signal, timed_out) = match outcome {
             RunOutcome::Exited(code) => (Some(code), None, false),
             RunOutcome::Signalled(sig) => (None, Some(sig), false),
-            RunOutcome::TimedOut => (None, None, true),
+            // A command has no silence bound; were one set, it would be a timeout too.
+            RunOutcome::TimedOut | RunOutcome::Silent(_) => (None, None, true),
             RunOutcome::Cancelled => (None, None, false),
         };
         tracing::info!(

@@ -91,6 +91,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "20261202000090_fair_shares.sql",
         "f474f65f2a5fefc8929eb8f5187aaf0b3435618f2f3dedc00aab9e05e59b22d306cd3e4922985fba7ad77ff4b749f00b",
     ),
+    (
+        20261203000095,
+        "20261203000095_watchdogs.sql",
+        "0cc85066192ab7e246553941089713572507b0ea41c83a9fbbe6f356c7fdd64d2e1f6b9ee17a78a6320051a1d588b699",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

@@ -41,6 +41,7 @@ fn sh_in(script: &str, unit: Arc<Unit>) -> RunSpec {
         stdout_as: OutputStream::Stdout,
         stderr_as: OutputStream::Stderr,
         timeout: None,
+        silence: None,
         kill_grace: Duration::from_millis(500),
         output_budget: None,
         spill: None,

@@ -35,7 +35,7 @@ use otter_core::workspace::WorkspaceError;
 use otter_core::{Config, instructions, workspace};
 use serde_json::json;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{RunControl, StopCause};
@@ -133,9 +133,12 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     tokio::pin!(renewal);
 
     let (tx, rx) = mpsc::unbounded_channel::<Item>();
-    let sink = tokio::spawn(sink::run(ctx.pool.clone(), *lease, rx));
+    let (answered_tx, answered) = watch::channel(false);
+    let sink = tokio::spawn(sink::run(ctx.pool.clone(), *lease, rx, answered_tx));
 
     let run_dir = run_dir(&workspace, lease);
+    // Stops vibe alone (not setup.sh, which still runs) when it hangs after its answer.
+    let end_vibe = cancel.child_token();
     let mut before = None;
     let run = async {
         // Taken before vibe may change a file; recorded beside the run (its commit is not
@@ -143,9 +146,13 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
         let taken = take_checkpoint(ctx, &workspace).await;
         let start = async {
             let spec = prepare(ctx, job, lease, &workspace, &run_dir, &unit, &limits).await?;
-            runner::run(&spec, tx.clone(), cancel)
-                .await
-                .map_err(RunError::from)
+            let exit_watch = watch_exit(ctx, answered, &run_dir, &end_vibe);
+            tokio::select! {
+                outcome = runner::run(&spec, tx.clone(), &end_vibe) => {
+                    outcome.map_err(RunError::from)
+                }
+                never = exit_watch => match never {},
+            }
         };
         let (recorded, outcome) = tokio::join!(record_before(ctx, lease, taken, &tx), start);
         before = recorded;
@@ -164,12 +171,46 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
         }
     };
 
+    // Ended by the exit watch: vibe had answered and reported its end.
+    let forced_exit = end_vibe.is_cancelled() && !cancel.is_cancelled();
     let mut finish = match outcome {
         Err(e) => failed(e.to_string(), false, None),
-        Ok(outcome) => finish_of(
-            vibe::decide(outcome, export.as_ref(), config.job_timeout),
-            control.cause(),
-        ),
+        Ok(_) if forced_exit => {
+            tracing::warn!(job_id = %job.id, grace_secs = config.exit_grace.as_secs(), "vibe did not exit after its answer; ended it");
+            let _ = tx.send(Item::Event(NewEvent::new(
+                kinds::JOB_FORCED_EXIT,
+                json!({
+                    "attempt": lease.attempt,
+                    "grace_secs": config.exit_grace.as_secs(),
+                    "outcome": export.as_ref().and_then(|e| e.outcome.clone()),
+                }),
+            )));
+            finish_of(
+                vibe::decide_forced_exit(export.as_ref(), config.job_timeout),
+                None,
+            )
+        }
+        Ok(outcome) => {
+            if let RunOutcome::Silent(quiet) = outcome {
+                tracing::warn!(job_id = %job.id, quiet_secs = quiet.as_secs(), "vibe printed nothing for too long; stopped it");
+                let _ = tx.send(Item::Event(NewEvent::new(
+                    kinds::JOB_SILENT,
+                    json!({
+                        "attempt": lease.attempt,
+                        "quiet_secs": quiet.as_secs(),
+                        "limit_secs": limits_silence(config, &limits).map(|d| d.as_secs()),
+                    }),
+                )));
+            }
+            let mut finish = finish_of(
+                vibe::decide(outcome, export.as_ref(), config.job_timeout),
+                control.cause(),
+            );
+            if matches!(outcome, RunOutcome::Silent(_)) {
+                finish.details = json!({ "reason": vibe::SILENT });
+            }
+            finish
+        }
     };
 
     if matches!(finish.end, RunEnd::Succeeded) && !cancel.is_cancelled() {
@@ -178,6 +219,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
             details = setup => details,
             never = &mut renewal => match never {},
         };
+        finish.details["forced_exit"] = json!(forced_exit);
         // What setup.sh started is the app: it stays, in a unit of its own.
         let app = UnitName::app(workspace.id, job.id, lease.attempt);
         if let Err(e) = unit.keep(app).await {
@@ -220,7 +262,9 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
     ) {
         finish.retry_delay = config.retry_delay(lease.attempt);
     }
-    finish.output = Some(report.log.output(export.as_ref()));
+    let mut output = report.log.output(export.as_ref());
+    output.forced_exit = forced_exit;
+    finish.output = Some(output);
     finish.events = report.tail;
     finish.checkpoint = checkpoint;
     finish
@@ -357,6 +401,54 @@ async fn renew_lease(ctx: &Ctx, lease: &Lease, control: &RunControl) -> std::con
                 tracing::warn!(job_id = %lease.job_id, error = %e, "lease renewal failed; retrying")
             }
         }
+    }
+}
+
+/// The exit watch (`OTTER_EXIT_GRACE`): once vibe's last stdout line is an answer
+/// (`answered`, told by the sink's log) and vibe has printed nothing more on stdout for the
+/// grace, and has written `export.json` (it reports its end: a 3.x answer followed by a long
+/// tool call has not), vibe is ended through `end_vibe`. Never returns.
+async fn watch_exit(
+    ctx: &Ctx,
+    mut answered: watch::Receiver<bool>,
+    run_dir: &Path,
+    end_vibe: &CancellationToken,
+) -> std::convert::Infallible {
+    let grace = ctx.config.exit_grace;
+    loop {
+        if answered.wait_for(|a| *a).await.is_err() {
+            // The log is gone: the run's output is over.
+            return std::future::pending().await;
+        }
+        if tokio::time::timeout(grace, answered.wait_for(|a| !*a))
+            .await
+            .is_ok()
+        {
+            continue;
+        }
+        // The grace is over and the answer still vibe's last word: has vibe reported its end?
+        while *answered.borrow() {
+            if let Ok(Some(export)) = read_export(&ctx.isolation, run_dir).await
+                && export.outcome.is_some()
+            {
+                end_vibe.cancel();
+                return std::future::pending().await;
+            }
+            let _ = tokio::time::timeout(EXPORT_POLL, answered.changed()).await;
+        }
+    }
+}
+
+/// How often the exit watch looks for `export.json` once the grace is over.
+const EXPORT_POLL: Duration = Duration::from_secs(1);
+
+/// The run's silence bound: the job's `limits.silence_secs` (`0`: none), else
+/// `OTTER_SILENCE_TIMEOUT`.
+fn limits_silence(config: &Config, limits: &JobLimits) -> Option<Duration> {
+    match limits.silence_secs {
+        Some(0) => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+        None => config.silence_timeout,
     }
 }
 
@@ -542,6 +634,7 @@ async fn prepare(
         stdout_as: OutputStream::Stdout,
         stderr_as: OutputStream::Stderr,
         timeout: invocation.timeout,
+        silence: limits_silence(config, limits),
         kill_grace: config.cancel_grace,
         output_budget: Some(Arc::new(Semaphore::new(OUTPUT_BUDGET_BYTES))),
         spill: Some(spill_spec(config)),
@@ -620,6 +713,7 @@ async fn run_setup(
         stdout_as: OutputStream::Setup,
         stderr_as: OutputStream::Setup,
         timeout: Some(config.setup_timeout),
+        silence: None,
         kill_grace: config.cancel_grace,
         output_budget: Some(Arc::new(Semaphore::new(OUTPUT_BUDGET_BYTES))),
         spill: Some(spill_spec(config)),
@@ -632,7 +726,10 @@ async fn run_setup(
         Ok(RunOutcome::Signalled(sig)) => {
             json!({ "exit_code": null, "signal": sig, "outcome": "failed" })
         }
-        Ok(RunOutcome::TimedOut) => json!({ "exit_code": null, "outcome": "timed_out" }),
+        // setup.sh has no silence bound (an app may print nothing for long).
+        Ok(RunOutcome::TimedOut | RunOutcome::Silent(_)) => {
+            json!({ "exit_code": null, "outcome": "timed_out" })
+        }
         Ok(RunOutcome::Cancelled) => json!({ "exit_code": null, "outcome": "cancelled" }),
         Err(e) => json!({ "exit_code": null, "outcome": "failed", "error": e.to_string() }),
     };

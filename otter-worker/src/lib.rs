@@ -7,6 +7,7 @@
 //! contained and, when the worker is root, as the job user ([`otter_core::isolation`]).
 
 mod control;
+mod disk;
 mod job;
 mod maintenance;
 mod sink;
@@ -24,6 +25,8 @@ use tokio_util::task::TaskTracker;
 
 /// How long one blocking pop waits before the loop looks around again.
 const POP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a worker that claims nothing for lack of disk space looks again.
+const DISK_RECHECK: Duration = Duration::from_secs(2);
 
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,8 @@ pub(crate) struct Ctx {
     pub(crate) isolation: Arc<Isolation>,
     /// Where the checkpoints of workspaces' files go (`OTTER_CHECKPOINT_DIR`).
     pub(crate) checkpoints: otter_core::checkpoint::Checkpoints,
+    /// Whether the workspace filesystems have room for another run (`OTTER_MIN_FREE_DISK`).
+    pub(crate) disk: Arc<disk::DiskGuard>,
 }
 
 /// Runs a worker until `shutdown` is cancelled. On shutdown it stops claiming, lets running jobs
@@ -84,6 +89,7 @@ pub async fn run(
         instructions: otter_core::vibe::InstructionsVia::detect(&config, &isolation).await,
         isolation: isolation.clone(),
         checkpoints: otter_core::checkpoint::Checkpoints::from_config(&config),
+        disk: Arc::new(disk::DiskGuard::new(&config)),
     };
     tracing::info!(
         worker_id = %config.worker_id,
@@ -133,6 +139,19 @@ pub async fn run(
                 Err(_) => break,
             },
         };
+        // A disk nearly full: claim nothing (the jobs wait, queued) until space comes back.
+        let was_paused = ctx.disk.state().paused.is_some();
+        let paused = ctx.disk.check().is_some();
+        if paused != was_paused {
+            maintenance::heartbeat(&ctx).await;
+        }
+        if paused {
+            drop(permit);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(DISK_RECHECK) => continue,
+            }
+        }
         let popped = tokio::select! {
             () = shutdown.cancelled() => break,
             popped = popper.pop(POP_TIMEOUT) => popped,

@@ -38,15 +38,18 @@ pub(crate) async fn run(ctx: Ctx, shutdown: CancellationToken) {
     }
 }
 
-/// Tells PostgreSQL this worker is alive and how many jobs it runs.
-async fn heartbeat(ctx: &Ctx) {
+/// Tells PostgreSQL this worker is alive, how many jobs it runs, and whether it claims.
+pub(crate) async fn heartbeat(ctx: &Ctx) {
     let concurrency = ctx.config.worker_concurrency;
+    let disk = ctx.disk.state();
     let beat = workers::WorkerBeat {
         id: &ctx.config.worker_id,
         hostname: &otter_core::config::hostname(),
         pid: std::process::id() as i32,
         concurrency: concurrency as i32,
         running: ctx.controls.running() as i32,
+        disk_free_bytes: disk.free_bytes.map(|b| b.min(i64::MAX as u64) as i64),
+        claims_paused: disk.paused.as_deref(),
     };
     if let Err(e) = workers::beat(&ctx.pool, &beat).await {
         tracing::debug!(error = %e, "worker heartbeat failed");

@@ -12,7 +12,7 @@ use otter_core::db::jobs::{self, Lease};
 use otter_core::output::{BatchPolicy, Item, Store, batch};
 use otter_core::vibe::RunLog;
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Bytes of a run's output that may wait for the database at once, counted as the runner counts
 /// them (each line's text plus what a waiting line costs beyond it,
@@ -39,13 +39,17 @@ pub(crate) struct SinkReport {
 }
 
 /// Stores a run's output until every sender of `rx` is gone.
+/// `answered` is told whether vibe's last stdout line is an answer (see
+/// [`RunLog::watching_answers`]).
 pub(crate) async fn run(
     pool: PgPool,
     lease: Lease,
     rx: mpsc::UnboundedReceiver<Item>,
+    answered: watch::Sender<bool>,
 ) -> SinkReport {
     let store = Leased { pool, lease };
-    let batched = batch::run(rx, RunLog::new(), store, BatchPolicy::RUN_OUTPUT).await;
+    let log = RunLog::watching_answers(answered);
+    let batched = batch::run(rx, log, store, BatchPolicy::RUN_OUTPUT).await;
     SinkReport {
         log: batched.encoder,
         tail: batched.held,
@@ -149,7 +153,12 @@ mod tests {
                 panic!("not claimed");
             };
             let (tx, rx) = mpsc::unbounded_channel();
-            let sink = tokio::spawn(super::run(pool.clone(), lease, rx));
+            let sink = tokio::spawn(super::run(
+                pool.clone(),
+                lease,
+                rx,
+                tokio::sync::watch::channel(false).0,
+            ));
             Self {
                 pool,
                 id: job.id,

@@ -296,6 +296,7 @@ mod tests {
             max_price_usd: Some(0.25),
             max_tokens: Some(9000),
             time_limit_secs: Some(600),
+            silence_secs: Some(30),
         };
         let run = RunRequest {
             job_id: JobId::new(),

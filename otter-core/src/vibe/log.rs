@@ -8,10 +8,10 @@
 
 use std::collections::VecDeque;
 
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use super::export::RunExport;
-use super::stream::{Transcript, parse_line};
+use super::stream::{Transcript, is_answer, parse_line};
 use crate::model::{JobOutput, NewEvent, OutputStream};
 use crate::output::{Encode, Item};
 
@@ -23,6 +23,8 @@ pub const STDERR_TAIL: usize = 5;
 pub struct RunLog {
     transcript: Transcript,
     stderr_tail: VecDeque<String>,
+    /// Told whether vibe's last stdout line is an answer ([`is_answer`]), if anyone listens.
+    answered: Option<watch::Sender<bool>>,
 }
 
 impl RunLog {
@@ -31,10 +33,26 @@ impl RunLog {
         Self::default()
     }
 
+    /// A log that also tells `answered` whether vibe's last stdout line is an answer: true
+    /// after an assistant message with text and no tool call, false again after any other
+    /// stdout line (the exit watch of the worker, `OTTER_EXIT_GRACE`).
+    pub fn watching_answers(answered: watch::Sender<bool>) -> Self {
+        Self {
+            answered: Some(answered),
+            ..Self::default()
+        }
+    }
+
     /// The `output_chunk` of one line, noting what it tells.
     pub fn line(&mut self, stream: OutputStream, text: String) -> NewEvent {
         let entry = match stream {
-            OutputStream::Stdout => parse_line(&text),
+            OutputStream::Stdout => {
+                let entry = parse_line(&text);
+                if let Some(answered) = &self.answered {
+                    answered.send_replace(entry.as_ref().is_some_and(is_answer));
+                }
+                entry
+            }
             OutputStream::Stderr => {
                 if self.stderr_tail.len() == STDERR_TAIL {
                     self.stderr_tail.pop_front();
@@ -88,6 +106,8 @@ impl RunLog {
             files_changed: None,
             additions: None,
             deletions: None,
+            // Set by the worker, which knows whether it ended vibe.
+            forced_exit: false,
         }
     }
 }
@@ -105,6 +125,22 @@ impl Encode for RunLog {
 mod tests {
     use super::*;
     use crate::vibe::export::ExportError;
+
+    #[test]
+    fn answers_are_told_until_vibe_prints_more() {
+        let (tx, rx) = watch::channel(false);
+        let mut log = RunLog::watching_answers(tx);
+        let answer = r#"{"type":"message","role":"assistant","content":[{"type":"text","text":"Next I will call bash."}]}"#;
+        log.line(OutputStream::Stdout, answer.to_owned());
+        assert!(*rx.borrow());
+        log.line(OutputStream::Stderr, "a warning".to_owned());
+        assert!(*rx.borrow(), "stderr does not tell");
+        log.line(OutputStream::Stdout, r#"{"type":"effect"}"#.to_owned());
+        assert!(!*rx.borrow());
+        log.line(OutputStream::Stdout, answer.to_owned());
+        log.line(OutputStream::Stdout, "not json".to_owned());
+        assert!(!*rx.borrow());
+    }
 
     #[test]
     fn stdout_entries_are_parsed_and_followed_and_stderr_is_kept_short() {

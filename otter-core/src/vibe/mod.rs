@@ -38,6 +38,6 @@ pub mod version;
 pub use command::{AGENTS_FILE, InstructionsVia, Invocation, RunRequest, agents_file};
 pub use export::{ExportError, ExportReadError, RunExport, parse_export, read_export};
 pub use log::RunLog;
-pub use outcome::{Decision, Verdict, decide};
-pub use stream::{EntryKind, Transcript, assistant_text, entry_kind, parse_line};
+pub use outcome::{Decision, SILENT, Verdict, decide, decide_forced_exit};
+pub use stream::{EntryKind, Transcript, assistant_text, entry_kind, is_answer, parse_line};
 pub use version::VersionError;

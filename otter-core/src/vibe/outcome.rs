@@ -8,9 +8,11 @@
 //! | 2 | infrastructure error (the model API failing after retries) | failed, retried |
 //! | 3 | stopped early (turn, price, token or time limit; SIGTERM) | failed with the outcome, not retried |
 //! | other, or a signal | unexpected | failed, retried |
+//! | silent for the silence bound | hung | failed (`silent`), retried |
 //!
 //! A run Otter itself stopped is [`Verdict::Stopped`]: why (a cancel, a lost lease, shutdown)
-//! is the caller's to say.
+//! is the caller's to say. A run Otter ended because vibe had answered and reported its end
+//! but did not exit ([`decide_forced_exit`]) ends as vibe reported it.
 
 use std::time::Duration;
 
@@ -88,10 +90,45 @@ pub fn decide(
             false,
             None,
         ),
+        RunOutcome::Silent(quiet) => failed(
+            format!(
+                "{SILENT}: printed nothing for {}s (OTTER_SILENCE_TIMEOUT or limits.silence_secs)",
+                quiet.as_secs()
+            ),
+            true,
+            None,
+        ),
         RunOutcome::Cancelled => Decision {
             verdict: Verdict::Stopped,
             exit_code: None,
         },
+    }
+}
+
+/// The reason of a run stopped by the silence watchdog (and the start of its error).
+pub const SILENT: &str = "silent";
+
+/// How a run ends that Otter stopped after vibe had printed its final answer and written
+/// `export.json`, but did not exit: as if vibe had exited with the code it reported (the
+/// export's `exit_code`, else the one its `outcome` stands for). Without a readable outcome the
+/// end is unknown, and the run counts as killed (retried).
+pub fn decide_forced_exit(export: Option<&RunExport>, job_timeout: Option<Duration>) -> Decision {
+    let reported = export.and_then(|e| {
+        e.exit_code.or_else(|| match e.outcome.as_deref()? {
+            "finished" => Some(0),
+            "config_error" | "usage_error" => Some(1),
+            "infrastructure_failure" => Some(2),
+            "turn_limit" | "price_limit" | "token_limit" | "deadline" | "terminated" => Some(3),
+            _ => None,
+        })
+    });
+    match reported {
+        Some(code) => Decision {
+            // vibe did not exit: the code is what it reported, not what a process returned.
+            exit_code: None,
+            ..decide(RunOutcome::Exited(code), export, job_timeout)
+        },
+        None => decide(RunOutcome::Signalled(15), export, job_timeout),
     }
 }
 
@@ -166,6 +203,58 @@ mod tests {
             decide(RunOutcome::Cancelled, None, None).verdict,
             Verdict::Stopped
         );
+    }
+
+    #[test]
+    fn a_silent_run_is_retried_and_says_how_long_it_was_quiet() {
+        let (failure, code) = verdict(RunOutcome::Silent(Duration::from_secs(901)), None);
+        let (error, retryable) = failure.expect("failed");
+        assert!(
+            error.starts_with("silent: printed nothing for 901s"),
+            "{error}"
+        );
+        assert!(retryable);
+        assert_eq!(code, None);
+    }
+
+    #[test]
+    fn a_forced_exit_ends_as_vibe_reported() {
+        let finished = RunExport {
+            outcome: Some("finished".to_owned()),
+            ..RunExport::default()
+        };
+        assert_eq!(
+            decide_forced_exit(Some(&finished), None),
+            Decision {
+                verdict: Verdict::Succeeded,
+                exit_code: None
+            }
+        );
+        let limited = RunExport {
+            outcome: Some("turn_limit".to_owned()),
+            exit_code: Some(3),
+            ..RunExport::default()
+        };
+        assert_eq!(
+            decide_forced_exit(Some(&limited), None).verdict,
+            Verdict::Failed {
+                error: "vibe stopped early: turn_limit".to_owned(),
+                retryable: false
+            }
+        );
+        let unknown = RunExport {
+            outcome: Some("novel".to_owned()),
+            ..RunExport::default()
+        };
+        for export in [None, Some(&unknown)] {
+            assert!(matches!(
+                decide_forced_exit(export, None).verdict,
+                Verdict::Failed {
+                    retryable: true,
+                    ..
+                }
+            ));
+        }
     }
 
     #[test]

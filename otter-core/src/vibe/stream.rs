@@ -151,6 +151,17 @@ pub fn assistant_text(entry: &Value) -> Option<String> {
     message_text(entry)
 }
 
+/// Whether `entry` is an answer that may be vibe's last: an assistant message with text and no
+/// tool call (1.x lists its calls in `tool_calls`; 3.x prints them as effects after the text,
+/// so a 3.x answer may still be followed by more work: only what comes next tells).
+pub fn is_answer(entry: &Value) -> bool {
+    let calls = entry
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .is_some_and(|calls| !calls.is_empty());
+    !calls && assistant_text(entry).is_some()
+}
+
 /// The message of a `<vibe_stop_event>MESSAGE</vibe_stop_event>` text, trimmed.
 ///
 /// vibe 2.x with `--legacy-harness` prints this as an assistant message when a limit stops the
@@ -304,6 +315,22 @@ impl Transcript {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn answers_are_assistant_texts_without_tool_calls() {
+        assert!(is_answer(&json!({"type": "message", "role": "assistant",
+            "content": [{"type": "text", "text": "Done."}]})));
+        assert!(is_answer(
+            &json!({"role": "assistant", "content": "Done.", "tool_calls": []})
+        ));
+        assert!(!is_answer(
+            &json!({"role": "assistant", "content": "Calling.",
+            "tool_calls": [{"id": "c1"}]})
+        ));
+        assert!(!is_answer(&json!({"role": "assistant", "content": "  "})));
+        assert!(!is_answer(&json!({"role": "user", "content": "Do it."})));
+        assert!(!is_answer(&json!({"type": "effect"})));
+    }
 
     #[test]
     fn parse_line_accepts_objects_only() {

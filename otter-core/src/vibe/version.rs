@@ -60,6 +60,7 @@ pub async fn version(config: &Config, isolation: &Arc<Isolation>) -> Result<Stri
         stdout_as: OutputStream::Stdout,
         stderr_as: OutputStream::Stderr,
         timeout: Some(VERSION_TIMEOUT),
+        silence: None,
         kill_grace: Duration::from_secs(1),
         output_budget: None,
         spill: None,

@@ -183,7 +183,7 @@ async fn a_handed_back_job_is_retried_at_once_without_counting_the_attempt(pool:
 
 #[sqlx::test(migrator = "otter_core::MIGRATOR")]
 async fn a_failure_with_no_attempt_left_ends_the_job_failed(pool: PgPool) {
-    let failed_keys = BTreeSet::from(["attempt", "error", "exit_code", "worker_id"]);
+    let failed_keys = BTreeSet::from(["attempt", "error", "exit_code", "reason", "worker_id"]);
     // A retryable run with its last attempt spent.
     let job = queued_job(&pool, 1).await;
     let lease = claim(&pool, job.id, "w", Duration::from_secs(30)).await;

@@ -33,6 +33,22 @@ async fn get_health(State(state): State<AppState>) -> impl IntoResponse {
         Err(_) => "error: timed out".to_owned(),
     };
     let healthy = postgres == "ok" && redis == "ok";
+    // Workers that claim nothing, and why (a disk nearly full): the service still accepts
+    // prompts, which wait.
+    let not_claiming: Vec<_> = match otter_core::metrics::workers(&state.db).await {
+        Ok(workers) if healthy => workers
+            .into_iter()
+            .filter_map(|w| {
+                let reason = w.claims_paused?;
+                Some(json!({
+                    "worker_id": w.id,
+                    "reason": reason,
+                    "disk_free_bytes": w.disk_free_bytes,
+                }))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let status = if healthy {
         StatusCode::OK
     } else {
@@ -45,6 +61,7 @@ async fn get_health(State(state): State<AppState>) -> impl IntoResponse {
             "postgres": postgres,
             "redis": redis,
             "version": env!("CARGO_PKG_VERSION"),
+            "workers_not_claiming": not_claiming,
         })),
     )
 }

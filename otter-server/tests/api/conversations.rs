@@ -61,7 +61,8 @@ async fn limits_and_a_model_are_kept_on_the_job_with_the_defaults_applied() {
     assert_eq!(status, StatusCode::CREATED, "{job}");
     assert_eq!(
         job["limits"],
-        json!({"max_turns": 3, "max_price_usd": 0.75, "max_tokens": null, "time_limit_secs": 90})
+        json!({"max_turns": 3, "max_price_usd": 0.75, "max_tokens": null, "time_limit_secs": 90,
+               "silence_secs": null})
     );
     assert_eq!(job["model"], "devstral-small");
     assert_eq!(job["parent_job_id"], Value::Null);

@@ -13,4 +13,5 @@ mod lifecycle;
 mod observability;
 mod runs;
 mod streaming;
+mod watchdogs;
 mod webhooks;

@@ -69,6 +69,7 @@ struct JobRow {
     limits: sqlx::types::Json<JobLimits>,
     model: Option<String>,
     queue_at: DateTime<Utc>,
+    forced_exit: bool,
     /// The summary of the job's change set (`job_checkpoints`, joined by the reads that show
     /// outputs: [`SELECT_JOBS`]); absent from the rows of the queue controls, whose jobs are
     /// queued.
@@ -103,6 +104,7 @@ impl From<JobRow> for Job {
             files_changed: r.files_changed.map(|n| n as u64),
             additions: r.additions.map(|n| n as u64),
             deletions: r.deletions.map(|n| n as u64),
+            forced_exit: r.forced_exit,
         });
         Job {
             id: r.id,

@@ -90,6 +90,9 @@
 //!
 //! # Other knobs (environment)
 //!
+//! * `FAKE_VIBE_HANG_AFTER_ANSWER=1`: once the scenario is over (its answer printed, export.json
+//!   written), never exit: deaf to SIGTERM, it only goes when killed (vibe held by a child, or
+//!   an app server that does not stop, after its answer).
 //! * `FAKE_VIBE_SLEEP_MS`: delay before every model answer, every scenario (default 0,
 //!   `slow`: 2000).
 //! * `FAKE_VIBE_GRANDCHILD_STDIO=inherit`: the grandchild keeps stdout/stderr (holds the

@@ -188,5 +188,12 @@ pub(crate) fn run(
         End::Finished | End::Unknown(_) => {}
     }
     ctx.write(&end, Some(&session.summary()));
+    if knobs.hang_after_answer {
+        // Answered and reported, then stuck (a child holding it, an app server that does not
+        // stop): deaf to SIGTERM, it only goes when killed.
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     end.exit_code()
 }

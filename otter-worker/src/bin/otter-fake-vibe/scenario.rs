@@ -97,6 +97,7 @@ pub(crate) struct Knobs {
     pub(crate) grandchild_script: Option<PathBuf>,
     setup_subdir: Option<String>,
     pub(crate) no_export: bool,
+    pub(crate) hang_after_answer: bool,
 }
 
 pub(crate) fn env_string(name: &str) -> Option<String> {
@@ -144,6 +145,8 @@ impl Knobs {
                 .map(PathBuf::from),
             setup_subdir: env_string("FAKE_VIBE_SETUP_SUBDIR").filter(|s| !s.is_empty()),
             no_export: env_string("FAKE_VIBE_NO_EXPORT").is_some_and(|v| !v.is_empty() && v != "0"),
+            hang_after_answer: env_string("FAKE_VIBE_HANG_AFTER_ANSWER")
+                .is_some_and(|v| !v.is_empty() && v != "0"),
         })
     }
 }

@@ -1,0 +1,296 @@
+//! The watchdogs of a run (issue 19): a run that prints nothing for its silence bound is
+//! stopped with everything it started and retried; a vibe that answered and reported its end
+//! but does not exit is ended after the exit grace, and the job ends as vibe reported.
+
+use std::time::Duration;
+
+use otter_testkit::{TestApp, eventually};
+use serde_json::{Value, json};
+
+use crate::harness::{
+    JOB_WAIT, Worker, events, finished, kinds, process_gone, read_pid, recorded_run, scenario,
+    submit,
+};
+
+/// The payloads of `events` of `kind`.
+fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .map(|e| &e["payload"])
+        .collect()
+}
+
+#[tokio::test]
+async fn a_silent_run_is_stopped_with_all_it_started_and_retried() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let pidfile = app.env.dir.join("grandchild.pid");
+    let _worker = Worker::start(
+        &app,
+        &[
+            (
+                "OTTER_VIBE_EXTRA_ENV",
+                &scenario(
+                    "grandchild",
+                    &[&format!("FAKE_VIBE_PIDFILE={}", pidfile.display())],
+                ),
+            ),
+            // The worker's bound is far off: the job's own `limits.silence_secs` decides.
+            ("OTTER_SILENCE_TIMEOUT", "1h"),
+            ("OTTER_CANCEL_GRACE", "1s"),
+            ("OTTER_RETRY_BASE_DELAY", "100ms"),
+        ],
+    )
+    .await;
+    let job = submit(
+        &app,
+        &ws,
+        "print nothing",
+        json!({ "max_attempts": 2, "limits": { "silence_secs": 2 } }),
+    )
+    .await;
+    assert_eq!(job["limits"]["silence_secs"], 2, "{job}");
+    let first_grandchild = read_pid(&pidfile).await;
+    let job = finished(&app, &job).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("silent: printed nothing for 2s"),
+        "{error}"
+    );
+
+    let events = events(&app, &job).await;
+    let silent = of_kind(&events, "job_silent");
+    assert_eq!(silent.len(), 2, "one per attempt: {:?}", kinds(&events));
+    for (n, payload) in silent.iter().enumerate() {
+        assert_eq!(payload["attempt"], n as u64 + 1, "{payload}");
+        assert_eq!(payload["limit_secs"], 2, "{payload}");
+        assert!(payload["quiet_secs"].as_u64().unwrap() >= 2, "{payload}");
+    }
+    let retry = of_kind(&events, "job_retry_scheduled");
+    assert_eq!(retry.len(), 1, "{:?}", kinds(&events));
+    assert_eq!(retry[0]["reason"], "silent", "{}", retry[0]);
+    assert_eq!(retry[0]["attempt_counted"], true, "{}", retry[0]);
+    let failed = of_kind(&events, "job_failed");
+    assert_eq!(failed[0]["reason"], "silent", "{}", failed[0]);
+    assert_eq!(kinds(&events).last(), Some(&"job_failed"));
+
+    // Its whole process group went, as on cancel: the first attempt's grandchild too.
+    let last_grandchild = read_pid(&pidfile).await;
+    for pid in [first_grandchild, last_grandchild] {
+        eventually(
+            JOB_WAIT,
+            "the silent run's processes to be gone",
+            || async move { process_gone(pid).then_some(()) },
+        )
+        .await;
+    }
+    app.assert_no_processes_left().await;
+}
+
+#[tokio::test]
+async fn a_job_that_does_not_set_a_bound_gets_the_workers_and_zero_turns_it_off() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let _worker = Worker::start(
+        &app,
+        &[
+            (
+                "OTTER_VIBE_EXTRA_ENV",
+                &scenario("slow", &["FAKE_VIBE_SLEEP_MS=2500"]),
+            ),
+            ("OTTER_SILENCE_TIMEOUT", "1s"),
+            ("OTTER_CANCEL_GRACE", "1s"),
+        ],
+    )
+    .await;
+    // 2.5 s between answers: silent for longer than the worker's second.
+    let bounded = submit(&app, &ws, "slow", json!({ "max_attempts": 1 })).await;
+    let bounded = finished(&app, &bounded).await;
+    assert_eq!(bounded["status"], "failed", "{bounded}");
+    assert!(
+        bounded["error"].as_str().unwrap().starts_with("silent"),
+        "{bounded}"
+    );
+    let off = submit(
+        &app,
+        &ws,
+        "slow",
+        json!({ "limits": { "silence_secs": 0 } }),
+    )
+    .await;
+    let off = finished(&app, &off).await;
+    assert_eq!(off["status"], "succeeded", "{off}");
+}
+
+#[tokio::test]
+async fn a_vibe_that_hangs_after_its_answer_is_ended_and_the_job_succeeds() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let record = app.env.dir.join("record.jsonl");
+    let _worker = Worker::start(
+        &app,
+        &[
+            (
+                "OTTER_VIBE_EXTRA_ENV",
+                &scenario(
+                    "setup",
+                    &[
+                        "FAKE_VIBE_HANG_AFTER_ANSWER=1",
+                        &format!("FAKE_VIBE_RECORD={}", record.display()),
+                    ],
+                ),
+            ),
+            ("OTTER_EXIT_GRACE", "1s"),
+            ("OTTER_CANCEL_GRACE", "1s"),
+        ],
+    )
+    .await;
+    let job = finished(
+        &app,
+        &submit(&app, &ws, "answer, then hang", json!({})).await,
+    )
+    .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert_eq!(job["exit_code"], Value::Null, "vibe never exited: {job}");
+    let output = &job["output"];
+    assert_eq!(output["forced_exit"], true, "{job}");
+    assert_eq!(output["outcome"], "finished", "{job}");
+    assert!(
+        output["final_text"].as_str().unwrap().ends_with("Done."),
+        "{job}"
+    );
+
+    let events = events(&app, &job).await;
+    let kinds = kinds(&events);
+    let forced = of_kind(&events, "job_forced_exit");
+    assert_eq!(forced.len(), 1, "{kinds:?}");
+    assert_eq!(forced[0]["grace_secs"], 1, "{}", forced[0]);
+    assert_eq!(forced[0]["outcome"], "finished", "{}", forced[0]);
+    // setup.sh still ran, after vibe was ended.
+    let at = |kind: &str| kinds.iter().position(|k| *k == kind).expect(kind);
+    assert!(at("job_forced_exit") < at("setup_started"), "{kinds:?}");
+    assert!(at("setup_finished") < at("job_succeeded"), "{kinds:?}");
+    assert_eq!(
+        of_kind(&events, "setup_finished")[0]["outcome"],
+        "succeeded"
+    );
+    let vibe = recorded_run(&record)["pid"].as_u64().unwrap() as u32;
+    eventually(
+        Duration::from_secs(10),
+        "the stuck vibe to be gone",
+        || async move { process_gone(vibe).then_some(()) },
+    )
+    .await;
+}
+
+/// A small tmpfs, unmounted when dropped (the test runs as root, as scripts/test.sh does).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: std::path::PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("mount(8)");
+        assert!(
+            status.success(),
+            "mounting a tmpfs at {} failed: the disk guard's test needs root (scripts/test.sh runs as root)",
+            path.display()
+        );
+        Self(path)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// `/metrics` once it contains `needle`.
+async fn metrics_with(app: &TestApp, needle: &str) -> String {
+    eventually(JOB_WAIT, needle, || async {
+        let text = app
+            .client
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains(needle).then_some(text)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_worker_short_of_disk_claims_nothing_until_space_comes_back() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    // The homes (run directories, spill, checkpoints) on a 16 MiB filesystem.
+    let disk = Tmpfs::mount(app.env.dir.join("small-disk"), "16m");
+    let homes = disk.0.join("homes");
+    let filler = disk.0.join("filler");
+    std::fs::write(&filler, vec![0u8; 12 << 20]).unwrap();
+    let _worker = Worker::start(
+        &app,
+        &[
+            ("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[])),
+            ("OTTER_VIBE_HOME_BASE", homes.to_str().unwrap()),
+            ("OTTER_MIN_FREE_DISK", "8MiB"),
+            ("OTTER_WORKER_ID", "short-of-disk"),
+            ("OTTER_LEASE_TTL", "3s"),
+        ],
+    )
+    .await;
+    metrics_with(
+        &app,
+        "otter_worker_claims_paused{worker_id=\"short-of-disk\",reason=\"disk_low\"} 1",
+    )
+    .await;
+    // The prompt is accepted, and waits.
+    let job = submit(&app, &ws, "wait for room", json!({})).await;
+    let (_, health) = app.get("/healthz").await;
+    assert_eq!(health["status"], "ok", "{health}");
+    let paused = &health["workers_not_claiming"][0];
+    assert_eq!(paused["worker_id"], "short-of-disk", "{health}");
+    let reason = paused["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("disk_low: ") && reason.contains("OTTER_MIN_FREE_DISK"),
+        "{reason}"
+    );
+    assert!(
+        paused["disk_free_bytes"].as_u64().unwrap() < 8 << 20,
+        "{health}"
+    );
+    // Not a wait for a condition but a window in which a claiming worker would have claimed it
+    // many times over (it pops every 2 s at most, and was idle): it stays queued.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, still) = app
+        .get(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(still["status"], "queued", "{still}");
+    assert_eq!(still["attempts"], 0, "{still}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let done = finished(&app, &job).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let text = metrics_with(
+        &app,
+        "otter_worker_claims_paused{worker_id=\"short-of-disk\"} 0",
+    )
+    .await;
+    assert!(text.contains("otter_worker_disk_free_bytes{worker_id=\"short-of-disk\"}"));
+    let (_, health) = app.get("/healthz").await;
+    assert_eq!(health["workers_not_claiming"], json!([]), "{health}");
+}
