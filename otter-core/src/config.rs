@@ -249,6 +249,10 @@ pub struct Config {
     /// `OTTER_EXIT_GRACE` (default 60 s): how long vibe may go on after its final answer and
     /// its `export.json` before Otter ends the run (`forced_exit`).
     pub exit_grace: Duration,
+    /// `OTTER_RATE_LIMIT_BACKOFF` (default 60 s): how long a provider's gate stays shut after a
+    /// rate limit whose reset time vibe's message does not give; it doubles with each limit in
+    /// a row, at most an hour.
+    pub rate_limit_backoff: Duration,
     /// `OTTER_MIN_FREE_DISK` (default 1 GiB; bytes, or with a `KiB`/`MiB`/`GiB`/`TiB` suffix;
     /// `0`: off): a worker whose workspace filesystem has less free space claims nothing more
     /// until space comes back.
@@ -444,6 +448,8 @@ impl Config {
             silence_timeout: env
                 .duration_or_off("OTTER_SILENCE_TIMEOUT", Duration::from_secs(15 * 60))?,
             exit_grace: env.duration("OTTER_EXIT_GRACE", Duration::from_secs(60))?,
+            rate_limit_backoff: env
+                .duration("OTTER_RATE_LIMIT_BACKOFF", Duration::from_secs(60))?,
             min_free_disk: env.byte_size("OTTER_MIN_FREE_DISK", 1 << 30)?,
             retry_base_delay: env.duration("OTTER_RETRY_BASE_DELAY", Duration::from_secs(2))?,
             shutdown_grace: env.duration("OTTER_SHUTDOWN_GRACE", Duration::from_secs(30))?,
@@ -535,6 +541,19 @@ impl Config {
         let capped = base.min(300.0);
         let jitter: f64 = rand::random_range(0.75..1.25);
         Duration::from_secs_f64(capped * jitter)
+    }
+
+    /// The model provider vibe runs against, and the key it uses: the demo model's under
+    /// `OTTER_DEMO`, else `OTTER_VIBE_PROVIDER` (vibe's default, `mistral`, when unset) with
+    /// `MISTRAL_API_KEY`. Together they name the run's rate limit gate.
+    pub fn model_provider(&self) -> (&str, &str) {
+        if self.demo {
+            return (crate::demo::MODEL, crate::demo::API_KEY);
+        }
+        (
+            self.vibe_provider.as_deref().unwrap_or("mistral"),
+            self.mistral_api_key.as_ref().map_or("", Secret::expose),
+        )
     }
 
     /// How often a worker renews the leases of its runs (`db::jobs::renew_lease`), and its

@@ -69,6 +69,8 @@ pub struct Snapshot {
     pub events_written: i64,
     /// Workers seen recently, with their heartbeats.
     pub workers: Vec<WorkerRow>,
+    /// The rate limit gates shut now.
+    pub rate_limits: Vec<crate::db::jobs::RateLimitGate>,
 }
 
 /// Reads the figures from PostgreSQL.
@@ -102,6 +104,7 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot, DbError> {
         .fetch_one(pool)
         .await?;
     let workers = workers(pool).await?;
+    let rate_limits = crate::db::jobs::rate_limit_gates(pool).await?;
     Ok(Snapshot {
         queue_depth,
         paused,
@@ -112,6 +115,7 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot, DbError> {
         duration_sum,
         events_written,
         workers,
+        rate_limits,
     })
 }
 
@@ -262,6 +266,32 @@ pub fn render(s: &Snapshot, sse_clients: usize) -> String {
         "gauge",
         "1 for each worker that claims nothing now, with why (disk_low: less free space than OTTER_MIN_FREE_DISK).",
         &paused,
+    );
+    let gates: Vec<(String, String)> = s
+        .rate_limits
+        .iter()
+        .map(|g| {
+            (
+                format!(
+                    "{{provider=\"{}\",gate=\"{}\"}}",
+                    escape(&g.provider),
+                    escape(&g.gate)
+                ),
+                format!("{:.3}", g.until.timestamp_millis() as f64 / 1000.0),
+            )
+        })
+        .collect();
+    metric(
+        "otter_rate_limit_gates_shut",
+        "gauge",
+        "Model providers (and keys) rate limited now: their jobs wait for the gate to open.",
+        &plain(s.rate_limits.len().to_string()),
+    );
+    metric(
+        "otter_rate_limit_gate_opens_at_seconds",
+        "gauge",
+        "When each shut gate opens (Unix time).",
+        &gates,
     );
     out
 }

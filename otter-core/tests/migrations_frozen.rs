@@ -96,6 +96,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "20261203000095_watchdogs.sql",
         "0cc85066192ab7e246553941089713572507b0ea41c83a9fbbe6f356c7fdd64d2e1f6b9ee17a78a6320051a1d588b699",
     ),
+    (
+        20261203000096,
+        "20261203000096_rate_limit_gates.sql",
+        "99cef10b7492bbda459d8d0d156276712755dfc45fe7e3c5478cace3883f199f44ffaeaee14efda527c0d9177419b268",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

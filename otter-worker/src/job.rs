@@ -202,12 +202,24 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
                     }),
                 )));
             }
-            let mut finish = finish_of(
-                vibe::decide(outcome, export.as_ref(), config.job_timeout),
-                control.cause(),
-            );
+            let decision = vibe::decide(outcome, export.as_ref(), config.job_timeout);
+            let limited = match &decision.verdict {
+                Verdict::RateLimited { reset_in, message } => Some(json!({
+                    "gate": &*ctx.gate,
+                    "provider": config.model_provider().0,
+                    "reset_ms": reset_in.map(|d| d.as_millis() as u64),
+                    "backoff_ms": config.rate_limit_backoff.as_millis() as u64,
+                    "message": message,
+                })),
+                _ => None,
+            };
+            let mut finish = finish_of(decision, control.cause());
             if matches!(outcome, RunOutcome::Silent(_)) {
                 finish.details = json!({ "reason": vibe::SILENT });
+            }
+            if let Some(limit) = limited {
+                tracing::warn!(job_id = %job.id, gate = %ctx.gate, "the model provider's rate limit ended the run; the job waits for the reset");
+                finish.details = json!({ "reason": RATE_LIMITED, "rate_limit": limit });
             }
             finish
         }
@@ -439,6 +451,9 @@ async fn watch_exit(
     }
 }
 
+/// The reason, and the queued job's error, of a run that ended on a rate limit.
+const RATE_LIMITED: &str = "rate_limited";
+
 /// How often the exit watch looks for `export.json` once the grace is over.
 const EXPORT_POLL: Duration = Duration::from_secs(1);
 
@@ -647,6 +662,14 @@ fn finish_of(decision: Decision, stopped: Option<StopCause>) -> Finish {
     match decision.verdict {
         Verdict::Succeeded => Finish::new(RunEnd::Succeeded, decision.exit_code),
         Verdict::Failed { error, retryable } => failed(error, retryable, decision.exit_code),
+        // Not the job's fault: queued again for the reset (the finish's details say when), the
+        // attempt not counted.
+        Verdict::RateLimited { .. } => Finish::new(
+            RunEnd::Released {
+                reason: RATE_LIMITED.to_owned(),
+            },
+            decision.exit_code,
+        ),
         Verdict::Stopped => match stopped {
             Some(StopCause::LeaseLost) => failed("worker_lost".to_owned(), true, None),
             Some(StopCause::Shutdown) => Finish {

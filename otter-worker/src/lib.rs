@@ -54,6 +54,9 @@ pub(crate) struct Ctx {
     pub(crate) checkpoints: otter_core::checkpoint::Checkpoints,
     /// Whether the workspace filesystems have room for another run (`OTTER_MIN_FREE_DISK`).
     pub(crate) disk: Arc<disk::DiskGuard>,
+    /// The rate limit gate of this worker's model provider and key
+    /// (`db::jobs::rate_limit_gate`), shared with every worker that uses the same.
+    pub(crate) gate: Arc<str>,
 }
 
 /// Runs a worker until `shutdown` is cancelled. On shutdown it stops claiming, lets running jobs
@@ -90,6 +93,10 @@ pub async fn run(
         isolation: isolation.clone(),
         checkpoints: otter_core::checkpoint::Checkpoints::from_config(&config),
         disk: Arc::new(disk::DiskGuard::new(&config)),
+        gate: {
+            let (provider, key) = config.model_provider();
+            jobs::rate_limit_gate(provider, key).into()
+        },
     };
     tracing::info!(
         worker_id = %config.worker_id,
@@ -130,6 +137,7 @@ pub async fn run(
         worker_id: &config.worker_id,
         lease_ttl: config.lease_ttl,
         project_max_running: config.project_max_running,
+        gate: Some(&ctx.gate),
     };
     loop {
         let permit = tokio::select! {
@@ -185,6 +193,18 @@ pub async fn run(
             }
             Ok(Claim::ProjectBusy) => {
                 tracing::debug!(job_id = %id, "project at its max_running; the job waits for one of its runs to end");
+            }
+            Ok(Claim::RateLimited(until)) => {
+                // The provider's limit holds every job of this worker: give the job back and
+                // take nothing until the gate opens.
+                tracing::info!(job_id = %id, gate = %ctx.gate, until = %until, "model provider rate limited; claiming nothing until the gate opens");
+                maintenance::push_job(&ctx, id).await;
+                drop(permit);
+                let wait = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
             }
             Ok(Claim::NotYet(at)) => {
                 tracing::debug!(job_id = %id, run_after = %at, "job is backing off");

@@ -33,6 +33,14 @@ pub enum Verdict {
     },
     /// Otter stopped the run before vibe ended.
     Stopped,
+    /// vibe gave up on the model provider's rate limit (HTTP 429, after its own retries): the
+    /// job waits for the limit's reset, the attempt not counted.
+    RateLimited {
+        /// When the limit resets, if vibe's message says (`Retry-After`, "try again in …").
+        reset_in: Option<Duration>,
+        /// vibe's message.
+        message: String,
+    },
 }
 
 /// A run's [`Verdict`] and vibe's exit code, if it exited.
@@ -65,6 +73,16 @@ pub fn decide(
             false,
             Some(1),
         ),
+        RunOutcome::Exited(2) if rate_limited(export).is_some() => {
+            let message = rate_limited(export).unwrap_or_default().to_owned();
+            Decision {
+                verdict: Verdict::RateLimited {
+                    reset_in: reset_hint(&message),
+                    message,
+                },
+                exit_code: Some(2),
+            }
+        }
         RunOutcome::Exited(2) => failed(
             "vibe infrastructure error (exit 2)".to_owned(),
             true,
@@ -105,6 +123,45 @@ pub fn decide(
     }
 }
 
+/// vibe's message, when export.json says the run ended on a rate limit: `error.code`
+/// `rate_limit` (vibe 3.0.3, captured in otter-core/tests/data/vibe-captures, `rate-limit`), or a
+/// message naming HTTP 429.
+fn rate_limited(export: Option<&RunExport>) -> Option<&str> {
+    let error = export?.error.as_ref()?;
+    let message = error.message.as_deref().unwrap_or("");
+    (error.code.as_deref() == Some("rate_limit") || message.contains("429 Too Many Requests"))
+        .then_some(message)
+}
+
+/// The reset time a rate limit's message gives, if any: `Retry-After: 30`, `retry after 30s`,
+/// `try again in 30 seconds` (or `500ms`, `2 minutes`), case-insensitive.
+pub fn reset_hint(message: &str) -> Option<Duration> {
+    let lower = message.to_ascii_lowercase();
+    ["retry-after:", "retry after", "try again in"]
+        .iter()
+        .filter_map(|marker| {
+            let at = lower.find(marker)? + marker.len();
+            let rest = lower[at..].trim_start();
+            let digits = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            let number: f64 = rest[..digits].parse().ok()?;
+            let unit = rest[digits..].trim_start();
+            let secs = if unit.starts_with("ms") || unit.starts_with("milli") {
+                number / 1000.0
+            } else if unit.starts_with('m') {
+                number * 60.0
+            } else if unit.starts_with('h') {
+                number * 3600.0
+            } else {
+                number
+            };
+            (secs.is_finite() && secs > 0.0 && secs <= 86_400.0)
+                .then(|| Duration::from_secs_f64(secs))
+        })
+        .next()
+}
+
 /// The reason of a run stopped by the silence watchdog (and the start of its error).
 pub const SILENT: &str = "silent";
 
@@ -143,7 +200,7 @@ mod tests {
         let decision = decide(outcome, export, Some(Duration::from_secs(60)));
         let failure = match decision.verdict {
             Verdict::Failed { error, retryable } => Some((error, retryable)),
-            Verdict::Succeeded | Verdict::Stopped => None,
+            Verdict::Succeeded | Verdict::Stopped | Verdict::RateLimited { .. } => None,
         };
         (failure, decision.exit_code)
     }
@@ -203,6 +260,68 @@ mod tests {
             decide(RunOutcome::Cancelled, None, None).verdict,
             Verdict::Stopped
         );
+    }
+
+    #[test]
+    fn a_rate_limit_is_told_apart_from_other_infrastructure_errors() {
+        let limited = RunExport {
+            outcome: Some("infrastructure_failure".to_owned()),
+            error: Some(crate::vibe::ExportError {
+                message: Some(
+                    "Client error '429 Too Many Requests' for url 'http://x/v1/chat/completions'\n\
+                     For more information check: https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/429: \
+                     Rate limit exceeded"
+                        .to_owned(),
+                ),
+                code: Some("rate_limit".to_owned()),
+            }),
+            ..RunExport::default()
+        };
+        match decide(RunOutcome::Exited(2), Some(&limited), None).verdict {
+            Verdict::RateLimited { reset_in, message } => {
+                assert_eq!(reset_in, None);
+                assert!(message.contains("429"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let backend = RunExport {
+            error: Some(crate::vibe::ExportError {
+                message: Some("Server error '500 Internal Server Error'".to_owned()),
+                code: Some("backend_error".to_owned()),
+            }),
+            ..RunExport::default()
+        };
+        assert!(matches!(
+            decide(RunOutcome::Exited(2), Some(&backend), None).verdict,
+            Verdict::Failed {
+                retryable: true,
+                ..
+            }
+        ));
+        // Only an exit 2 is vibe giving up on the limit.
+        assert!(matches!(
+            decide(RunOutcome::Exited(0), Some(&limited), None).verdict,
+            Verdict::Succeeded
+        ));
+    }
+
+    #[test]
+    fn a_reset_time_is_read_from_the_message() {
+        for (message, secs) in [
+            ("429: Retry-After: 30", Some(30.0)),
+            ("Rate limit exceeded, retry after 2.5s", Some(2.5)),
+            ("Please try again in 500ms.", Some(0.5)),
+            ("Try again in 2 minutes", Some(120.0)),
+            ("Rate limit exceeded for the key", None),
+            ("retry after soon", None),
+            ("try again in 0 seconds", None),
+        ] {
+            assert_eq!(
+                reset_hint(message),
+                secs.map(Duration::from_secs_f64),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use axum::routing::{get, patch};
 use otter_core::db::{Page, jobs};
 use otter_core::model::{Job, JobId};
 use otter_core::service;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{AppJson, AppPath, AppQuery, Result};
 use crate::state::AppState;
@@ -26,15 +26,25 @@ struct QueueQuery {
     offset: Option<i64>,
 }
 
+/// The queue, and the rate limit gates that hold it (a shut gate's jobs wait for it to open).
+#[derive(Debug, Serialize)]
+struct QueueView {
+    #[serde(flatten)]
+    page: Page<Job>,
+    rate_limits: Vec<jobs::RateLimitGate>,
+}
+
 async fn list_queue(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<QueueQuery>,
-) -> Result<AppJson<Page<Job>>> {
+) -> Result<AppJson<QueueView>> {
     let session_id = super::session_filter(q.session_id)?;
     let page = super::page(q.limit, q.offset)?;
-    Ok(AppJson(
-        jobs::list_queue(&state.db, session_id.as_deref(), page).await?,
-    ))
+    let (page, rate_limits) = tokio::try_join!(
+        jobs::list_queue(&state.db, session_id.as_deref(), page),
+        jobs::rate_limit_gates(&state.db),
+    )?;
+    Ok(AppJson(QueueView { page, rate_limits }))
 }
 
 #[derive(Debug, Deserialize)]

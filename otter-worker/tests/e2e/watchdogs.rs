@@ -294,3 +294,118 @@ async fn a_worker_short_of_disk_claims_nothing_until_space_comes_back() {
     let (_, health) = app.get("/healthz").await;
     assert_eq!(health["workers_not_claiming"], json!([]), "{health}");
 }
+
+#[tokio::test]
+async fn a_rate_limit_parks_the_job_without_an_attempt_and_holds_the_providers_other_jobs() {
+    let app = TestApp::spawn().await;
+    let (first_ws, other_ws) = (app.workspace("first").await, app.workspace("other").await);
+    let limited = app.env.dir.join("rate-limited");
+    std::fs::write(&limited, "").unwrap();
+    let _worker = Worker::start(
+        &app,
+        &[
+            (
+                "OTTER_VIBE_EXTRA_ENV",
+                &scenario(
+                    "rate-limit",
+                    &[&format!("FAKE_VIBE_RATE_LIMIT_FILE={}", limited.display())],
+                ),
+            ),
+            ("OTTER_RATE_LIMIT_BACKOFF", "4s"),
+            ("OTTER_WORKER_CONCURRENCY", "2"),
+        ],
+    )
+    .await;
+    let first = submit(
+        &app,
+        &first_ws,
+        "hit the limit",
+        json!({ "max_attempts": 1 }),
+    )
+    .await;
+    let id = first["id"].as_str().unwrap().to_owned();
+    let limit = eventually(JOB_WAIT, "the job_rate_limited event", || async {
+        let (_, page) = app.get(&format!("/v1/jobs/{id}/events")).await;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["kind"] == "job_rate_limited")
+            .map(|e| e["payload"].clone())
+    })
+    .await;
+    // The provider answers again; the gate stays shut until its time.
+    std::fs::remove_file(&limited).unwrap();
+    let until = chrono::DateTime::parse_from_rfc3339(limit["until"].as_str().unwrap()).unwrap();
+    assert_eq!(limit["provider"], "mistral", "{limit}");
+    assert_eq!(limit["source"], "backoff", "{limit}");
+    assert_eq!(limit["hits"], 1, "{limit}");
+    assert!(
+        limit["message"]
+            .as_str()
+            .unwrap()
+            .contains("429 Too Many Requests"),
+        "{limit}"
+    );
+
+    let (_, parked) = app.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(parked["status"], "queued", "{parked}");
+    assert_eq!(
+        parked["attempts"], 0,
+        "the attempt is not counted: {parked}"
+    );
+    assert_eq!(parked["error"], "rate_limited", "{parked}");
+    let run_after =
+        chrono::DateTime::parse_from_rfc3339(parked["run_after"].as_str().unwrap()).unwrap();
+    assert!(
+        (run_after - until).num_milliseconds().abs() < 5,
+        "{parked} {limit}"
+    );
+
+    // Another job of the same provider waits for the gate instead of hitting the limit.
+    let other = submit(
+        &app,
+        &other_ws,
+        "wait for the gate",
+        json!({ "max_attempts": 1 }),
+    )
+    .await;
+    let (_, queue) = app.get("/v1/queue").await;
+    let gates = queue["rate_limits"].as_array().unwrap();
+    assert_eq!(gates.len(), 1, "{queue}");
+    assert_eq!(gates[0]["provider"], "mistral", "{queue}");
+    assert_eq!(gates[0]["until"], limit["until"], "{queue}");
+    metrics_with(&app, "otter_rate_limit_gates_shut 1").await;
+    metrics_with(
+        &app,
+        "otter_rate_limit_gate_opens_at_seconds{provider=\"mistral\"",
+    )
+    .await;
+
+    let (first, other) = (finished(&app, &first).await, finished(&app, &other).await);
+    for job in [&first, &other] {
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["attempts"], 1, "{job}");
+        let started =
+            chrono::DateTime::parse_from_rfc3339(job["started_at"].as_str().unwrap()).unwrap();
+        assert!(
+            started >= until,
+            "no run started before the gate opened: {job}"
+        );
+    }
+    // Only the limited job ever ran into the limit.
+    let other_events = events(&app, &other).await;
+    assert_eq!(
+        kinds(&other_events)
+            .iter()
+            .filter(|k| **k == "job_started")
+            .count(),
+        1
+    );
+    assert!(of_kind(&other_events, "job_rate_limited").is_empty());
+    let first_events = events(&app, &first).await;
+    let retry = of_kind(&first_events, "job_retry_scheduled");
+    assert_eq!(retry[0]["reason"], "rate_limited", "{}", retry[0]);
+    assert_eq!(retry[0]["attempt_counted"], false, "{}", retry[0]);
+    let (_, queue) = app.get("/v1/queue").await;
+    assert_eq!(queue["rate_limits"], json!([]), "{queue}");
+}

@@ -100,6 +100,9 @@ pub enum Claim {
     ProjectBusy,
     /// The job is queued but backing off until the given time.
     NotYet(DateTime<Utc>),
+    /// The claimant's model provider and key are rate limited until the given time (its
+    /// `gate` is shut): nothing is claimed; the job waits, queued.
+    RateLimited(DateTime<Utc>),
     /// The job is not claimable (gone, paused, already running or finished): drop the delivery.
     NotClaimable,
 }
@@ -108,6 +111,8 @@ pub enum Claim {
 const CLAIM_WORKSPACE_BUSY: i32 = -1;
 /// What `otter_claim_job` returns when the job's project runs as many jobs as it may.
 const CLAIM_PROJECT_BUSY: i32 = -2;
+/// What `otter_claim_job` returns when the claimant's rate limit gate is shut.
+const CLAIM_RATE_LIMITED: i32 = -3;
 
 /// Who claims, and by which rules.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +124,41 @@ pub struct Claimant<'a> {
     /// The most jobs of one project that may run at once, for a project that sets no
     /// `max_running` (`OTTER_PROJECT_MAX_RUNNING`; `None`: no limit).
     pub project_max_running: Option<i32>,
+    /// The claimant's rate limit gate ([`rate_limit_gate`]): while it is shut, it claims
+    /// nothing. `None`: none.
+    pub gate: Option<&'a str>,
+}
+
+/// The rate limit gate of a model `provider` used with `key`: `<provider>:<first 16 hex digits
+/// of SHA-256(key)>`, so that workers with the same provider and key share one gate, and the key
+/// itself is stored nowhere.
+pub fn rate_limit_gate(provider: &str, key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{provider}:{hex}")
+}
+
+/// A shut gate: until when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct RateLimitGate {
+    /// `<provider>:<hash of the key>`.
+    pub gate: String,
+    /// The provider's name.
+    pub provider: String,
+    /// When it opens.
+    pub until: DateTime<Utc>,
+    /// Rate limits in a row (its backoff doubles with each).
+    pub hits: i32,
+}
+
+/// The gates shut now, soonest to open first.
+pub async fn rate_limit_gates(pool: &PgPool) -> Result<Vec<RateLimitGate>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT gate, provider, until, hits FROM rate_limit_gates WHERE until > now() ORDER BY until",
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 impl<'a> Claimant<'a> {
@@ -128,6 +168,7 @@ impl<'a> Claimant<'a> {
             worker_id,
             lease_ttl,
             project_max_running: None,
+            gate: None,
         }
     }
 }
@@ -141,7 +182,7 @@ pub async fn claim(pool: &PgPool, id: JobId, claimant: &Claimant<'_>) -> Result<
     let job_token = JobToken::new();
     let claimed: Result<Option<i32>, sqlx::Error> = sqlx::query_scalar(
         "SELECT otter_claim_job(p_id => $1, p_worker_id => $2, p_lease_token => $3,
-                p_ttl_ms => $4, p_job_token => $5, p_project_max_running => $6)",
+                p_ttl_ms => $4, p_job_token => $5, p_project_max_running => $6, p_gate => $7)",
     )
     .bind(id)
     .bind(claimant.worker_id)
@@ -149,11 +190,20 @@ pub async fn claim(pool: &PgPool, id: JobId, claimant: &Claimant<'_>) -> Result<
     .bind(millis(ttl))
     .bind(job_token)
     .bind(claimant.project_max_running)
+    .bind(claimant.gate)
     .fetch_one(pool)
     .await;
     let attempt = match claimed.map_err(DbError::from) {
         Ok(Some(CLAIM_WORKSPACE_BUSY)) => return Ok(Claim::WorkspaceBusy),
         Ok(Some(CLAIM_PROJECT_BUSY)) => return Ok(Claim::ProjectBusy),
+        Ok(Some(CLAIM_RATE_LIMITED)) => {
+            let until: Option<DateTime<Utc>> =
+                sqlx::query_scalar("SELECT until FROM rate_limit_gates WHERE gate = $1")
+                    .bind(claimant.gate)
+                    .fetch_optional(pool)
+                    .await?;
+            return Ok(Claim::RateLimited(until.unwrap_or_else(Utc::now)));
+        }
         Ok(Some(attempt)) => attempt,
         Ok(None) => {
             let row: Option<(JobStatus, bool, DateTime<Utc>)> =

@@ -20,8 +20,9 @@ mod reads;
 
 pub use controls::{CANCEL_CHANNEL, NewJob, cancel, insert, pause, resume, set_priority};
 pub use lease::{
-    Claim, Claimant, Finish, JobToken, Lease, LeaseRenewal, LeaseToken, RunEnd, append_run_events,
-    claim, finish, recover_expired, renew_lease,
+    Claim, Claimant, Finish, JobToken, Lease, LeaseRenewal, LeaseToken, RateLimitGate, RunEnd,
+    append_run_events, claim, finish, rate_limit_gate, rate_limit_gates, recover_expired,
+    renew_lease,
 };
 pub use reads::{
     HistoryFilter, JobFilter, QueueEntry, claimable, claimable_in_project, get, job_token_matches,

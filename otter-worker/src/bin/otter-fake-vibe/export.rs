@@ -21,6 +21,8 @@ pub(crate) enum End {
     },
     Infra {
         message: String,
+        /// export.json's `error.code`: `backend_error`, or `rate_limit` for an HTTP 429.
+        code: &'static str,
     },
     /// A usage error found after the command line parsed (`--resume` of an unknown session).
     Usage {
@@ -78,10 +80,10 @@ impl ExportCtx {
                 None,
                 obj! { "message" => message, "code" => *code },
             ),
-            End::Infra { message } => (
+            End::Infra { message, code } => (
                 "infrastructure_failure",
                 None,
-                obj! { "message" => message, "code" => "backend_error" },
+                obj! { "message" => message, "code" => *code },
             ),
             End::Usage { message } => (
                 "usage_error",

@@ -93,6 +93,10 @@
 //! * `FAKE_VIBE_HANG_AFTER_ANSWER=1`: once the scenario is over (its answer printed, export.json
 //!   written), never exit: deaf to SIGTERM, it only goes when killed (vibe held by a child, or
 //!   an app server that does not stop, after its answer).
+//! * `FAKE_VIBE_RATE_LIMIT_FILE=<path>`: the `rate-limit` scenario (user message, then the end
+//!   vibe 3.0.3 makes once its own retries of an HTTP 429 are spent: exit 2, stderr `Error: Client
+//!   error '429 Too Many Requests' …`, export.json `infrastructure_failure` with `error.code`
+//!   `rate_limit`) is limited only while this file exists, and is `tools` otherwise.
 //! * `FAKE_VIBE_SLEEP_MS`: delay before every model answer, every scenario (default 0,
 //!   `slow`: 2000).
 //! * `FAKE_VIBE_GRANDCHILD_STDIO=inherit`: the grandchild keeps stdout/stderr (holds the

@@ -182,7 +182,7 @@ pub(crate) fn run(
     session.out.flush();
     match &end {
         End::Stopped(stop) => err_line(&format!("Stopped: {}", stop.name())),
-        End::ConfigError { message, .. } | End::Infra { message } | End::Usage { message } => {
+        End::ConfigError { message, .. } | End::Infra { message, .. } | End::Usage { message } => {
             err_line(&format!("Error: {message}"));
         }
         End::Finished | End::Unknown(_) => {}

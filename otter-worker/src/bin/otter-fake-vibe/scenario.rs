@@ -43,6 +43,7 @@ pub(crate) enum Scenario {
     TokenLimit,
     Slow,
     Hang,
+    RateLimit,
     Flood,
     Grandchild,
     GrandchildExit,
@@ -54,7 +55,8 @@ pub(crate) enum Scenario {
 }
 
 const SCENARIO_NAMES: &str = "tools, rich, text, risky, config-error, missing-key, no-config, \
-                              infra-error, turn-limit, price-limit, token-limit, slow, hang, flood, \
+                              infra-error, turn-limit, price-limit, token-limit, slow, hang, \
+                              rate-limit, flood, \
                               grandchild, grandchild-exit, setup, change-set, stderr-noise, probe, \
                               exit:N";
 
@@ -74,6 +76,7 @@ impl Scenario {
             "token-limit" => Scenario::TokenLimit,
             "slow" => Scenario::Slow,
             "hang" => Scenario::Hang,
+            "rate-limit" => Scenario::RateLimit,
             "flood" => Scenario::Flood,
             "grandchild" => Scenario::Grandchild,
             "grandchild-exit" => Scenario::GrandchildExit,
@@ -98,6 +101,7 @@ pub(crate) struct Knobs {
     setup_subdir: Option<String>,
     pub(crate) no_export: bool,
     pub(crate) hang_after_answer: bool,
+    rate_limit_file: Option<PathBuf>,
 }
 
 pub(crate) fn env_string(name: &str) -> Option<String> {
@@ -145,6 +149,9 @@ impl Knobs {
                 .map(PathBuf::from),
             setup_subdir: env_string("FAKE_VIBE_SETUP_SUBDIR").filter(|s| !s.is_empty()),
             no_export: env_string("FAKE_VIBE_NO_EXPORT").is_some_and(|v| !v.is_empty() && v != "0"),
+            rate_limit_file: env::var_os("FAKE_VIBE_RATE_LIMIT_FILE")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
             hang_after_answer: env_string("FAKE_VIBE_HANG_AFTER_ANSWER")
                 .is_some_and(|v| !v.is_empty() && v != "0"),
         })
@@ -179,6 +186,7 @@ impl Tool {
 pub(crate) enum Failure {
     InvalidKey,
     ServerError,
+    RateLimit,
     Exit(u8),
 }
 
@@ -340,6 +348,14 @@ pub(crate) fn script(knobs: &Knobs, i: u64) -> Option<Step> {
         }),
         Scenario::InfraError => (i == 0).then_some(Step {
             failure: Some(Failure::ServerError),
+            ..step
+        }),
+        // Limited while FAKE_VIBE_RATE_LIMIT_FILE exists (always, without one); else `tools`.
+        Scenario::RateLimit if knobs.rate_limit_file.as_ref().is_some_and(|f| !f.exists()) => {
+            tools_step(step)
+        }
+        Scenario::RateLimit => (i == 0).then_some(Step {
+            failure: Some(Failure::RateLimit),
             ..step
         }),
         Scenario::Exit(code) => (i == 0).then_some(Step {

@@ -266,6 +266,20 @@ impl Session {
                              https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/500: \
                              mock failure 500"
                         ),
+                        code: "backend_error",
+                    };
+                }
+                // What vibe 3.0.3 ends with once its own retries of a 429 are spent (about
+                // 280 s of them): otter-core/tests/data/vibe-captures, `rate-limit`.
+                Some(Failure::RateLimit) => {
+                    return End::Infra {
+                        message: format!(
+                            "Client error '429 Too Many Requests' for url '{PROVIDER_URL}'\n\
+                             For more information check: \
+                             https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/429: \
+                             Rate limit exceeded for the mock key"
+                        ),
+                        code: "rate_limit",
                     };
                 }
                 Some(Failure::Exit(code)) => return End::Unknown(code),
