@@ -253,6 +253,13 @@ pub struct Config {
     /// rate limit whose reset time vibe's message does not give; it doubles with each limit in
     /// a row, at most an hour.
     pub rate_limit_backoff: Duration,
+    /// `OTTER_RETENTION` (optional, e.g. `30d`): jobs that ended longer ago than this lose their
+    /// `output_chunk` events and run directories (their row, output, lifecycle events and change
+    /// summary stay; the job shows `events_purged`). Unset: everything is kept.
+    pub retention: Option<Duration>,
+    /// `OTTER_RETENTION_INTERVAL` (default 1 h): how often each worker purges what
+    /// `OTTER_RETENTION` no longer keeps.
+    pub retention_interval: Duration,
     /// `OTTER_MIN_FREE_DISK` (default 1 GiB; bytes, or with a `KiB`/`MiB`/`GiB`/`TiB` suffix;
     /// `0`: off): a worker whose workspace filesystem has less free space claims nothing more
     /// until space comes back.
@@ -450,6 +457,9 @@ impl Config {
             exit_grace: env.duration("OTTER_EXIT_GRACE", Duration::from_secs(60))?,
             rate_limit_backoff: env
                 .duration("OTTER_RATE_LIMIT_BACKOFF", Duration::from_secs(60))?,
+            retention: env.optional_duration("OTTER_RETENTION")?,
+            retention_interval: env
+                .duration("OTTER_RETENTION_INTERVAL", Duration::from_secs(3600))?,
             min_free_disk: env.byte_size("OTTER_MIN_FREE_DISK", 1 << 30)?,
             retry_base_delay: env.duration("OTTER_RETRY_BASE_DELAY", Duration::from_secs(2))?,
             shutdown_grace: env.duration("OTTER_SHUTDOWN_GRACE", Duration::from_secs(30))?,
@@ -978,6 +988,8 @@ mod tests {
         assert_eq!(config.silence_timeout, Some(Duration::from_secs(900)));
         assert_eq!(config.exit_grace, Duration::from_secs(60));
         assert_eq!(config.min_free_disk, 1 << 30);
+        assert_eq!(config.retention, None);
+        assert_eq!(config.retention_interval, Duration::from_secs(3600));
     }
 
     #[test]
@@ -987,6 +999,8 @@ mod tests {
             ("OTTER_SILENCE_TIMEOUT", "0"),
             ("OTTER_EXIT_GRACE", "90s"),
             ("OTTER_JOB_TIMEOUT", "30d"),
+            ("OTTER_RETENTION", "30d"),
+            ("OTTER_RETENTION_INTERVAL", "90s"),
             ("OTTER_MIN_FREE_DISK", "512MiB"),
         ]);
         let config = Config::from_map(&vars(&v)).expect("valid");
@@ -994,6 +1008,8 @@ mod tests {
         assert_eq!(config.exit_grace, Duration::from_secs(90));
         assert_eq!(config.min_free_disk, 512 << 20);
         assert_eq!(config.job_timeout, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(config.retention, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(config.retention_interval, Duration::from_secs(90));
         for (var, value) in [
             ("OTTER_SILENCE_TIMEOUT", "soon"),
             ("OTTER_JOB_TIMEOUT", "0"),

@@ -398,6 +398,10 @@ pub struct Job {
     /// so that projects' jobs are claimed in turn (fair shares; docs/architecture.md).
     #[serde(default = "DateTime::<Utc>::default")]
     pub queue_at: DateTime<Utc>,
+    /// The job's `output_chunk` events and run directories were deleted (`OTTER_RETENTION`):
+    /// its row, output, lifecycle events and change summary remain.
+    #[serde(default)]
+    pub events_purged: bool,
 }
 
 /// Event kinds (DESIGN.md §5); the SSE `event:` field carries them.

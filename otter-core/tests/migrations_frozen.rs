@@ -101,6 +101,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "20261203000096_rate_limit_gates.sql",
         "99cef10b7492bbda459d8d0d156276712755dfc45fe7e3c5478cace3883f199f44ffaeaee14efda527c0d9177419b268",
     ),
+    (
+        20261203000097,
+        "20261203000097_retention.sql",
+        "8b3a813a2c41e72e8dcb6eb3113b82d1d3591437a4e9da6735ddc0c40342850244cc8926a168db1102347fdd34c926a4",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

@@ -10,6 +10,7 @@ mod control;
 mod disk;
 mod job;
 mod maintenance;
+mod retention;
 mod sink;
 
 use std::sync::Arc;
@@ -125,6 +126,9 @@ pub async fn run(
     let stop_jobs = CancellationToken::new();
     let slots = Arc::new(Semaphore::new(config.worker_concurrency));
     tracker.spawn(maintenance::run(ctx.clone(), shutdown.clone()));
+    if let Some(keep) = config.retention {
+        tracker.spawn(retention::run(ctx.clone(), keep, shutdown.clone()));
+    }
     // Cancel requests are listened for until the last job has ended.
     let listening = CancellationToken::new();
     tokio::spawn(control::listen(

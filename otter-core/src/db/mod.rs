@@ -10,6 +10,7 @@ pub mod events;
 pub mod idempotency;
 pub mod jobs;
 pub mod projects;
+pub mod retention;
 pub mod shell_sessions;
 pub mod webhooks;
 pub mod workers;

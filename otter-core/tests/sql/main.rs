@@ -6,6 +6,7 @@ mod checkpoints;
 mod event_ids;
 mod fair_shares;
 mod job_states;
+mod retention;
 
 use otter_core::db::jobs::{self, NewJob};
 use otter_core::db::workspaces;

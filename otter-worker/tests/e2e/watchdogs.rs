@@ -409,3 +409,48 @@ async fn a_rate_limit_parks_the_job_without_an_attempt_and_holds_the_providers_o
     let (_, queue) = app.get("/v1/queue").await;
     assert_eq!(queue["rate_limits"], json!([]), "{queue}");
 }
+
+#[tokio::test]
+async fn jobs_past_retention_lose_their_lines_and_run_directories_but_keep_the_rest() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let _worker = Worker::start(
+        &app,
+        &[
+            ("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[])),
+            ("OTTER_RETENTION", "1s"),
+            ("OTTER_RETENTION_INTERVAL", "1s"),
+        ],
+    )
+    .await;
+    let job = finished(
+        &app,
+        &submit(&app, &ws, "then forget the lines", json!({})).await,
+    )
+    .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let run_dir = std::path::Path::new(ws["vibe_home"].as_str().unwrap())
+        .join("runs")
+        .join(format!("{id}-1"));
+    let purged = eventually(JOB_WAIT, "the job's lines purged", || async {
+        let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
+        (job["events_purged"] == true).then_some(job)
+    })
+    .await;
+    assert_eq!(
+        purged["output"]["final_text"], job["output"]["final_text"],
+        "{purged}"
+    );
+    assert_eq!(
+        purged["output"]["files_changed"], job["output"]["files_changed"],
+        "{purged}"
+    );
+    assert!(!run_dir.exists(), "{} was removed", run_dir.display());
+    let events = events(&app, &purged).await;
+    let kinds = kinds(&events);
+    assert!(!kinds.contains(&"output_chunk"), "{kinds:?}");
+    for kind in ["job_queued", "job_started", "job_succeeded"] {
+        assert!(kinds.contains(&kind), "{kind} kept: {kinds:?}");
+    }
+}

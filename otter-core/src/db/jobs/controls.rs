@@ -90,6 +90,7 @@ pub async fn insert(pool: &PgPool, new: &NewJob<'_>) -> Result<Job, DbError> {
         limits: new.limits,
         model: new.model.map(str::to_owned),
         queue_at,
+        events_purged: false,
     })
 }
 

@@ -71,6 +71,7 @@ struct JobRow {
     model: Option<String>,
     queue_at: DateTime<Utc>,
     forced_exit: bool,
+    events_purged: bool,
     /// The summary of the job's change set (`job_checkpoints`, joined by the reads that show
     /// outputs: [`SELECT_JOBS`]); absent from the rows of the queue controls, whose jobs are
     /// queued.
@@ -133,6 +134,7 @@ impl From<JobRow> for Job {
             limits: r.limits.0,
             model: r.model,
             queue_at: r.queue_at,
+            events_purged: r.events_purged,
         }
     }
 }

@@ -1,0 +1,70 @@
+//! Retention (`OTTER_RETENTION`): what jobs that ended long ago give up. Their `output_chunk`
+//! events go in small batches, each one short statement, so that no lock or transaction of the
+//! purge is held long enough to hold up a live run's writes (events are only ever appended, and
+//! the purge deletes rows no writer touches: the lines of jobs that ended); then the job is marked
+//! `events_purged`. The row, the output, the lifecycle events and the change summary stay.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::DbError;
+use crate::model::{JobId, WorkspaceId};
+
+/// A job the purge may take: ended before the cutoff, not purged yet.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Purgeable {
+    /// The job.
+    pub id: JobId,
+    /// Its workspace.
+    pub workspace_id: WorkspaceId,
+    /// Its workspace's `VIBE_HOME`, where its run directories are (`runs/<job>-<attempt>`).
+    pub vibe_home: String,
+    /// Its runs so far (one run directory each, at most).
+    pub attempts: i32,
+}
+
+/// Up to `limit` jobs that ended before `ended_before` and still have their lines, oldest first.
+pub async fn purgeable(
+    pool: &PgPool,
+    ended_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Purgeable>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT j.id, j.workspace_id, w.vibe_home, j.attempts
+         FROM jobs j JOIN workspaces w ON w.id = j.workspace_id
+         WHERE j.finished_at IS NOT NULL AND NOT j.events_purged AND j.finished_at < $1
+           AND j.status IN ('succeeded', 'failed', 'cancelled')
+         ORDER BY j.finished_at LIMIT $2",
+    )
+    .bind(ended_before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Deletes up to `batch` of `job`'s `output_chunk` events, if it has ended; returns how many.
+pub async fn delete_output_batch(pool: &PgPool, job: JobId, batch: i64) -> Result<u64, DbError> {
+    Ok(sqlx::query(
+        "DELETE FROM events WHERE id IN (
+             SELECT e.id FROM events e JOIN jobs j ON j.id = e.job_id
+             WHERE e.job_id = $1 AND e.kind = 'output_chunk' AND j.finished_at IS NOT NULL
+             LIMIT $2)",
+    )
+    .bind(job)
+    .bind(batch)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Marks `job` purged, if it still has ended (a job that has ended is never run again).
+pub async fn mark_purged(pool: &PgPool, job: JobId) -> Result<bool, DbError> {
+    Ok(sqlx::query(
+        "UPDATE jobs SET events_purged = true WHERE id = $1 AND finished_at IS NOT NULL",
+    )
+    .bind(job)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}

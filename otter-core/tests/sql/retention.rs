@@ -1,0 +1,140 @@
+//! The purge of `OTTER_RETENTION` (`db::retention`): only the `output_chunk` events of jobs that
+//! ended before the cutoff go, in batches, while another job's run goes on writing; the row,
+//! output and lifecycle events stay, and the job shows `events_purged`.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use otter_core::db::jobs::{self, Claim, Finish, Lease, RunEnd};
+use otter_core::db::{events, retention};
+use otter_core::model::{JobId, NewEvent, OutputStream};
+use sqlx::PgPool;
+
+use super::queued_job;
+
+async fn claimed(pool: &PgPool, id: JobId) -> Lease {
+    match jobs::claim(pool, id, &jobs::Claimant::new("w", Duration::from_secs(60)))
+        .await
+        .unwrap()
+    {
+        Claim::Claimed { lease, .. } => lease,
+        other => panic!("not claimed: {other:?}"),
+    }
+}
+
+fn lines(from: usize, n: usize) -> Vec<otter_core::db::events::EncodedEvent> {
+    let lines: Vec<NewEvent> = (from..from + n)
+        .map(|i| NewEvent::output(OutputStream::Stdout, format!("line {i}"), None))
+        .collect();
+    events::encode(&lines)
+}
+
+async fn count(pool: &PgPool, id: JobId, kind: Option<&str>) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE job_id = $1 AND ($2::text IS NULL OR kind = $2)",
+    )
+    .bind(id)
+    .bind(kind)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "otter_core::MIGRATOR")]
+async fn the_purge_takes_only_ended_jobs_lines_while_a_run_writes(pool: PgPool) {
+    // An ended job with 5,000 lines and an output.
+    let old = queued_job(&pool, 1).await.id;
+    let lease = claimed(&pool, old).await;
+    for batch in 0..5 {
+        assert!(
+            jobs::append_run_events(
+                &pool,
+                &lease,
+                batch + 1,
+                &lines(batch as usize * 1000, 1000)
+            )
+            .await
+            .unwrap()
+        );
+    }
+    let mut finish = Finish::new(RunEnd::Succeeded, Some(0));
+    finish.output = Some(otter_core::model::JobOutput {
+        final_text: Some("done".into()),
+        ..Default::default()
+    });
+    jobs::finish(&pool, &lease, &finish).await.unwrap();
+    let lifecycle = count(&pool, old, None).await - count(&pool, old, Some("output_chunk")).await;
+    assert_eq!(count(&pool, old, Some("output_chunk")).await, 5000);
+
+    // A running job that keeps writing while the purge goes on.
+    let live = queued_job(&pool, 1).await.id;
+    let live_lease = claimed(&pool, live).await;
+    let writer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            for batch in 0..50 {
+                assert!(
+                    jobs::append_run_events(
+                        &pool,
+                        &live_lease,
+                        batch + 1,
+                        &lines(batch as usize * 20, 20)
+                    )
+                    .await
+                    .unwrap()
+                );
+            }
+        })
+    };
+    let cutoff = Utc::now() + chrono::Duration::seconds(1);
+    let due = retention::purgeable(&pool, cutoff, 100).await.unwrap();
+    assert_eq!(
+        due.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [old],
+        "only the ended job"
+    );
+    let mut deleted = 0;
+    loop {
+        let n = retention::delete_output_batch(&pool, old, 700)
+            .await
+            .unwrap();
+        assert!(n <= 700);
+        deleted += n;
+        // Never the running job's lines, even when asked.
+        assert_eq!(
+            retention::delete_output_batch(&pool, live, 700)
+                .await
+                .unwrap(),
+            0
+        );
+        if n == 0 {
+            break;
+        }
+    }
+    assert!(retention::mark_purged(&pool, old).await.unwrap());
+    assert!(!retention::mark_purged(&pool, live).await.unwrap());
+    writer.await.unwrap();
+
+    assert_eq!(deleted, 5000);
+    assert_eq!(count(&pool, old, Some("output_chunk")).await, 0);
+    assert_eq!(
+        count(&pool, old, None).await,
+        lifecycle,
+        "lifecycle events stay"
+    );
+    assert_eq!(
+        count(&pool, live, Some("output_chunk")).await,
+        1000,
+        "the live run lost nothing"
+    );
+    let job = jobs::get(&pool, old).await.unwrap();
+    assert!(job.events_purged);
+    assert_eq!(job.output.unwrap().final_text.as_deref(), Some("done"));
+    assert!(
+        retention::purgeable(&pool, cutoff, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!jobs::get(&pool, live).await.unwrap().events_purged);
+}
