@@ -9,9 +9,17 @@
 //! * `GET /v1/models` lists the one model, `GET /healthz` answers 200.
 //! * Anything else, and any request it cannot read, gets a 4xx JSON error
 //!   `{"error": {"code", "message", "type"}}` (Otter's shape, plus OpenAI's `type`).
+//! * With a scripted rate limit ([`RateLimit`], `OTTER_DEMO_MODEL_RATE_LIMIT`), the
+//!   chat-completions requests it covers get `429 Too Many Requests` before their body is read,
+//!   with OpenAI's rate-limit error body
+//!   `{"error": {"message": "Rate limit reached for otter-demo … on requests per min (RPM): …",
+//!   "type": "requests", "param": null, "code": "rate_limit_exceeded"}}` and, when
+//!   `OTTER_DEMO_MODEL_RETRY_AFTER` is set, a `Retry-After: <secs>` header (and "Please try
+//!   again in <secs>s." in the message, as OpenAI words it).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,13 +27,14 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tower_http::trace::TraceLayer;
 
+use crate::config::{RateLimit, RateLimitMode};
 use crate::script::{self, Answer, MODEL, Reply};
 
 /// Largest request body read: vibe's requests carry its whole system prompt and the
@@ -42,8 +51,14 @@ const LOG_CAPACITY: usize = 256;
 /// A `created` timestamp for every answer: the script has no clock.
 const CREATED: u64 = 1_700_000_000;
 
-/// The router; with `log`, every chat-completions request is recorded there.
+/// The router, with no rate limit; with `log`, every chat-completions request answered is
+/// recorded there.
 pub fn app(log: Option<RequestLog>) -> Router {
+    app_with(log, RateLimit::default())
+}
+
+/// The router with a scripted `rate_limit` (the requests it refuses are not recorded in `log`).
+pub fn app_with(log: Option<RequestLog>, rate_limit: RateLimit) -> Router {
     Router::new()
         .route("/healthz", get(get_health))
         .route("/v1/models", get(list_models))
@@ -52,12 +67,19 @@ pub fn app(log: Option<RequestLog>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
-        .with_state(AppState { log })
+        .with_state(AppState {
+            log,
+            rate_limit,
+            received: Arc::new(AtomicU64::new(0)),
+        })
 }
 
 #[derive(Clone)]
 struct AppState {
     log: Option<RequestLog>,
+    rate_limit: RateLimit,
+    /// Chat-completions requests received so far, refused or not.
+    received: Arc<AtomicU64>,
 }
 
 /// One chat-completions request the server read.
@@ -235,11 +257,58 @@ impl ChatRequest {
     }
 }
 
+/// The 429 a rate-limited provider answers, in OpenAI's shape (its message, `type` and
+/// `code`), for request number `number` (1 for the first).
+fn rate_limited(number: u64, limit: RateLimit) -> Response {
+    let wait = limit
+        .retry_after_secs
+        .map(|secs| format!(" Please try again in {secs}s."))
+        .unwrap_or_default();
+    let message = format!(
+        "Rate limit reached for {MODEL} in organization otter-demo on requests per min (RPM): \
+         Limit 1, Used 1, Requested 1.{wait} This is the Otter demo model's scripted rate limit \
+         (OTTER_DEMO_MODEL_RATE_LIMIT={}), not a real provider.",
+        limit.mode.as_str()
+    );
+    tracing::warn!(
+        request = number,
+        mode = limit.mode.as_str(),
+        retry_after = limit.retry_after_secs,
+        "rate limited"
+    );
+    let body = json!({
+        "error": {
+            "message": message,
+            "type": "requests",
+            "param": null,
+            "code": "rate_limit_exceeded",
+        }
+    });
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    if let Some(secs) = limit.retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
 async fn create_chat_completion(
     State(state): State<AppState>,
     headers: HeaderMap,
-    AppJson(body): AppJson<Value>,
+    body: Result<AppJson<Value>, ApiError>,
 ) -> Result<Response, ApiError> {
+    // A provider's rate limit comes before it reads the request.
+    let number = state.received.fetch_add(1, Ordering::Relaxed) + 1;
+    let refused = match state.rate_limit.mode {
+        RateLimitMode::Off => false,
+        RateLimitMode::Always => true,
+        RateLimitMode::First => number == 1,
+    };
+    if refused {
+        return Ok(rate_limited(number, state.rate_limit));
+    }
+    let AppJson(body) = body?;
     let request = ChatRequest::parse(&body)?;
     let answer = script::answer(&request.messages, &request.tools);
     // Token counts as the fixtures' mock made them: the JSON of the messages / 4 in, 20 per tool
@@ -257,6 +326,7 @@ async fn create_chat_completion(
     });
     let stream = request.stream;
     tracing::info!(
+        request = number,
         asked = request.model.as_deref().unwrap_or(""),
         messages = request.messages.len(),
         // The conversation's shape (a resumed session sends its earlier turns back).
@@ -435,6 +505,19 @@ mod tests {
         content_type: Option<&str>,
         body: &str,
     ) -> (StatusCode, Value) {
+        let (status, _, value) = send_to(app(None), method, path, content_type, body).await;
+        (status, value)
+    }
+
+    /// Sends one request to `router` (a clone shares its state) and returns the status, the
+    /// headers and the body (JSON if it is, else a string).
+    async fn send_to(
+        router: Router,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, HeaderMap, Value) {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(content_type) = content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
@@ -442,14 +525,116 @@ mod tests {
         let request = request
             .body(Body::from(body.to_owned()))
             .expect("a request");
-        let response = app(None).oneshot(request).await.expect("an answer");
+        let response = router.oneshot(request).await.expect("an answer");
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("the body");
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+        (status, headers, value)
+    }
+
+    fn limited(mode: RateLimitMode, retry_after_secs: Option<u64>) -> Router {
+        app_with(
+            None,
+            RateLimit {
+                mode,
+                retry_after_secs,
+            },
+        )
+    }
+
+    async fn chat(router: &Router, body: &str) -> (StatusCode, HeaderMap, Value) {
+        send_to(
+            router.clone(),
+            Method::POST,
+            "/v1/chat/completions",
+            Some("application/json"),
+            body,
+        )
+        .await
+    }
+
+    /// A 429 in OpenAI's rate-limit shape, with `Retry-After: <secs>` exactly when asked for.
+    fn assert_rate_limited(got: &(StatusCode, HeaderMap, Value), retry_after: Option<&str>) {
+        let (status, headers, body) = got;
+        assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(
+            headers
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            retry_after
+        );
+        assert_eq!(
+            headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json")
+        );
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+        assert_eq!(body["error"]["type"], "requests", "{body}");
+        assert!(body["error"]["param"].is_null(), "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("Rate limit reached for otter-demo"),
+            "{message}"
+        );
+        assert!(message.contains("not a real provider"), "{message}");
+        let wait = retry_after.map(|secs| format!("Please try again in {secs}s."));
+        assert_eq!(
+            message.contains("Please try again"),
+            wait.is_some(),
+            "{message}"
+        );
+        if let Some(wait) = wait {
+            assert!(message.contains(&wait), "{message}");
+        }
+    }
+
+    const HI: &str = r#"{"messages": [{"role": "user", "content": "hi"}]}"#;
+
+    #[tokio::test]
+    async fn always_refuses_every_chat_request_with_a_429() {
+        for (retry_after, header) in [(Some(2), Some("2")), (None, None), (Some(0), Some("0"))] {
+            let router = limited(RateLimitMode::Always, retry_after);
+            for _ in 0..3 {
+                assert_rate_limited(&chat(&router, HI).await, header);
+            }
+            // Before the body is read: a bad body is refused the same way.
+            assert_rate_limited(&chat(&router, "not json").await, header);
+            // Health and the model list are never limited.
+            let (status, _, _) = send_to(router.clone(), Method::GET, "/healthz", None, "").await;
+            assert_eq!(status, StatusCode::OK);
+            let (status, _, _) = send_to(router.clone(), Method::GET, "/v1/models", None, "").await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+
+    #[tokio::test]
+    async fn first_refuses_only_the_first_chat_request() {
+        for (retry_after, header) in [(Some(3), Some("3")), (None, None)] {
+            let router = limited(RateLimitMode::First, retry_after);
+            // Other routes do not count.
+            let (status, _, _) = send_to(router.clone(), Method::GET, "/healthz", None, "").await;
+            assert_eq!(status, StatusCode::OK);
+            assert_rate_limited(&chat(&router, HI).await, header);
+            for _ in 0..2 {
+                let (status, headers, body) = chat(&router, HI).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                assert!(headers.get(header::RETRY_AFTER).is_none());
+                assert_eq!(body["model"], MODEL);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn off_serves_even_with_a_retry_after() {
+        let router = limited(RateLimitMode::Off, Some(2));
+        let (status, headers, body) = chat(&router, HI).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(headers.get(header::RETRY_AFTER).is_none());
     }
 
     async fn post_json(body: &str) -> (StatusCode, Value) {

@@ -8,8 +8,18 @@
 //! real model. It reports its model as [`MODEL`] (`otter-demo`).
 //!
 //! The conversation is in [`script`], the HTTP API in [`app`]; [`Settings`] reads the
-//! binary's two variables. [`DemoModel`] runs one in-process, which is how Otter's own tests use
-//! it.
+//! binary's variables:
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `OTTER_DEMO_MODEL_LISTEN` | `127.0.0.1:8090` | where it listens |
+//! | `OTTER_LOG_FORMAT` | `text` | `text` or `json` logs |
+//! | `OTTER_DEMO_MODEL_RATE_LIMIT` | `off` | `off`: serve every request; `always`: answer every `POST /v1/chat/completions` with `429 Too Many Requests`; `first`: answer only the first one with a 429, then serve as usual ([`RateLimit`]) |
+//! | `OTTER_DEMO_MODEL_RETRY_AFTER` | unset | whole seconds: each 429 carries `Retry-After: <secs>` (and its message "Please try again in <secs>s."); unset, a 429 has no `Retry-After` |
+//!
+//! The 429's body is OpenAI's rate-limit error (`type` `requests`, `code`
+//! `rate_limit_exceeded`); its message says it is the demo model's scripted limit.
+//! [`DemoModel`] runs one in-process, which is how Otter's own tests use it.
 
 mod config;
 mod http;
@@ -20,8 +30,8 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{DEFAULT_LISTEN, Settings};
-pub use http::{Recorded, RequestLog, app};
+pub use config::{DEFAULT_LISTEN, RateLimit, RateLimitMode, Settings};
+pub use http::{Recorded, RequestLog, app, app_with};
 pub use script::MODEL;
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets the answers in flight
@@ -47,11 +57,20 @@ pub struct DemoModel {
 impl DemoModel {
     /// Binds `addr` (port 0 picks a free port) and starts serving.
     pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(addr, RateLimit::default()).await
+    }
+
+    /// [`DemoModel::start`] with a scripted `rate_limit`.
+    pub async fn start_with(addr: SocketAddr, rate_limit: RateLimit) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let log = RequestLog::default();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, app(Some(log.clone())), shutdown.clone()));
+        let task = tokio::spawn(serve(
+            listener,
+            app_with(Some(log.clone()), rate_limit),
+            shutdown.clone(),
+        ));
         Ok(Self {
             addr,
             log,

@@ -3,7 +3,7 @@
 //! "Demo model".
 
 use anyhow::Context;
-use otter_demo_model::{MODEL, Settings, app, serve};
+use otter_demo_model::{MODEL, RateLimitMode, Settings, app_with, serve};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -22,7 +22,15 @@ async fn main() -> anyhow::Result<()> {
         })?;
     let addr = listener.local_addr().context("the listener's address")?;
     tracing::info!(%addr, model = MODEL, "otter-demo-model listening (a scripted demo, not a real model)");
-    serve(listener, app(None), shutdown)
+    let limit = settings.rate_limit;
+    if limit.mode != RateLimitMode::Off {
+        tracing::warn!(
+            rate_limit = limit.mode.as_str(),
+            retry_after = limit.retry_after_secs,
+            "scripted rate limit on: chat completions get 429 Too Many Requests"
+        );
+    }
+    serve(listener, app_with(None, limit), shutdown)
         .await
         .context("otter-demo-model failed")?;
     tracing::info!("otter-demo-model stopped");

@@ -1,6 +1,7 @@
 //! The `otter-demo-model` binary as an operator runs it: it reads `OTTER_DEMO_MODEL_LISTEN`,
-//! answers `/healthz` and chat completions, refuses bad input with a 4xx JSON error, stops
-//! cleanly (exit 0) on SIGTERM and SIGINT, and refuses a bad setting at start, naming it.
+//! answers `/healthz` and chat completions, refuses bad input with a 4xx JSON error, plays a
+//! rate-limited provider when `OTTER_DEMO_MODEL_RATE_LIMIT` says so, stops cleanly (exit 0) on
+//! SIGTERM and SIGINT, and refuses a bad setting at start, naming it.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,7 +31,13 @@ fn command(listen: &str) -> Command {
 
 /// Starts the binary on a free port and returns it with the address its first log line names.
 async fn start() -> (Child, String) {
+    start_with(&[]).await
+}
+
+/// [`start`] with more variables set.
+async fn start_with(env: &[(&str, &str)]) -> (Child, String) {
     let mut child = command("127.0.0.1:0")
+        .envs(env.iter().copied())
         .spawn()
         .expect("spawn otter-demo-model");
     let stdout = child.stdout.take().expect("stdout");
@@ -116,4 +123,49 @@ async fn a_bad_listen_address_stops_it_at_start_naming_the_variable() {
         stderr.contains("OTTER_DEMO_MODEL_LISTEN") && stderr.contains("localhost:eighty"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn it_plays_a_rate_limited_provider_when_told_to() {
+    let (_child, addr) = start_with(&[
+        ("OTTER_DEMO_MODEL_RATE_LIMIT", "first"),
+        ("OTTER_DEMO_MODEL_RETRY_AFTER", "2"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let post = || {
+        client
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&json!({ "messages": [{ "role": "user", "content": "hi" }] }))
+            .send()
+    };
+    let refused = post().await.expect("the first POST");
+    assert_eq!(refused.status(), 429);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    let error: Value = refused.json().await.expect("a JSON error");
+    assert_eq!(error["error"]["code"], "rate_limit_exceeded", "{error}");
+    let served = post().await.expect("the second POST");
+    assert_eq!(served.status(), 200);
+}
+
+#[tokio::test]
+async fn a_bad_rate_limit_stops_it_at_start_naming_the_variable() {
+    for (var, value) in [
+        ("OTTER_DEMO_MODEL_RATE_LIMIT", "sometimes"),
+        ("OTTER_DEMO_MODEL_RETRY_AFTER", "soon"),
+    ] {
+        let out = tokio::time::timeout(DEADLINE, command("127.0.0.1:0").env(var, value).output())
+            .await
+            .expect("otter-demo-model did not exit in time")
+            .expect("run otter-demo-model");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(var) && stderr.contains(value), "{stderr}");
+    }
 }
