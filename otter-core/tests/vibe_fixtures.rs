@@ -1028,3 +1028,36 @@ fn line_splitter_on_fixtures_any_chunking() {
         assert_eq!(whole.final_text(), streamed.final_text());
     }
 }
+
+/// The captured 429 ends (otter-core/tests/data/vibe-captures/vibe-3.0.3/rate-limit) read as
+/// rate limits, with the reset time the provider's message gives ("Please try again in 2s.")
+/// when it gives one; the run that got past one 429 is a plain success.
+#[test]
+fn the_captured_rate_limits_park_and_the_reset_time_is_read_from_the_message() {
+    use otter_core::runner::RunOutcome;
+    use otter_core::vibe::{Verdict, decide, parse_export};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/vibe-captures/vibe-3.0.3/rate-limit");
+    let end = |case: &str| {
+        let export = parse_export(&std::fs::read(dir.join(case).join("export.json")).unwrap())
+            .expect("export.json");
+        let code: i32 = std::fs::read_to_string(dir.join(case).join("exit_code"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        decide(RunOutcome::Exited(code), Some(&export), None).verdict
+    };
+    match end("retry-after") {
+        Verdict::RateLimited { reset_in, message } => {
+            assert_eq!(reset_in, Some(std::time::Duration::from_secs(2)));
+            assert!(message.contains("429 Too Many Requests"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        end("no-retry-after"),
+        Verdict::RateLimited { reset_in: None, .. }
+    ));
+    assert_eq!(end("first-only"), Verdict::Succeeded);
+}

@@ -585,3 +585,61 @@ cases! {
         ..Case::new("untrusted-project-config", "tools")
     },
 }
+
+/// `rate-limit` (otter-core/tests/data/vibe-captures/vibe-3.0.3/rate-limit, the real vibe against
+/// the demo model answering 429): once its own retries are spent, vibe exits 2 with the client
+/// error on stderr and export.json's `infrastructure_failure` with `error.code: "rate_limit"`,
+/// whose message is stderr's error without `Error: `. The stand-in's `rate-limit` scenario ends
+/// the same way (without the five minutes of retries, and with its own provider's message).
+#[test]
+fn a_rate_limit_ends_as_the_real_vibe_ends_it() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../otter-core/tests/data/vibe-captures/vibe-3.0.3/rate-limit/no-retry-after");
+    let case = Case::new("rate-limit", "rate-limit");
+    let scratch = Scratch::new();
+    let mut argv = argv(&dir);
+    argv.extend(["--output-dir".to_owned(), "../export".to_owned()]);
+    let fake = run_fake(&scratch, &case, &argv);
+    let real_code: i32 = read(&dir.join("exit_code")).trim().parse().unwrap();
+    assert_eq!(fake.exit_code, real_code);
+    let real_stderr: Vec<String> = read(&dir.join("stderr"))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(fake.stderr.len(), real_stderr.len(), "{:?}", fake.stderr);
+    assert_eq!(fake.stderr[0], real_stderr[0], "the keyring notice");
+    let url = "Error: Client error '429 Too Many Requests' for url 'http://127.0.0.1:";
+    let more = "For more information check: https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/429: ";
+    for (lines, who) in [(&fake.stderr, "stand-in"), (&real_stderr, "capture")] {
+        assert!(lines[1].starts_with(url), "{who}: {}", lines[1]);
+        assert!(
+            lines[1].ends_with("/v1/chat/completions'"),
+            "{who}: {}",
+            lines[1]
+        );
+        assert!(lines[2].starts_with(more), "{who}: {}", lines[2]);
+    }
+    assert_eq!(
+        fake.stdout.lines().count(),
+        read(&dir.join("stdout")).lines().count()
+    );
+    // The capture ran the demo model (`config.models.otter-demo`), the stand-in its `mock`.
+    assert_eq!(
+        top_keys(&scratch.0.join("export")),
+        top_keys(&dir),
+        "export.json's keys"
+    );
+    let export: Value = serde_json::from_str(&read(&scratch.0.join("export/export.json"))).unwrap();
+    let real: Value = serde_json::from_str(&read(&dir.join("export.json"))).unwrap();
+    for key in ["outcome", "exit_code"] {
+        assert_eq!(export[key], real[key], "{key}");
+    }
+    assert_eq!(export["error"]["code"], real["error"]["code"]);
+    assert_eq!(export["error"]["code"], "rate_limit");
+    let message = export["error"]["message"].as_str().unwrap();
+    assert_eq!(
+        stderr_lines(&format!("Error: {message}"), &scratch.workspace()),
+        fake.stderr[1..],
+        "the export's message is stderr's error"
+    );
+}
