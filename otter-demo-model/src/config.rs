@@ -45,7 +45,7 @@ pub struct RateLimit {
     /// `OTTER_DEMO_MODEL_RATE_LIMIT`: `off` (default), `always` or `first`.
     pub mode: RateLimitMode,
     /// `OTTER_DEMO_MODEL_RETRY_AFTER`: whole seconds. When set, every 429 carries
-    /// `Retry-After: <secs>` and its message says "Please try again in <secs>s."; unset, a 429
+    /// `Retry-After: <secs>` and its message says "Please try again in `<secs>`s."; unset, a 429
     /// says nothing about when to retry. Ignored while the mode is `off`.
     pub retry_after_secs: Option<u64>,
 }

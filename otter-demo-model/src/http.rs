@@ -15,7 +15,7 @@
 //!   `{"error": {"message": "Rate limit reached for otter-demo … on requests per min (RPM): …",
 //!   "type": "requests", "param": null, "code": "rate_limit_exceeded"}}` and, when
 //!   `OTTER_DEMO_MODEL_RETRY_AFTER` is set, a `Retry-After: <secs>` header (and "Please try
-//!   again in <secs>s." in the message, as OpenAI words it).
+//!   again in `<secs>`s." in the message, as OpenAI words it).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

@@ -15,7 +15,7 @@
 //! | `OTTER_DEMO_MODEL_LISTEN` | `127.0.0.1:8090` | where it listens |
 //! | `OTTER_LOG_FORMAT` | `text` | `text` or `json` logs |
 //! | `OTTER_DEMO_MODEL_RATE_LIMIT` | `off` | `off`: serve every request; `always`: answer every `POST /v1/chat/completions` with `429 Too Many Requests`; `first`: answer only the first one with a 429, then serve as usual ([`RateLimit`]) |
-//! | `OTTER_DEMO_MODEL_RETRY_AFTER` | unset | whole seconds: each 429 carries `Retry-After: <secs>` (and its message "Please try again in <secs>s."); unset, a 429 has no `Retry-After` |
+//! | `OTTER_DEMO_MODEL_RETRY_AFTER` | unset | whole seconds: each 429 carries `Retry-After: <secs>` (and its message "Please try again in `<secs>`s."); unset, a 429 has no `Retry-After` |
 //!
 //! The 429's body is OpenAI's rate-limit error (`type` `requests`, `code`
 //! `rate_limit_exceeded`); its message says it is the demo model's scripted limit.
