@@ -191,7 +191,8 @@ async fn the_cli_follows_up_in_the_same_session_with_limits_a_model_and_a_budget
     assert_eq!(second["model"], "mock");
     assert_eq!(
         second["limits"],
-        json!({"max_turns": 4, "max_price_usd": 0.5, "max_tokens": 90000, "time_limit_secs": 60})
+        json!({"max_turns": 4, "max_price_usd": 0.5, "max_tokens": 90000, "time_limit_secs": 60,
+               "silence_secs": null})
     );
     let second = crate::harness::finished(&app, &second).await;
     assert_eq!(second["status"], "succeeded", "{second}");
