@@ -20,6 +20,10 @@
 //! [`changes`](Checkpoints::changes) and [`diff`](Checkpoints::diff) compare two checkpoints
 //! (the `diff` module); [`restore`](Checkpoints::restore) puts a checkpoint's files back, after
 //! taking one of the present state so that the restore can itself be undone.
+//!
+//! [`sweep`](Checkpoints::sweep) is retention's (`OTTER_RETENTION`): it forgets the checkpoints
+//! no job still needs and deletes the objects only they held (the `store` module says how it
+//! knows which, without reading what it keeps).
 
 mod diff;
 mod store;
@@ -39,6 +43,7 @@ use crate::isolation::Isolation;
 use crate::model::WorkspaceId;
 
 pub use diff::{Change, ChangeStatus, Diff, Summary};
+pub use store::Swept;
 
 /// Folders a checkpoint never enters, whatever `.gitignore` says: the workspace's own git
 /// repository (and nested ones), and the dependency and build folders agents fill.
@@ -80,6 +85,10 @@ pub enum CheckpointError {
     /// A stored checkpoint or object is not what Otter wrote.
     #[error("checkpoint store damaged: {0}")]
     Damaged(String),
+    /// A sweep could not have the store's lock in time: a checkpoint of the workspace is being
+    /// taken or restored.
+    #[error("the workspace's checkpoint store is in use")]
+    Busy,
 }
 
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CheckpointError {
@@ -222,6 +231,17 @@ impl Checkpoints {
         dir: &Path,
     ) -> Result<Manifest, CheckpointError> {
         let store = self.store(workspace);
+        let _lock = store.lock(None)?;
+        self.take_locked(&store, isolation, dir)
+    }
+
+    fn take_locked(
+        &self,
+        store: &store::Store,
+        isolation: &Isolation,
+        dir: &Path,
+    ) -> Result<Manifest, CheckpointError> {
+        store.start_touching()?;
         let previous = store.latest()?;
         let found = isolation.as_job(|| walk(dir))?;
         let mut manifest = Manifest {
@@ -230,6 +250,7 @@ impl Checkpoints {
             files: BTreeMap::new(),
             skipped: BTreeMap::new(),
         };
+        let stamp = manifest.taken_at.into();
         for (path, meta) in found {
             let stat = StatKey::of(&meta);
             let kind = if meta.file_type().is_symlink() {
@@ -245,7 +266,7 @@ impl Checkpoints {
             if let Some(old) = previous.as_ref().and_then(|p| p.files.get(&path))
                 && old.stat == stat
                 && old.kind == kind
-                && store.has(&old.hash)
+                && store.touch(&old.hash, stamp)?
             {
                 let entry = Entry {
                     executable,
@@ -266,7 +287,7 @@ impl Checkpoints {
                 manifest.skipped.insert(path, content.len() as u64);
                 continue;
             }
-            let hash = store.put(&content)?;
+            let hash = store.put(&content, stamp)?;
             manifest.files.insert(
                 path,
                 Entry {
@@ -334,8 +355,10 @@ impl Checkpoints {
         to: CheckpointId,
     ) -> Result<Restored, CheckpointError> {
         let store = self.store(workspace);
+        // Held to the end: no sweep may take the objects of `target` meanwhile.
+        let _lock = store.lock(None)?;
         let target = store.load(to)?;
-        let now = self.take(isolation, workspace, dir)?;
+        let now = self.take_locked(&store, isolation, dir)?;
         let mut restored = Restored {
             checkpoint_id: now.id,
             written: Vec::new(),
@@ -395,6 +418,25 @@ impl Checkpoints {
             }
         }
         Ok(restored)
+    }
+
+    /// Forgets the checkpoints of `workspace` that are not its latest, not in `keep` and were
+    /// taken before `older_than`, and deletes every object that only they held. A take or a
+    /// restore of the workspace waits for one step of it at most; the sweep waits up to `wait`
+    /// for one to end, each step ([`CheckpointError::Busy`] after that). A workspace with no
+    /// store has nothing to sweep. Blocking.
+    pub fn sweep(
+        &self,
+        workspace: WorkspaceId,
+        keep: &std::collections::HashSet<CheckpointId>,
+        older_than: std::time::SystemTime,
+        wait: std::time::Duration,
+    ) -> Result<Swept, CheckpointError> {
+        let store = self.store(workspace);
+        if !store.exists() {
+            return Ok(Swept::default());
+        }
+        store.sweep(keep, older_than, wait)
     }
 
     /// Forgets every checkpoint of `workspace` (it was deleted).

@@ -40,6 +40,9 @@ pub enum ServiceError {
     /// The project's budget is spent: no new prompt runs until it is raised.
     #[error("{0}")]
     BudgetExhausted(String),
+    /// What was asked for existed once and was deleted for good (`OTTER_RETENTION`).
+    #[error("{0}")]
+    Gone(String),
     /// A workspace path was refused or could not be prepared.
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),

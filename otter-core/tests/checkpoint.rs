@@ -551,3 +551,230 @@ fn a_cut_that_falls_inside_a_character_cuts_at_a_line_and_does_not_panic() {
         );
     }
 }
+
+impl Fixture {
+    /// This workspace's store, as `Checkpoints` lays it out.
+    fn store(&self) -> PathBuf {
+        self.dir.join("store").join(self.id.to_string())
+    }
+
+    /// The objects stored, by the content they hold.
+    fn objects(&self) -> Vec<String> {
+        let mut found: Vec<String> = snapshot(&self.store().join("objects"))
+            .into_iter()
+            .map(|(_, bytes)| String::from_utf8(bytes).unwrap())
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn sweep(
+        &self,
+        keep: &[otter_core::checkpoint::CheckpointId],
+    ) -> Result<otter_core::checkpoint::Swept, otter_core::checkpoint::CheckpointError> {
+        self.checkpoints.sweep(
+            self.id,
+            &keep.iter().copied().collect(),
+            std::time::SystemTime::now(),
+            std::time::Duration::from_millis(200),
+        )
+    }
+
+    /// Three checkpoints: `a.txt` "one", "two", "three" beside an unchanged `b.txt`.
+    fn three(&self) -> [otter_core::checkpoint::Manifest; 3] {
+        self.write("a.txt", "one\n");
+        self.write("b.txt", "shared\n");
+        let first = self.take();
+        self.write("a.txt", "two\n");
+        let second = self.take();
+        self.write("a.txt", "three\n");
+        let third = self.take();
+        [first, second, third]
+    }
+}
+
+#[test]
+fn a_sweep_forgets_what_no_one_keeps_and_what_it_keeps_stays_whole() {
+    let f = Fixture::new();
+    let [first, second, third] = f.three();
+    assert_eq!(f.objects(), ["one\n", "shared\n", "three\n", "two\n"]);
+
+    // `second` is kept by a job; `third` is the latest; `first` no one needs.
+    let swept = f.sweep(&[second.id]).unwrap();
+    assert_eq!((swept.checkpoints, swept.objects, swept.bytes), (1, 1, 4));
+    assert_eq!(f.objects(), ["shared\n", "three\n", "two\n"]);
+    assert!(matches!(
+        f.checkpoints.load(f.id, first.id),
+        Err(otter_core::checkpoint::CheckpointError::NotFound(_))
+    ));
+    let diff = f
+        .checkpoints
+        .diff(f.id, second.id, third.id, None, 1 << 20)
+        .unwrap();
+    assert!(
+        diff.text.contains("-two") && diff.text.contains("+three"),
+        "{}",
+        diff.text
+    );
+    // `shared` came to `second` and `third` from the stat cache, never written again: still
+    // there, and a restore puts it back.
+    f.remove("b.txt");
+    f.checkpoints
+        .restore(&f.isolation, f.id, &f.ws, second.id)
+        .unwrap();
+    assert_eq!(f.read("a.txt").as_deref(), Some("two\n"));
+    assert_eq!(f.read("b.txt").as_deref(), Some("shared\n"));
+
+    // Sweeping again with the same needs takes nothing more of what is needed.
+    let again = f.sweep(&[second.id]).unwrap();
+    assert!(f.checkpoints.load(f.id, second.id).is_ok());
+    assert_eq!(f.objects(), ["shared\n", "three\n", "two\n"], "{again:?}");
+}
+
+#[test]
+fn a_checkpoint_taken_after_the_cutoff_is_kept_though_no_job_names_it() {
+    let f = Fixture::new();
+    f.write("a.txt", "one\n");
+    let cutoff = std::time::SystemTime::now();
+    let young = f.take();
+    f.write("a.txt", "two\n");
+    f.take();
+    let swept = f
+        .checkpoints
+        .sweep(
+            f.id,
+            &Default::default(),
+            cutoff,
+            std::time::Duration::from_millis(200),
+        )
+        .unwrap();
+    assert_eq!(swept, Default::default());
+    assert!(f.checkpoints.load(f.id, young.id).is_ok());
+    assert_eq!(f.objects(), ["one\n", "two\n"]);
+}
+
+#[test]
+fn a_store_from_before_objects_were_touched_keeps_every_object_its_kept_checkpoints_name() {
+    let f = Fixture::new();
+    let [first, second, third] = f.three();
+    // As an older Otter left it: no list of untouched manifests, objects as old as their first
+    // write (here: very old).
+    std::fs::remove_file(f.store().join("untouched")).unwrap();
+    for (path, _) in snapshot(&f.store().join("objects")) {
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))
+            .unwrap();
+    }
+    let swept = f.sweep(&[second.id]).unwrap();
+    assert_eq!((swept.checkpoints, swept.objects), (1, 1), "{swept:?}");
+    assert_eq!(f.objects(), ["shared\n", "three\n", "two\n"]);
+    assert!(f.checkpoints.load(f.id, first.id).is_err());
+    f.checkpoints
+        .diff(f.id, second.id, third.id, None, 1 << 20)
+        .unwrap();
+}
+
+#[test]
+fn a_sweep_waits_for_a_take_and_gives_up_in_time() {
+    let f = Fixture::new();
+    let [first, _, _] = f.three();
+    let lock = std::fs::File::open(f.store().join("lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    assert!(matches!(
+        f.sweep(&[]),
+        Err(otter_core::checkpoint::CheckpointError::Busy)
+    ));
+    assert!(f.checkpoints.load(f.id, first.id).is_ok());
+    drop(held);
+    assert_eq!(f.sweep(&[]).unwrap().checkpoints, 2);
+}
+
+#[test]
+fn sweeps_beside_takes_never_lose_an_object_of_a_checkpoint_they_keep() {
+    use std::sync::{Arc, Mutex};
+    let f = Arc::new(Fixture::new());
+    // Files no take changes: each take goes through them all (the stat cache).
+    for i in 0..300 {
+        f.write(&format!("many/{i}.txt"), &format!("file {i}\n"));
+    }
+    // Every object `id` names is in the store.
+    let whole = |f: &Fixture, id: otter_core::checkpoint::CheckpointId| {
+        let manifest = f.checkpoints.load(f.id, id).unwrap();
+        for (path, entry) in &manifest.files {
+            let object = f
+                .store()
+                .join("objects")
+                .join(&entry.hash[..2])
+                .join(&entry.hash[2..]);
+            assert!(object.is_file(), "checkpoint {id} lost {path}");
+        }
+    };
+    // Taken one after another, as a workspace's runs are: (id, taken_at).
+    let recorded: Arc<Mutex<Vec<(otter_core::checkpoint::CheckpointId, std::time::SystemTime)>>> =
+        Arc::default();
+    let taker = {
+        let (f, recorded) = (f.clone(), recorded.clone());
+        std::thread::spawn(move || {
+            for i in 0..150 {
+                // Contents come back (an object a forgotten checkpoint held is stored again),
+                // some files change every time, most never do (the stat cache).
+                f.write("again.txt", &format!("v{}\n", i % 7));
+                f.write(&format!("turn/{}.txt", i % 5), &format!("{i}\n"));
+                let taken = f.take();
+                recorded
+                    .lock()
+                    .unwrap()
+                    .push((taken.id, taken.taken_at.into()));
+            }
+        })
+    };
+    let (mut sweeps, mut swept) = (0, otter_core::checkpoint::Swept::default());
+    let mut done = false;
+    while !done {
+        done = taker.is_finished();
+        let Some(snapshot) = ({
+            let recorded = recorded.lock().unwrap();
+            (!recorded.is_empty()).then(|| recorded.clone())
+        }) else {
+            std::thread::yield_now();
+            continue;
+        };
+        // What the jobs still need: the last five checkpoints recorded; the sweep may take what
+        // was taken before the last one recorded (later ones are runs' in progress).
+        let keep: std::collections::HashSet<_> =
+            snapshot.iter().rev().take(5).map(|(id, _)| *id).collect();
+        let older_than = snapshot.last().unwrap().1;
+        let this = f
+            .checkpoints
+            .sweep(f.id, &keep, older_than, std::time::Duration::from_secs(10))
+            .unwrap();
+        sweeps += 1;
+        swept.checkpoints += this.checkpoints;
+        swept.objects += this.objects;
+        for id in &keep {
+            whole(&f, *id);
+        }
+    }
+    taker.join().unwrap();
+    assert!(
+        sweeps > 1 && swept.checkpoints > 0 && swept.objects > 0,
+        "{sweeps} sweeps took {swept:?}"
+    );
+    let recorded = recorded.lock().unwrap();
+    let (last, _) = *recorded.last().unwrap();
+    whole(&f, last);
+    // And the next take, from the stat cache of the last one, is whole too.
+    let next = f.take();
+    whole(&f, next.id);
+    assert!(
+        f.checkpoints
+            .changes(f.id, last, next.id)
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -106,6 +106,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "20261203000097_retention.sql",
         "8b3a813a2c41e72e8dcb6eb3113b82d1d3591437a4e9da6735ddc0c40342850244cc8926a168db1102347fdd34c926a4",
     ),
+    (
+        20261203000098,
+        "20261203000098_retention_checkpoints.sql",
+        "40dca10aea42b06d6055e4cbcf94751f69f0e32227b42a59631dcf0179f8dae4ba771b650d6d91f632537b22bf057ffb",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

@@ -54,6 +54,9 @@ pub enum AppError {
     /// 409 `budget_exhausted`: the project's budget is spent.
     #[error("{0}")]
     BudgetExhausted(String),
+    /// 410: it existed, and was deleted for good (`OTTER_RETENTION`).
+    #[error("{0}")]
+    Gone(String),
     /// 413.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -109,6 +112,7 @@ impl AppError {
             AppError::IdempotencyKeyInProgress(_) => {
                 (StatusCode::CONFLICT, "idempotency_key_in_progress")
             }
+            AppError::Gone(_) => (StatusCode::GONE, "gone"),
             AppError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -220,6 +224,7 @@ impl From<ServiceError> for AppError {
             ServiceError::Invalid(msg) => AppError::Validation(msg),
             ServiceError::TooLarge(msg) => AppError::PayloadTooLarge(msg),
             ServiceError::BudgetExhausted(msg) => AppError::BudgetExhausted(msg),
+            ServiceError::Gone(msg) => AppError::Gone(msg),
             ServiceError::Workspace(WorkspaceError::InvalidPath(msg)) => {
                 AppError::Validation(format!("path: {msg}"))
             }
@@ -250,6 +255,8 @@ impl From<CheckpointError> for AppError {
                 "checkpoint {id} is no longer in the checkpoint store (OTTER_CHECKPOINT_DIR)"
             )),
             CheckpointError::InvalidPath(_) => AppError::Validation(e.to_string()),
+            // Only a sweep waits for the lock with a deadline; an API call never sees it.
+            CheckpointError::Busy => AppError::Conflict(e.to_string()),
             CheckpointError::Ignore(_)
             | CheckpointError::Io { .. }
             | CheckpointError::Damaged(_) => AppError::Internal(e.to_string()),

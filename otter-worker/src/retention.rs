@@ -1,13 +1,20 @@
-//! The purge of `OTTER_RETENTION`, every `OTTER_RETENTION_INTERVAL` (the first pass at start):
-//! for each job that ended longer ago, its `output_chunk` events in batches of
-//! [`DELETE_BATCH`] (each a short statement of its own, with a pause between them so that live
-//! runs' writes always come first), then its run directories, then the mark `events_purged`.
-//! Several workers may purge at once: each step is harmless to repeat.
+//! The purge of `OTTER_RETENTION`, every `OTTER_RETENTION_INTERVAL` (the first pass at start).
+//! It takes the jobs that ended longer ago, [`JOB_BATCH`] at a time, and for each one deletes its
+//! `output_chunk` events in batches of [`DELETE_BATCH`] (each a short statement of its own, with
+//! a pause between them so that live runs' writes always come first) and its run directories.
+//! Then, for each workspace of the batch, it sweeps the checkpoint store: the checkpoints of the
+//! batch's jobs go, with every object only they held (`Checkpoints::sweep`, which waits at most
+//! [`SWEEP_WAIT`] for a take or a restore of that workspace). Last, the jobs are marked
+//! `events_purged`. A job whose workspace could not be swept is not marked, and is purged again
+//! by the next pass. Several workers may purge at once: each step is harmless to repeat.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use otter_core::checkpoint::{CheckpointError, Swept};
 use otter_core::db::retention::{self, Purgeable};
+use otter_core::model::{JobId, WorkspaceId};
 use tokio_util::sync::CancellationToken;
 
 use crate::Ctx;
@@ -18,6 +25,19 @@ const DELETE_BATCH: i64 = 2000;
 const JOB_BATCH: i64 = 100;
 /// The pause between two deletes.
 const BREATHE: Duration = Duration::from_millis(5);
+/// How long a sweep waits for a checkpoint of the workspace being taken to end.
+const SWEEP_WAIT: Duration = Duration::from_secs(30);
+
+/// What one pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Purged {
+    /// Jobs marked `events_purged`.
+    pub(crate) jobs: u64,
+    /// `output_chunk` events.
+    pub(crate) events: u64,
+    /// Checkpoints, objects and their bytes.
+    pub(crate) swept: Swept,
+}
 
 pub(crate) async fn run(ctx: Ctx, keep: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(ctx.config.retention_interval);
@@ -30,35 +50,64 @@ pub(crate) async fn run(ctx: Ctx, keep: Duration, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             purged = purge_once(&ctx, keep) => match purged {
-                Ok((0, _)) => {}
-                Ok((jobs, events)) => tracing::info!(jobs, events, "purged the output of jobs past OTTER_RETENTION"),
+                Ok(p) if p == Purged::default() => {}
+                Ok(p) => tracing::info!(
+                    jobs = p.jobs,
+                    events = p.events,
+                    checkpoints = p.swept.checkpoints,
+                    objects = p.swept.objects,
+                    bytes = p.swept.bytes,
+                    "purged jobs past OTTER_RETENTION"
+                ),
                 Err(e) => tracing::warn!(error = %e, "purging past OTTER_RETENTION failed; trying again next time"),
             },
         }
     }
 }
 
-/// One pass: every job that ended more than `keep` ago. Returns (jobs, events) purged.
-pub(crate) async fn purge_once(
-    ctx: &Ctx,
-    keep: Duration,
-) -> Result<(u64, u64), otter_core::DbError> {
-    let cutoff =
-        chrono::Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
-    let (mut jobs, mut events) = (0, 0);
+/// One pass: every job that ended more than `keep` ago.
+pub(crate) async fn purge_once(ctx: &Ctx, keep: Duration) -> Result<Purged, otter_core::DbError> {
+    let now = chrono::Utc::now();
+    let cutoff = now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+    let mut purged = Purged::default();
+    // Jobs this pass could not finish (their workspace's store was busy): the next pass's.
+    let mut skip: Vec<JobId> = Vec::new();
     loop {
-        let batch = retention::purgeable(&ctx.pool, cutoff, JOB_BATCH).await?;
+        let batch = retention::purgeable(&ctx.pool, cutoff, JOB_BATCH, &skip).await?;
         if batch.is_empty() {
-            return Ok((jobs, events));
+            return Ok(purged);
         }
-        for job in batch {
-            events += purge_job(ctx, &job).await?;
-            jobs += 1;
+        let mut by_workspace: BTreeMap<WorkspaceId, Vec<JobId>> = BTreeMap::new();
+        for job in &batch {
+            purged.events += purge_lines(ctx, job).await?;
+            by_workspace
+                .entry(job.workspace_id)
+                .or_default()
+                .push(job.id);
+        }
+        for (workspace, jobs) in by_workspace {
+            match sweep(ctx, workspace, &jobs, cutoff.into()).await? {
+                Ok(swept) => {
+                    purged.swept.checkpoints += swept.checkpoints;
+                    purged.swept.objects += swept.objects;
+                    purged.swept.bytes += swept.bytes;
+                    for job in jobs {
+                        if retention::mark_purged(&ctx.pool, job).await? {
+                            purged.jobs += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(workspace_id = %workspace, error = %e, jobs = jobs.len(), "could not sweep the workspace's checkpoints; its jobs are purged again next time");
+                    skip.extend(jobs);
+                }
+            }
         }
     }
 }
 
-async fn purge_job(ctx: &Ctx, job: &Purgeable) -> Result<u64, otter_core::DbError> {
+/// A job's `output_chunk` events and run directories. Returns the events deleted.
+async fn purge_lines(ctx: &Ctx, job: &Purgeable) -> Result<u64, otter_core::DbError> {
     let mut deleted = 0;
     loop {
         let n = retention::delete_output_batch(&ctx.pool, job.id, DELETE_BATCH).await?;
@@ -87,6 +136,26 @@ async fn purge_job(ctx: &Ctx, job: &Purgeable) -> Result<u64, otter_core::DbErro
     if let Ok(Err(e)) | Err(e) = removed.map_err(|e| e.to_string()) {
         tracing::warn!(job_id = %job.id, error = %e, "could not remove a purged job's run directory");
     }
-    retention::mark_purged(&ctx.pool, job.id).await?;
     Ok(deleted)
+}
+
+/// Sweeps `workspace`'s checkpoint store of the checkpoints of `purging` (and of any other
+/// checkpoint no job needs, taken before `older_than`).
+async fn sweep(
+    ctx: &Ctx,
+    workspace: WorkspaceId,
+    purging: &[JobId],
+    older_than: std::time::SystemTime,
+) -> Result<Result<Swept, CheckpointError>, otter_core::DbError> {
+    let keep: HashSet<_> = retention::kept_checkpoints(&ctx.pool, workspace, purging).await?;
+    let store = ctx.checkpoints.clone();
+    let swept =
+        tokio::task::spawn_blocking(move || store.sweep(workspace, &keep, older_than, SWEEP_WAIT))
+            .await
+            .unwrap_or_else(|e| {
+                Err(CheckpointError::Damaged(format!(
+                    "the sweep's task failed: {e}"
+                )))
+            });
+    Ok(swept)
 }

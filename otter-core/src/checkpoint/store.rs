@@ -2,11 +2,30 @@
 //! `checkpoints/<id>.json` (manifests), and `latest` (the id of the newest, the stat cache of
 //! the next checkpoint). Every file is written under a temporary name and renamed into place,
 //! so a reader never sees half of one, and a crash leaves only a temporary file behind.
+//!
+//! The sweep ([`Store::sweep`]) deletes manifests no one needs and the objects no manifest it
+//! keeps can refer to, without reading the manifests it keeps. It can, because of one rule: a
+//! manifest's mtime is the time its checkpoint was taken (`taken_at`), and every object a
+//! checkpoint refers to has an mtime no older than that (the take *touches* it, whether it wrote
+//! it, found it already stored, or kept it from the stat cache; a touch never moves an mtime
+//! back). So an object older than the oldest manifest kept is in no manifest kept. A take and
+//! each step of a sweep exclude each other with `flock` on the store's `lock` file
+//! ([`Store::lock`]); an object a take touches between two steps is newer than the sweep, and
+//! stays.
+//! Manifests written before Otter touched objects (a store from an older Otter) are listed, on
+//! the first take that touches, in `untouched`: the sweep reads those it keeps, and keeps what
+//! they name.
 
+use std::collections::HashSet;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, Flock, FlockArg};
+use nix::sys::stat::{UtimensatFlags, utimensat};
+use nix::sys::time::TimeSpec;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -32,16 +51,28 @@ impl Store {
         self.dir.join("checkpoints").join(format!("{id}.json"))
     }
 
-    pub(super) fn has(&self, hash: &str) -> bool {
-        self.object(hash).is_ok_and(|p| p.is_file())
+    /// Whether the object `hash` is stored; if it is, its mtime is made no older than `stamp`
+    /// (the `taken_at` of the checkpoint that refers to it).
+    pub(super) fn touch(&self, hash: &str, stamp: SystemTime) -> Result<bool, CheckpointError> {
+        let path = self.object(hash)?;
+        let meta = match path.symlink_metadata() {
+            Ok(meta) if meta.is_file() => meta,
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
+        };
+        if mtime(&meta) < stamp {
+            set_mtime(&path, stamp).map_err(io(format!("touching {}", path.display())))?;
+        }
+        Ok(true)
     }
 
-    /// Stores `content` (once: an object already there is kept) and returns its hash.
-    pub(super) fn put(&self, content: &[u8]) -> Result<String, CheckpointError> {
+    /// Stores `content` (once: an object already there is kept, and touched) for a checkpoint
+    /// taken at `stamp`, and returns its hash.
+    pub(super) fn put(&self, content: &[u8], stamp: SystemTime) -> Result<String, CheckpointError> {
         let hash = hex(&Sha256::digest(content));
-        let path = self.object(&hash)?;
-        if !path.is_file() {
-            write_new(&path, content)?;
+        if !self.touch(&hash, stamp)? {
+            write_new(&self.object(&hash)?, content, Some(stamp))?;
         }
         Ok(hash)
     }
@@ -59,12 +90,20 @@ impl Store {
         Ok(content)
     }
 
-    /// Writes `manifest` and makes it the latest.
+    /// Writes `manifest` (its mtime its `taken_at`) and makes it the latest.
     pub(super) fn save(&self, manifest: &Manifest) -> Result<(), CheckpointError> {
         let json = serde_json::to_vec(manifest)
             .map_err(|e| CheckpointError::Damaged(format!("encoding a manifest: {e}")))?;
-        write_new(&self.manifest(manifest.id), &json)?;
-        write_new(&self.dir.join("latest"), manifest.id.to_string().as_bytes())
+        write_new(
+            &self.manifest(manifest.id),
+            &json,
+            Some(manifest.taken_at.into()),
+        )?;
+        write_new(
+            &self.dir.join("latest"),
+            manifest.id.to_string().as_bytes(),
+            None,
+        )
     }
 
     pub(super) fn load(&self, id: CheckpointId) -> Result<Manifest, CheckpointError> {
@@ -95,6 +134,180 @@ impl Store {
         }
     }
 
+    /// Takes the store's lock (made with the store), waiting up to `wait` for it (forever when
+    /// `None`); `Busy` when it could not be had in time.
+    pub(super) fn lock(&self, wait: Option<Duration>) -> Result<Lock, CheckpointError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io(format!("creating {}", self.dir.display())))?;
+        let path = self.dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io(format!("opening {}", path.display())))?;
+        let deadline = wait.map(|w| std::time::Instant::now() + w);
+        let mut file = file;
+        loop {
+            let how = if deadline.is_some() {
+                FlockArg::LockExclusiveNonblock
+            } else {
+                FlockArg::LockExclusive
+            };
+            match Flock::lock(file, how) {
+                Ok(held) => return Ok(Lock { _held: held }),
+                Err((back, Errno::EINTR)) => file = back,
+                Err((back, Errno::EWOULDBLOCK)) => match deadline {
+                    Some(at) if std::time::Instant::now() < at => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        file = back;
+                    }
+                    _ => return Err(CheckpointError::Busy),
+                },
+                Err((_, errno)) => {
+                    return Err(io(format!("locking {}", path.display()))(errno.into()));
+                }
+            }
+        }
+    }
+
+    /// Before a take touches anything: a store that has never been touched lists the manifests
+    /// it already holds in `untouched` (their objects have no mtime the sweep could trust).
+    /// Under the lock.
+    pub(super) fn start_touching(&self) -> Result<(), CheckpointError> {
+        let list = self.dir.join("untouched");
+        if list.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        let text: String = self
+            .manifests()?
+            .iter()
+            .map(|id| format!("{id}\n"))
+            .collect();
+        write_new(&list, text.as_bytes(), None)
+    }
+
+    /// The ids of every manifest stored.
+    fn manifests(&self) -> Result<Vec<CheckpointId>, CheckpointError> {
+        let found = entries(&self.dir.join("checkpoints"))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(name, _, _)| manifest_id(&name))
+            .collect())
+    }
+
+    /// Deletes the manifests that are not the latest, not in `keep` and older than
+    /// `older_than`, then every object that no manifest kept can refer to (and temporary files
+    /// older than `older_than`). The lock is taken for each step alone (the manifests, then
+    /// each of the 256 folders of objects), waiting up to `wait` for it each time, so that a
+    /// take waits for one step at most: an object a take touches between two steps is newer
+    /// than the sweep, and stays.
+    pub(super) fn sweep(
+        &self,
+        keep: &HashSet<CheckpointId>,
+        older_than: SystemTime,
+        wait: Duration,
+    ) -> Result<Swept, CheckpointError> {
+        let started = SystemTime::now();
+        let mut swept = Swept::default();
+        let (named, oldest_kept) = {
+            let _lock = self.lock(Some(wait))?;
+            self.forget(keep, older_than, &mut swept)?
+        };
+        // An object older than every manifest kept (and than the sweep), and named by none of
+        // the untouched ones, is in no manifest kept.
+        let keep_from = oldest_kept.map_or(started, |o| o.min(started));
+        for (prefix, meta, path) in entries(&self.dir.join("objects"))? {
+            if !meta.is_dir() || prefix.len() != 2 {
+                continue;
+            }
+            let _lock = self.lock(Some(wait))?;
+            for (rest, meta, path) in entries(&path)? {
+                let at = mtime(&meta);
+                if rest.starts_with(".tmp-") {
+                    if at < older_than {
+                        remove(&path)?;
+                    }
+                    continue;
+                }
+                if at >= keep_from || named.contains(&format!("{prefix}{rest}")) {
+                    continue;
+                }
+                remove(&path)?;
+                swept.objects += 1;
+                swept.bytes += meta.len();
+            }
+        }
+        Ok(swept)
+    }
+
+    /// The sweep's first step: deletes the manifests no one keeps; returns the objects the
+    /// untouched manifests kept name, and the oldest `taken_at` of the others kept. Under the
+    /// lock.
+    fn forget(
+        &self,
+        keep: &HashSet<CheckpointId>,
+        older_than: SystemTime,
+        swept: &mut Swept,
+    ) -> Result<(HashSet<String>, Option<SystemTime>), CheckpointError> {
+        let latest = std::fs::read_to_string(self.dir.join("latest"))
+            .ok()
+            .and_then(|text| Uuid::parse_str(text.trim()).ok())
+            .map(CheckpointId);
+        // `None`: the store was never touched, so every manifest is one to read.
+        let untouched: Option<HashSet<CheckpointId>> =
+            std::fs::read_to_string(self.dir.join("untouched"))
+                .ok()
+                .map(|text| {
+                    text.lines()
+                        .filter_map(|l| Uuid::parse_str(l.trim()).ok())
+                        .map(CheckpointId)
+                        .collect()
+                });
+        let mut oldest_kept: Option<SystemTime> = None;
+        let mut named: HashSet<String> = HashSet::new();
+        let mut still_untouched = Vec::new();
+        for (name, meta, path) in entries(&self.dir.join("checkpoints"))? {
+            let at = mtime(&meta);
+            let Some(id) = manifest_id(&name) else {
+                if name.starts_with(".tmp-") && at < older_than {
+                    remove(&path)?;
+                }
+                continue;
+            };
+            if Some(id) != latest && !keep.contains(&id) && at < older_than {
+                remove(&path)?;
+                swept.checkpoints += 1;
+                continue;
+            }
+            if untouched.as_ref().is_none_or(|u| u.contains(&id)) {
+                let manifest = self.load(id)?;
+                named.extend(manifest.files.into_values().map(|e| e.hash));
+                still_untouched.push(id);
+            } else {
+                oldest_kept = Some(oldest_kept.map_or(at, |o| o.min(at)));
+            }
+        }
+        if untouched
+            .as_ref()
+            .is_some_and(|u| u.len() != still_untouched.len())
+        {
+            let text: String = still_untouched.iter().map(|id| format!("{id}\n")).collect();
+            write_new(&self.dir.join("untouched"), text.as_bytes(), None)?;
+        }
+        Ok((named, oldest_kept))
+    }
+
+    pub(super) fn exists(&self) -> bool {
+        self.dir.is_dir()
+    }
+
     pub(super) fn remove(&self) -> Result<(), CheckpointError> {
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
@@ -104,9 +317,93 @@ impl Store {
     }
 }
 
+/// The store's lock, held until dropped.
+pub(super) struct Lock {
+    _held: Flock<std::fs::File>,
+}
+
+/// What a sweep deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Manifests.
+    pub checkpoints: u64,
+    /// Objects.
+    pub objects: u64,
+    /// The objects' bytes.
+    pub bytes: u64,
+}
+
+/// The entries of `dir` (none when it does not exist): name, `lstat`, path.
+fn entries(dir: &Path) -> Result<Vec<(String, std::fs::Metadata, PathBuf)>, CheckpointError> {
+    let read = match std::fs::read_dir(dir) {
+        Ok(read) => read,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(format!("listing {}", dir.display()))(e)),
+    };
+    let mut found = Vec::new();
+    for entry in read {
+        let entry = entry.map_err(io(format!("listing {}", dir.display())))?;
+        let path = entry.path();
+        let meta = match path.symlink_metadata() {
+            Ok(meta) => meta,
+            // Removed meanwhile (another sweep's temporary file, a rename).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
+        };
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        found.push((name, meta, path));
+    }
+    Ok(found)
+}
+
+/// The id of the manifest named `name` (`<id>.json`).
+fn manifest_id(name: &str) -> Option<CheckpointId> {
+    let id = name.strip_suffix(".json")?;
+    Uuid::parse_str(id).ok().map(CheckpointId)
+}
+
+fn remove(path: &Path) -> Result<(), CheckpointError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(format!("removing {}", path.display()))(e)),
+    }
+}
+
+fn mtime(meta: &std::fs::Metadata) -> SystemTime {
+    let (secs, nanos) = (meta.mtime(), meta.mtime_nsec());
+    let at = Duration::new(secs.unsigned_abs(), nanos.clamp(0, 999_999_999) as u32);
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH + at
+    } else {
+        SystemTime::UNIX_EPOCH - at
+    }
+}
+
+/// Sets `path`'s mtime (never following a symlink), leaving its atime alone.
+fn set_mtime(path: &Path, at: SystemTime) -> std::io::Result<()> {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    utimensat(
+        AT_FDCWD,
+        path,
+        &TimeSpec::UTIME_OMIT,
+        &TimeSpec::from_duration(since),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(std::io::Error::from)
+}
+
 /// Writes `content` to `path` through a temporary name in the same directory (made, mode 0700,
-/// with its parents), then renames it into place.
-fn write_new(path: &Path, content: &[u8]) -> Result<(), CheckpointError> {
+/// with its parents), its mtime `mtime` when given, then renames it into place.
+fn write_new(
+    path: &Path,
+    content: &[u8],
+    mtime: Option<SystemTime>,
+) -> Result<(), CheckpointError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -122,6 +419,9 @@ fn write_new(path: &Path, content: &[u8]) -> Result<(), CheckpointError> {
             .custom_flags(libc::O_CLOEXEC)
             .open(&fresh)?;
         file.write_all(content)?;
+        if let Some(at) = mtime {
+            file.set_modified(at)?;
+        }
         std::fs::rename(&fresh, path)
     })();
     if written.is_err() {

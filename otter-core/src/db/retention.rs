@@ -1,13 +1,18 @@
 //! Retention (`OTTER_RETENTION`): what jobs that ended long ago give up. Their `output_chunk`
 //! events go in small batches, each one short statement, so that no lock or transaction of the
 //! purge is held long enough to hold up a live run's writes (events are only ever appended, and
-//! the purge deletes rows no writer touches: the lines of jobs that ended); then the job is marked
+//! the purge deletes rows no writer touches: the lines of jobs that ended); their checkpoints go
+//! from the store ([`kept_checkpoints`] says which the sweep must keep); then the job is marked
 //! `events_purged`. The row, the output, the lifecycle events and the change summary stay.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::DbError;
+use crate::checkpoint::CheckpointId;
 use crate::model::{JobId, WorkspaceId};
 
 /// A job the purge may take: ended before the cutoff, not purged yet.
@@ -23,23 +28,50 @@ pub struct Purgeable {
     pub attempts: i32,
 }
 
-/// Up to `limit` jobs that ended before `ended_before` and still have their lines, oldest first.
+/// Up to `limit` jobs that ended before `ended_before` and are not purged yet, oldest first,
+/// but for those in `skip`.
 pub async fn purgeable(
     pool: &PgPool,
     ended_before: DateTime<Utc>,
     limit: i64,
+    skip: &[JobId],
 ) -> Result<Vec<Purgeable>, DbError> {
+    let skip: Vec<Uuid> = skip.iter().map(|id| id.0).collect();
     Ok(sqlx::query_as(
         "SELECT j.id, j.workspace_id, w.vibe_home, j.attempts
          FROM jobs j JOIN workspaces w ON w.id = j.workspace_id
          WHERE j.finished_at IS NOT NULL AND NOT j.events_purged AND j.finished_at < $1
-           AND j.status IN ('succeeded', 'failed', 'cancelled')
+           AND j.status IN ('succeeded', 'failed', 'cancelled') AND NOT (j.id = ANY ($3))
          ORDER BY j.finished_at LIMIT $2",
     )
     .bind(ended_before)
     .bind(limit)
+    .bind(&skip)
     .fetch_all(pool)
     .await?)
+}
+
+/// The checkpoints of `workspace` that a job still needs: those of every job not purged, but
+/// for the jobs of `purging` (whose checkpoints go).
+pub async fn kept_checkpoints(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+    purging: &[JobId],
+) -> Result<HashSet<CheckpointId>, DbError> {
+    let purging: Vec<Uuid> = purging.iter().map(|id| id.0).collect();
+    let rows: Vec<(Option<CheckpointId>, Option<CheckpointId>)> = sqlx::query_as(
+        "SELECT c.before_id, c.after_id FROM job_checkpoints c JOIN jobs j ON j.id = c.job_id
+         WHERE c.workspace_id = $1 AND NOT j.events_purged AND NOT (j.id = ANY ($2))",
+    )
+    .bind(workspace)
+    .bind(&purging)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .flat_map(|(before, after)| [before, after])
+        .flatten()
+        .collect())
 }
 
 /// Deletes up to `batch` of `job`'s `output_chunk` events, if it has ended; returns how many.

@@ -32,6 +32,12 @@ async fn pair(pool: &PgPool, id: JobId) -> Result<(Job, JobCheckpoints), Service
     let job = jobs::get(pool, id).await?;
     let recorded = checkpoints::get(pool, id).await?;
     let conflict = |msg: String| Err(ServiceError::Db(DbError::Conflict(msg)));
+    if job.events_purged {
+        return Err(ServiceError::Gone(format!(
+            "job {id} ended before OTTER_RETENTION: its checkpoints were deleted with its lines \
+             (its output keeps the summary of what it changed)"
+        )));
+    }
     match (&job.status, recorded) {
         (JobStatus::Running, _) => conflict(format!(
             "job {id} is running: what it changed is known once it ends"

@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use otter_core::db::jobs::{self, Claim, Finish, Lease, RunEnd};
-use otter_core::db::{events, retention};
+use otter_core::checkpoint::CheckpointId;
+use otter_core::db::checkpoints::{self, AfterCheckpoint};
+use otter_core::db::jobs::{self, Claim, Finish, Lease, NewJob, RunEnd};
+use otter_core::db::{events, retention, workspaces};
 use otter_core::model::{JobId, NewEvent, OutputStream};
 use sqlx::PgPool;
 
@@ -87,7 +89,7 @@ async fn the_purge_takes_only_ended_jobs_lines_while_a_run_writes(pool: PgPool) 
         })
     };
     let cutoff = Utc::now() + chrono::Duration::seconds(1);
-    let due = retention::purgeable(&pool, cutoff, 100).await.unwrap();
+    let due = retention::purgeable(&pool, cutoff, 100, &[]).await.unwrap();
     assert_eq!(
         due.iter().map(|p| p.id).collect::<Vec<_>>(),
         [old],
@@ -131,10 +133,79 @@ async fn the_purge_takes_only_ended_jobs_lines_while_a_run_writes(pool: PgPool) 
     assert!(job.events_purged);
     assert_eq!(job.output.unwrap().final_text.as_deref(), Some("done"));
     assert!(
-        retention::purgeable(&pool, cutoff, 100)
+        retention::purgeable(&pool, cutoff, 100, &[])
             .await
             .unwrap()
             .is_empty()
     );
     assert!(!jobs::get(&pool, live).await.unwrap().events_purged);
+}
+
+/// A run of `id` that records `before` and, when given, ends recording `after`.
+async fn run_with_checkpoints(
+    pool: &PgPool,
+    id: JobId,
+    before: CheckpointId,
+    after: Option<CheckpointId>,
+) {
+    let lease = claimed(pool, id).await;
+    checkpoints::record_before(pool, &lease, Some(before), None)
+        .await
+        .unwrap();
+    if let Some(after) = after {
+        let mut finish = Finish::new(RunEnd::Succeeded, Some(0));
+        finish.checkpoint = Some(AfterCheckpoint {
+            checkpoint: Some(after),
+            ..Default::default()
+        });
+        jobs::finish(pool, &lease, &finish).await.unwrap();
+    }
+}
+
+#[sqlx::test(migrator = "otter_core::MIGRATOR")]
+async fn the_sweep_keeps_the_checkpoints_of_every_job_not_purged_but_those_being_purged(
+    pool: PgPool,
+) {
+    let a = queued_job(&pool, 1).await;
+    let ws = workspaces::get(&pool, a.workspace_id).await.unwrap();
+    let another = |prompt| NewJob {
+        workspace: &ws,
+        prompt,
+        priority: 0,
+        max_attempts: 1,
+        parent_job_id: None,
+        limits: Default::default(),
+        model: None,
+    };
+    let b = jobs::insert(&pool, &another("b")).await.unwrap();
+    let c = jobs::insert(&pool, &another("c")).await.unwrap();
+    let id = || CheckpointId(uuid::Uuid::new_v4());
+    let (a1, a2, b1, b2, c1) = (id(), id(), id(), id(), id());
+    run_with_checkpoints(&pool, a.id, a1, Some(a2)).await;
+    run_with_checkpoints(&pool, b.id, b1, Some(b2)).await;
+    // `c` is running: it has only its checkpoint from before.
+    run_with_checkpoints(&pool, c.id, c1, None).await;
+    // Another workspace's job is not this workspace's to keep.
+    let elsewhere = queued_job(&pool, 1).await.id;
+    run_with_checkpoints(&pool, elsewhere, id(), Some(id())).await;
+
+    let kept = retention::kept_checkpoints(&pool, ws.id, &[a.id])
+        .await
+        .unwrap();
+    assert_eq!(kept, [b1, b2, c1].into_iter().collect());
+    assert!(retention::mark_purged(&pool, b.id).await.unwrap());
+    let kept = retention::kept_checkpoints(&pool, ws.id, &[a.id])
+        .await
+        .unwrap();
+    assert_eq!(kept, [c1].into_iter().collect(), "a purged job keeps none");
+
+    // A job the pass could not finish is left for the next one.
+    let cutoff = Utc::now() + chrono::Duration::seconds(1);
+    let ids = |due: Vec<retention::Purgeable>| due.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    let due = retention::purgeable(&pool, cutoff, 100, &[]).await.unwrap();
+    assert_eq!(ids(due), [a.id, elsewhere]);
+    let due = retention::purgeable(&pool, cutoff, 100, &[a.id])
+        .await
+        .unwrap();
+    assert_eq!(ids(due), [elsewhere]);
 }

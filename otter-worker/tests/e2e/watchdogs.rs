@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use otter_testkit::{TestApp, eventually};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
@@ -453,4 +454,33 @@ async fn jobs_past_retention_lose_their_lines_and_run_directories_but_keep_the_r
     for kind in ["job_queued", "job_started", "job_succeeded"] {
         assert!(kinds.contains(&kind), "{kind} kept: {kinds:?}");
     }
+
+    // Its checkpoints went with its lines: the store keeps only the workspace's latest (the
+    // next checkpoint's stat cache), and what the job changed is gone for good.
+    let store = app
+        .env
+        .dir
+        .join("vibe-homes")
+        .join(".checkpoints")
+        .join(ws["id"].as_str().unwrap());
+    let latest = std::fs::read_to_string(store.join("latest")).unwrap();
+    let manifests: Vec<String> = std::fs::read_dir(store.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(manifests, [format!("{}.json", latest.trim())]);
+    for (status, body) in [
+        app.get(&format!("/v1/jobs/{id}/changes")).await,
+        app.get(&format!("/v1/jobs/{id}/diff")).await,
+        app.post(&format!("/v1/jobs/{id}/restore"), json!({ "to": "before" }))
+            .await,
+    ] {
+        assert_eq!(status, StatusCode::GONE, "{body}");
+        assert_eq!(body["error"]["code"], "gone", "{body}");
+    }
+
+    // The next job of the workspace starts from that store, and what it changed is known.
+    let next = finished(&app, &submit(&app, &ws, "and again", json!({})).await).await;
+    assert_eq!(next["status"], "succeeded", "{next}");
+    assert!(next["output"]["files_changed"].is_number(), "{next}");
 }
