@@ -254,8 +254,8 @@ pub struct Config {
     /// a row, at most an hour.
     pub rate_limit_backoff: Duration,
     /// `OTTER_RETENTION` (optional, e.g. `30d`): jobs that ended longer ago than this lose their
-    /// `output_chunk` events and run directories (their row, output, lifecycle events and change
-    /// summary stay; the job shows `events_purged`). Unset: everything is kept.
+    /// `output_chunk` events, run directories and checkpoints (their row, output, lifecycle
+    /// events and change summary stay; the job shows `events_purged`). Unset: everything is kept.
     pub retention: Option<Duration>,
     /// `OTTER_RETENTION_INTERVAL` (default 1 h): how often each worker purges what
     /// `OTTER_RETENTION` no longer keeps.
