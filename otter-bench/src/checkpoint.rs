@@ -140,3 +140,146 @@ fn measure(
     }
     Ok((first, incremental, floor, changes))
 }
+
+/// Checkpoints of the swept store, and files each one changes.
+const SWEEP_CHECKPOINTS: usize = 200;
+const SWEEP_CHANGED: usize = 50;
+/// Checkpoints the sweep keeps (the jobs not purged).
+const SWEEP_KEPT: usize = 20;
+
+/// Figure 10 (issue 19, part 5): the retention sweep of a checkpoint store, beside the takes of a
+/// run of the same workspace. A workspace of `--checkpoint-files` files with
+/// [`SWEEP_CHECKPOINTS`] checkpoints, each after [`SWEEP_CHANGED`] files changed; the sweep
+/// keeps the last [`SWEEP_KEPT`]. Meanwhile incremental takes (one file changed) run one after
+/// another and are timed, against the same takes without a sweep: how long a run waits for the
+/// sweep's lock.
+pub(crate) async fn sweep(opts: &Opts) -> Result<Section> {
+    let files = opts.checkpoint_files.max(SWEEP_CHANGED);
+    let mut swept = Row::new(
+        "sweep of the store (forget, then delete the objects)",
+        "ms",
+        Target::Info,
+        "reported",
+    );
+    let mut objects = Row::new("objects deleted by the sweep", "", Target::Info, "reported");
+    let mut wait = Row::new(
+        "longest take beside the sweep",
+        "ms",
+        Target::Info,
+        "reported",
+    )
+    .raw("longest take alone");
+    let mut extra = Row::new(
+        "the longest a take waited for the sweep (beside − alone)",
+        "ms",
+        Target::Max(100.0),
+        "≤ 100 ms",
+    );
+    let isolation = Isolation::new(None, &CgroupRoot::None, "bench-sweep")?;
+    for run in 0..opts.runs {
+        let dir = std::env::temp_dir().join(format!(
+            "otter-bench-sweep-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let result = measure_sweep(&isolation, &dir, files);
+        let _ = std::fs::remove_dir_all(&dir);
+        let m = result?;
+        eprintln!(
+            "[sweep] run {run}: sweep {:.0} ms ({} checkpoints, {} objects), take max {:.1} ms beside ({} takes), {:.1} ms alone",
+            m.sweep_ms, m.checkpoints, m.objects, m.beside_max, m.beside_takes, m.alone_max
+        );
+        swept.otter.push(m.sweep_ms);
+        objects.otter.push(m.objects as f64);
+        wait.otter.push(m.beside_max);
+        wait.raw.push(m.alone_max);
+        extra.otter.push((m.beside_max - m.alone_max).max(0.0));
+    }
+    Ok(Section {
+        title: "10. Checkpoint sweep beside a run (issue 19)".into(),
+        rows: vec![swept, objects, wait, extra],
+        notes: vec![format!(
+            "A workspace of {files} files of 1 kB with {SWEEP_CHECKPOINTS} checkpoints, each after {SWEEP_CHANGED} \
+             files changed (one object each), on the disk of the temporary directory; `Checkpoints::sweep` keeps the last \
+             {SWEEP_KEPT} and forgets the rest. Beside it, incremental checkpoints (one file changed) are taken one after \
+             another and timed until it ends; alone, the same number again without it. A take and each step of the sweep \
+             (the list of checkpoints, then each of the 256 folders of objects) take turns on the store's lock. Runs: {}.",
+            opts.runs
+        )],
+    })
+}
+
+struct SweepFigures {
+    sweep_ms: f64,
+    checkpoints: u64,
+    objects: u64,
+    beside_max: f64,
+    beside_takes: usize,
+    alone_max: f64,
+}
+
+fn measure_sweep(isolation: &Isolation, dir: &Path, files: usize) -> Result<SweepFigures> {
+    let ws = dir.join("ws");
+    let path = |i: usize| ws.join(format!("d{:03}/f{i:05}.txt", i / 100));
+    let content = |i: usize, turn: usize| {
+        let mut text = format!("file {i}, turn {turn}\n").into_bytes();
+        text.resize(1000, b'.');
+        text
+    };
+    for i in 0..files {
+        if i % 100 == 0 {
+            std::fs::create_dir_all(path(i).parent().expect("a folder"))?;
+        }
+        std::fs::write(path(i), content(i, 0))?;
+    }
+    let checkpoints = Checkpoints::new(dir.join("store"), 64 * 1024 * 1024);
+    let id = WorkspaceId::new();
+    let mut taken = Vec::with_capacity(SWEEP_CHECKPOINTS);
+    for turn in 1..=SWEEP_CHECKPOINTS {
+        for k in 0..SWEEP_CHANGED {
+            let i = (turn * SWEEP_CHANGED + k) % files;
+            std::fs::write(path(i), content(i, turn))?;
+        }
+        taken.push(checkpoints.take(isolation, id, &ws)?.id);
+    }
+    let keep: std::collections::HashSet<_> = taken.iter().rev().take(SWEEP_KEPT).copied().collect();
+    // One file changed, one incremental take: a run's checkpoint.
+    let mut turn = SWEEP_CHECKPOINTS;
+    let mut take_one = || -> Result<f64> {
+        turn += 1;
+        std::fs::write(path(0), content(0, turn))?;
+        let started = Instant::now();
+        checkpoints.take(isolation, id, &ws)?;
+        Ok(started.elapsed().as_secs_f64() * 1e3)
+    };
+    let older_than = std::time::SystemTime::now();
+    let sweeper = {
+        let checkpoints = checkpoints.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let swept =
+                checkpoints.sweep(id, &keep, older_than, std::time::Duration::from_secs(30));
+            (swept, started.elapsed().as_secs_f64() * 1e3)
+        })
+    };
+    let mut beside = Vec::new();
+    while !sweeper.is_finished() {
+        beside.push(take_one()?);
+    }
+    let (swept, sweep_ms) = sweeper
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sweep panicked"))?;
+    let swept = swept?;
+    let mut alone = Vec::new();
+    for _ in 0..beside.len().max(20) {
+        alone.push(take_one()?);
+    }
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    Ok(SweepFigures {
+        sweep_ms,
+        checkpoints: swept.checkpoints,
+        objects: swept.objects,
+        beside_max: max(&beside),
+        beside_takes: beside.len(),
+        alone_max: max(&alone),
+    })
+}

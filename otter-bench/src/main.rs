@@ -3,7 +3,7 @@
 //! The benchmarks are not tests: they assert no timings.
 //!
 //! ```text
-//! otter-bench <dispatch|throughput|ingest|sse|api|big|idle|memory|checkpoint|all> [--runs N] [--out FILE] [flags]
+//! otter-bench <dispatch|throughput|ingest|sse|api|big|idle|memory|checkpoint|sweep|all> [--runs N] [--out FILE] [flags]
 //! ```
 //!
 //! Flags (how long a run of the defaults takes is in docs/benchmarks.md, "Figures that were code
@@ -14,7 +14,7 @@
 //! `--events 10000000` (big: the issue's size),
 //! `--clients 10000`, `--sse-jobs 100`, `--sse-rate 200`,
 //! `--sse-secs 20`, `--memory-runs 1`, `--flood-lines 5000000`, `--flood-secs 10` (memory),
-//! `--checkpoint-files 10000`, `--checkpoint-mb 100` (checkpoint).
+//! `--checkpoint-files 10000`, `--checkpoint-mb 100` (checkpoint; the files also for sweep).
 //! `--out FILE` writes the Markdown tables there (else stdout).
 //!
 //! Every benchmark gets a fresh PostgreSQL database and its own Redis queue name
@@ -24,7 +24,7 @@
 
 /// `--help`: the flags and their defaults, as in the crate documentation above.
 const USAGE: &str = "
-otter-bench <dispatch|throughput|ingest|sse|api|big|idle|memory|checkpoint|all> [--runs N] [--out FILE] [flags]
+otter-bench <dispatch|throughput|ingest|sse|api|big|idle|memory|checkpoint|sweep|all> [--runs N] [--out FILE] [flags]
 
 Flags and defaults: --runs 3, --jobs 1000 (dispatch), --throughput-jobs 300, --lines 1000000,
 --ingest-runs 3, --api-secs 4, --api-rate 1000, --idle-secs 10, --queued 100000,
@@ -99,7 +99,7 @@ impl Default for Opts {
     }
 }
 
-const FIGURES: [&str; 9] = [
+const FIGURES: [&str; 10] = [
     "dispatch",
     "throughput",
     "ingest",
@@ -109,6 +109,7 @@ const FIGURES: [&str; 9] = [
     "idle",
     "memory",
     "checkpoint",
+    "sweep",
 ];
 
 fn parse(args: &[String]) -> Result<(Vec<String>, Opts)> {
@@ -157,6 +158,7 @@ fn parse(args: &[String]) -> Result<(Vec<String>, Opts)> {
                     "sse",
                     "memory",
                     "checkpoint",
+                    "sweep",
                 ]
                 .iter()
                 .map(|s| (*s).to_owned()),
@@ -200,6 +202,7 @@ async fn main() -> Result<()> {
             "sse" => sse::run(&opts).await,
             "memory" => memory::run(&opts).await,
             "checkpoint" => checkpoint::run(&opts).await,
+            "sweep" => checkpoint::sweep(&opts).await,
             _ => unreachable!("checked by parse"),
         };
         let mut section = match result {

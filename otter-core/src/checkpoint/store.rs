@@ -204,10 +204,10 @@ impl Store {
 
     /// Deletes the manifests that are not the latest, not in `keep` and older than
     /// `older_than`, then every object that no manifest kept can refer to (and temporary files
-    /// older than `older_than`). The lock is taken for each step alone (the manifests, then
-    /// each of the 256 folders of objects), waiting up to `wait` for it each time, so that a
-    /// take waits for one step at most: an object a take touches between two steps is newer
-    /// than the sweep, and stays.
+    /// older than `older_than`). The lock is taken for each step alone (the list of manifests,
+    /// then each of the 256 folders of objects), waiting up to `wait` for it each time, so that
+    /// a take waits for one step at most: an object a take touches between two steps is newer
+    /// than the sweep, and stays. The manifests forgotten are deleted between the steps.
     pub(super) fn sweep(
         &self,
         keep: &HashSet<CheckpointId>,
@@ -216,10 +216,15 @@ impl Store {
     ) -> Result<Swept, CheckpointError> {
         let started = SystemTime::now();
         let mut swept = Swept::default();
-        let (named, oldest_kept) = {
+        let (forgotten, named, oldest_kept) = {
             let _lock = self.lock(Some(wait))?;
-            self.forget(keep, older_than, &mut swept)?
+            self.forget(keep, older_than)?
         };
+        // Outside the lock: no take reads a manifest but `latest`, which is never among them.
+        for path in forgotten {
+            remove(&path)?;
+            swept.checkpoints += 1;
+        }
         // An object older than every manifest kept (and than the sweep), and named by none of
         // the untouched ones, is in no manifest kept.
         let keep_from = oldest_kept.map_or(started, |o| o.min(started));
@@ -247,15 +252,15 @@ impl Store {
         Ok(swept)
     }
 
-    /// The sweep's first step: deletes the manifests no one keeps; returns the objects the
+    /// The sweep's first step: the manifests no one keeps (to delete), the objects the
     /// untouched manifests kept name, and the oldest `taken_at` of the others kept. Under the
     /// lock.
+    #[allow(clippy::type_complexity)]
     fn forget(
         &self,
         keep: &HashSet<CheckpointId>,
         older_than: SystemTime,
-        swept: &mut Swept,
-    ) -> Result<(HashSet<String>, Option<SystemTime>), CheckpointError> {
+    ) -> Result<(Vec<PathBuf>, HashSet<String>, Option<SystemTime>), CheckpointError> {
         let latest = std::fs::read_to_string(self.dir.join("latest"))
             .ok()
             .and_then(|text| Uuid::parse_str(text.trim()).ok())
@@ -273,6 +278,7 @@ impl Store {
         let mut oldest_kept: Option<SystemTime> = None;
         let mut named: HashSet<String> = HashSet::new();
         let mut still_untouched = Vec::new();
+        let mut forgotten = Vec::new();
         for (name, meta, path) in entries(&self.dir.join("checkpoints"))? {
             let at = mtime(&meta);
             let Some(id) = manifest_id(&name) else {
@@ -282,8 +288,7 @@ impl Store {
                 continue;
             };
             if Some(id) != latest && !keep.contains(&id) && at < older_than {
-                remove(&path)?;
-                swept.checkpoints += 1;
+                forgotten.push(path);
                 continue;
             }
             if untouched.as_ref().is_none_or(|u| u.contains(&id)) {
@@ -301,7 +306,7 @@ impl Store {
             let text: String = still_untouched.iter().map(|id| format!("{id}\n")).collect();
             write_new(&self.dir.join("untouched"), text.as_bytes(), None)?;
         }
-        Ok((named, oldest_kept))
+        Ok((forgotten, named, oldest_kept))
     }
 
     pub(super) fn exists(&self) -> bool {
