@@ -289,9 +289,15 @@ async fn run_limits(ctx: &Ctx, job: &Job) -> Result<JobLimits, Finish> {
         return Ok(job.limits);
     };
     let within = ctx.config.lease_ttl / 2;
-    let usage = retry_read(within, || projects::usage(&ctx.pool, project_id))
-        .await
-        .map_err(|e| failed(format!("project budget unavailable: {e}"), true, None))?;
+    // A project without a budget has nothing to sum (the sum reads all its jobs' outputs).
+    let Some(usage) = retry_read(within, || {
+        projects::usage_if_budgeted(&ctx.pool, project_id)
+    })
+    .await
+    .map_err(|e| failed(format!("project budget unavailable: {e}"), true, None))?
+    else {
+        return Ok(job.limits);
+    };
     if usage.exhausted() {
         return Err(failed(
             format!(

@@ -79,6 +79,24 @@ pub async fn usage(pool: &PgPool, id: ProjectId) -> Result<ProjectUsage, DbError
     .ok_or(DbError::NotFound("project"))
 }
 
+/// The usage of project `id` if it has a budget; `None` (without summing its jobs) if it has
+/// none: what a run needs to know before it starts.
+pub async fn usage_if_budgeted(
+    pool: &PgPool,
+    id: ProjectId,
+) -> Result<Option<ProjectUsage>, DbError> {
+    let budget: Option<Option<f64>> =
+        sqlx::query_scalar("SELECT budget_usd FROM projects WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    match budget {
+        None => Err(DbError::NotFound("project")),
+        Some(None) => Ok(None),
+        Some(Some(_)) => usage(pool, id).await.map(Some),
+    }
+}
+
 /// Projects, oldest first.
 pub async fn list(pool: &PgPool, page: PageRequest) -> Result<Page<Project>, DbError> {
     let items = sqlx::query_as::<_, Project>(&format!(

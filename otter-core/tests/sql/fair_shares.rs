@@ -241,3 +241,29 @@ async fn concurrent_claims_never_exceed_max_running(pool: PgPool) {
     .unwrap();
     assert_eq!(running, 2);
 }
+
+#[sqlx::test(migrator = "otter_core::MIGRATOR")]
+async fn a_run_sums_its_projects_usage_only_when_the_project_has_a_budget(pool: PgPool) {
+    let free = projects::insert(&pool, "free", None, None, None)
+        .await
+        .unwrap();
+    assert!(
+        projects::usage_if_budgeted(&pool, free.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let capped = projects::insert(&pool, "capped", None, Some(2.5), None)
+        .await
+        .unwrap();
+    let usage = projects::usage_if_budgeted(&pool, capped.id)
+        .await
+        .unwrap()
+        .expect("a budget's usage");
+    assert_eq!(usage.budget_usd, Some(2.5));
+    assert_eq!(usage.remaining_usd, Some(2.5));
+    assert!(matches!(
+        projects::usage_if_budgeted(&pool, ProjectId::new()).await,
+        Err(otter_core::DbError::NotFound("project"))
+    ));
+}
