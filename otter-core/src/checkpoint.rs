@@ -231,7 +231,7 @@ impl Checkpoints {
         dir: &Path,
     ) -> Result<Manifest, CheckpointError> {
         let store = self.store(workspace);
-        let _lock = store.lock(None)?;
+        let _lock = store.lock()?;
         self.take_locked(&store, isolation, dir)
     }
 
@@ -356,7 +356,7 @@ impl Checkpoints {
     ) -> Result<Restored, CheckpointError> {
         let store = self.store(workspace);
         // Held to the end: no sweep may take the objects of `target` meanwhile.
-        let _lock = store.lock(None)?;
+        let _lock = store.lock()?;
         let target = store.load(to)?;
         let now = self.take_locked(&store, isolation, dir)?;
         let mut restored = Restored {
@@ -432,11 +432,7 @@ impl Checkpoints {
         older_than: std::time::SystemTime,
         wait: std::time::Duration,
     ) -> Result<Swept, CheckpointError> {
-        let store = self.store(workspace);
-        if !store.exists() {
-            return Ok(Swept::default());
-        }
-        store.sweep(keep, older_than, wait)
+        self.store(workspace).sweep(keep, older_than, wait)
     }
 
     /// Forgets every checkpoint of `workspace` (it was deleted).

@@ -778,3 +778,12 @@ fn sweeps_beside_takes_never_lose_an_object_of_a_checkpoint_they_keep() {
             .is_empty()
     );
 }
+
+#[test]
+fn sweeping_a_deleted_workspace_makes_nothing_again() {
+    let f = Fixture::new();
+    f.three();
+    f.checkpoints.remove_workspace(f.id).unwrap();
+    assert_eq!(f.sweep(&[]).unwrap(), Default::default());
+    assert!(!f.store().exists(), "the store stays gone");
+}

@@ -134,16 +134,36 @@ impl Store {
         }
     }
 
-    /// Takes the store's lock (made with the store), waiting up to `wait` for it (forever when
-    /// `None`); `Busy` when it could not be had in time.
-    pub(super) fn lock(&self, wait: Option<Duration>) -> Result<Lock, CheckpointError> {
+    /// Takes the store's lock, made with the store if need be; waits for it as long as it takes.
+    pub(super) fn lock(&self) -> Result<Lock, CheckpointError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
             .map_err(io(format!("creating {}", self.dir.display())))?;
+        let file = self.lock_file()?.ok_or_else(|| {
+            io(format!("opening {}", self.dir.join("lock").display()))(
+                std::io::ErrorKind::NotFound.into(),
+            )
+        })?;
+        self.acquire(file, None)
+    }
+
+    /// A sweep's lock: `None` when the store is gone (its workspace was deleted meanwhile;
+    /// nothing is made again), `Busy` when it could not be had within `wait`.
+    fn try_lock(&self, wait: Duration) -> Result<Option<Lock>, CheckpointError> {
+        match self.lock_file()? {
+            Some(file) => self
+                .acquire(file, Some(std::time::Instant::now() + wait))
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The store's `lock` file, made if the store's folder is there; `None` if it is not.
+    fn lock_file(&self) -> Result<Option<std::fs::File>, CheckpointError> {
         let path = self.dir.join("lock");
-        let file = std::fs::OpenOptions::new()
+        match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -151,9 +171,18 @@ impl Store {
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(io(format!("opening {}", path.display())))?;
-        let deadline = wait.map(|w| std::time::Instant::now() + w);
-        let mut file = file;
+        {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(format!("opening {}", path.display()))(e)),
+        }
+    }
+
+    fn acquire(
+        &self,
+        mut file: std::fs::File,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Lock, CheckpointError> {
         loop {
             let how = if deadline.is_some() {
                 FlockArg::LockExclusiveNonblock
@@ -171,6 +200,7 @@ impl Store {
                     _ => return Err(CheckpointError::Busy),
                 },
                 Err((_, errno)) => {
+                    let path = self.dir.join("lock");
                     return Err(io(format!("locking {}", path.display()))(errno.into()));
                 }
             }
@@ -217,7 +247,9 @@ impl Store {
         let started = SystemTime::now();
         let mut swept = Swept::default();
         let (forgotten, named, oldest_kept) = {
-            let _lock = self.lock(Some(wait))?;
+            let Some(_lock) = self.try_lock(wait)? else {
+                return Ok(swept);
+            };
             self.forget(keep, older_than)?
         };
         // Outside the lock: no take reads a manifest but `latest`, which is never among them.
@@ -232,7 +264,9 @@ impl Store {
             if !meta.is_dir() || prefix.len() != 2 {
                 continue;
             }
-            let _lock = self.lock(Some(wait))?;
+            let Some(_lock) = self.try_lock(wait)? else {
+                return Ok(swept);
+            };
             for (rest, meta, path) in entries(&path)? {
                 let at = mtime(&meta);
                 if rest.starts_with(".tmp-") {
@@ -307,10 +341,6 @@ impl Store {
             write_new(&self.dir.join("untouched"), text.as_bytes(), None)?;
         }
         Ok((forgotten, named, oldest_kept))
-    }
-
-    pub(super) fn exists(&self) -> bool {
-        self.dir.is_dir()
     }
 
     pub(super) fn remove(&self) -> Result<(), CheckpointError> {
