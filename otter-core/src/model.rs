@@ -235,6 +235,16 @@ impl JobLimits {
         }
     }
 
+    /// The run's silence bound: `silence_secs` (`0`: none), else `default`
+    /// (`OTTER_SILENCE_TIMEOUT`).
+    pub fn silence(&self, default: Option<std::time::Duration>) -> Option<std::time::Duration> {
+        match self.silence_secs {
+            Some(0) => None,
+            Some(secs) => Some(std::time::Duration::from_secs(secs)),
+            None => default,
+        }
+    }
+
     /// These limits with the price at most `remaining_usd` (what the project's budget leaves;
     /// `None`: no budget).
     pub fn within_budget(self, remaining_usd: Option<f64>) -> JobLimits {
@@ -550,6 +560,22 @@ mod tests {
             Some(0.25),
             "the remaining budget is a limit of its own"
         );
+    }
+
+    #[test]
+    fn a_jobs_silence_bound_is_its_own_or_the_workers_and_zero_is_none() {
+        let worker = Some(std::time::Duration::from_secs(900));
+        let of = |silence_secs| JobLimits {
+            silence_secs,
+            ..JobLimits::default()
+        };
+        assert_eq!(of(None).silence(worker), worker);
+        assert_eq!(
+            of(Some(30)).silence(worker),
+            Some(std::time::Duration::from_secs(30))
+        );
+        assert_eq!(of(Some(0)).silence(worker), None);
+        assert_eq!(of(None).silence(None), None);
     }
 
     #[test]

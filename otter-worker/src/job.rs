@@ -198,7 +198,7 @@ async fn execute(ctx: &Ctx, job: &Job, lease: &Lease, control: &RunControl) -> F
                     json!({
                         "attempt": lease.attempt,
                         "quiet_secs": quiet.as_secs(),
-                        "limit_secs": limits_silence(config, &limits).map(|d| d.as_secs()),
+                        "limit_secs": limits.silence(config.silence_timeout).map(|d| d.as_secs()),
                     }),
                 )));
             }
@@ -463,16 +463,6 @@ const RATE_LIMITED: &str = "rate_limited";
 /// How often the exit watch looks for `export.json` once the grace is over.
 const EXPORT_POLL: Duration = Duration::from_secs(1);
 
-/// The run's silence bound: the job's `limits.silence_secs` (`0`: none), else
-/// `OTTER_SILENCE_TIMEOUT`.
-fn limits_silence(config: &Config, limits: &JobLimits) -> Option<Duration> {
-    match limits.silence_secs {
-        Some(0) => None,
-        Some(secs) => Some(Duration::from_secs(secs)),
-        None => config.silence_timeout,
-    }
-}
-
 /// When the first renewal comes at the latest. It also catches a cancel requested between the
 /// claim and the run's registration for cancel notifications; a short job ends before it and
 /// costs no renewal.
@@ -655,7 +645,7 @@ async fn prepare(
         stdout_as: OutputStream::Stdout,
         stderr_as: OutputStream::Stderr,
         timeout: invocation.timeout,
-        silence: limits_silence(config, limits),
+        silence: limits.silence(config.silence_timeout),
         kill_grace: config.cancel_grace,
         output_budget: Some(Arc::new(Semaphore::new(OUTPUT_BUDGET_BYTES))),
         spill: Some(spill_spec(config)),

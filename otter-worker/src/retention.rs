@@ -2,8 +2,8 @@
 //! It takes the jobs that ended longer ago, [`JOB_BATCH`] at a time, and for each one deletes its
 //! `output_chunk` events in batches of [`DELETE_BATCH`] (each a short statement of its own, with
 //! a pause between them so that live runs' writes always come first) and its run directories.
-//! Then, for each workspace of the batch, it sweeps the checkpoint store: the checkpoints of the
-//! batch's jobs go, with every object only they held (`Checkpoints::sweep`, which waits at most
+//! Then, every [`SWEEP_ROUND`] jobs, it sweeps the checkpoint store of each of their workspaces
+//! once: those jobs' checkpoints go, with every object only they held (`Checkpoints::sweep`, which waits at most
 //! [`SWEEP_WAIT`] for a take or a restore of that workspace). Last, the jobs are marked
 //! `events_purged`. A job whose workspace could not be swept is not marked, and is purged again
 //! by the next pass. Several workers may purge at once: each step is harmless to repeat.
@@ -23,6 +23,8 @@ use crate::Ctx;
 const DELETE_BATCH: i64 = 2000;
 /// Jobs taken by one look.
 const JOB_BATCH: i64 = 100;
+/// Jobs whose workspaces are swept together.
+const SWEEP_ROUND: usize = 5_000;
 /// The pause between two deletes.
 const BREATHE: Duration = Duration::from_millis(5);
 /// How long a sweep waits for a checkpoint of the workspace being taken to end.
@@ -65,27 +67,35 @@ pub(crate) async fn run(ctx: Ctx, keep: Duration, shutdown: CancellationToken) {
     }
 }
 
-/// One pass: every job that ended more than `keep` ago.
+/// One pass: every job that ended more than `keep` ago, in rounds of up to [`SWEEP_ROUND`]
+/// jobs: their lines and run directories, then one sweep of each of their workspaces (a
+/// workspace's store is read whole by a sweep: once a round, not once a batch), then the marks.
 pub(crate) async fn purge_once(ctx: &Ctx, keep: Duration) -> Result<Purged, otter_core::DbError> {
     let now = chrono::Utc::now();
     let cutoff = now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
     let mut purged = Purged::default();
-    // Jobs this pass could not finish (their workspace's store was busy): the next pass's.
-    let mut skip: Vec<JobId> = Vec::new();
+    // Where the pass goes on: past the jobs taken, also those it could not finish (their
+    // workspace's store was busy), which the next pass takes again.
+    let mut after = None;
     loop {
-        let batch = retention::purgeable(&ctx.pool, cutoff, JOB_BATCH, &skip).await?;
-        if batch.is_empty() {
+        let mut round: BTreeMap<WorkspaceId, Vec<JobId>> = BTreeMap::new();
+        let mut taken = 0;
+        while taken < SWEEP_ROUND {
+            let batch = retention::purgeable(&ctx.pool, cutoff, after, JOB_BATCH).await?;
+            let Some(last) = batch.last() else {
+                break;
+            };
+            after = Some(last.next());
+            taken += batch.len();
+            for job in &batch {
+                purged.events += purge_lines(ctx, job).await?;
+                round.entry(job.workspace_id).or_default().push(job.id);
+            }
+        }
+        if round.is_empty() {
             return Ok(purged);
         }
-        let mut by_workspace: BTreeMap<WorkspaceId, Vec<JobId>> = BTreeMap::new();
-        for job in &batch {
-            purged.events += purge_lines(ctx, job).await?;
-            by_workspace
-                .entry(job.workspace_id)
-                .or_default()
-                .push(job.id);
-        }
-        for (workspace, jobs) in by_workspace {
+        for (workspace, jobs) in round {
             match sweep(ctx, workspace, &jobs, cutoff.into()).await? {
                 Ok(swept) => {
                     purged.swept.checkpoints += swept.checkpoints;
@@ -99,7 +109,6 @@ pub(crate) async fn purge_once(ctx: &Ctx, keep: Duration) -> Result<Purged, otte
                 }
                 Err(e) => {
                     tracing::warn!(workspace_id = %workspace, error = %e, jobs = jobs.len(), "could not sweep the workspace's checkpoints; its jobs are purged again next time");
-                    skip.extend(jobs);
                 }
             }
         }

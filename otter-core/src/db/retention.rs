@@ -26,27 +26,39 @@ pub struct Purgeable {
     pub vibe_home: String,
     /// Its runs so far (one run directory each, at most).
     pub attempts: i32,
+    /// When it ended: with `id`, where the next look goes on ([`Purgeable::next`]).
+    pub finished_at: DateTime<Utc>,
+}
+
+impl Purgeable {
+    /// Where a look that ended with this job goes on.
+    pub fn next(&self) -> (DateTime<Utc>, JobId) {
+        (self.finished_at, self.id)
+    }
 }
 
 /// Up to `limit` jobs that ended before `ended_before` and are not purged yet, oldest first,
-/// but for those in `skip`.
+/// after `after` (a [`Purgeable::next`]: the pass goes on past the jobs it has taken, purged
+/// or not).
 pub async fn purgeable(
     pool: &PgPool,
     ended_before: DateTime<Utc>,
+    after: Option<(DateTime<Utc>, JobId)>,
     limit: i64,
-    skip: &[JobId],
 ) -> Result<Vec<Purgeable>, DbError> {
-    let skip: Vec<Uuid> = skip.iter().map(|id| id.0).collect();
+    let (after_at, after_id) = after.unzip();
     Ok(sqlx::query_as(
-        "SELECT j.id, j.workspace_id, w.vibe_home, j.attempts
+        "SELECT j.id, j.workspace_id, w.vibe_home, j.attempts, j.finished_at
          FROM jobs j JOIN workspaces w ON w.id = j.workspace_id
          WHERE j.finished_at IS NOT NULL AND NOT j.events_purged AND j.finished_at < $1
-           AND j.status IN ('succeeded', 'failed', 'cancelled') AND NOT (j.id = ANY ($3))
-         ORDER BY j.finished_at LIMIT $2",
+           AND j.status IN ('succeeded', 'failed', 'cancelled')
+           AND ($2::timestamptz IS NULL OR (j.finished_at, j.id) > ($2, $3))
+         ORDER BY j.finished_at, j.id LIMIT $4",
     )
     .bind(ended_before)
+    .bind(after_at)
+    .bind(after_id)
     .bind(limit)
-    .bind(&skip)
     .fetch_all(pool)
     .await?)
 }

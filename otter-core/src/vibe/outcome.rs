@@ -73,21 +73,20 @@ pub fn decide(
             false,
             Some(1),
         ),
-        RunOutcome::Exited(2) if rate_limited(export).is_some() => {
-            let message = rate_limited(export).unwrap_or_default().to_owned();
-            Decision {
+        RunOutcome::Exited(2) => match rate_limited(export) {
+            Some(message) => Decision {
                 verdict: Verdict::RateLimited {
-                    reset_in: reset_hint(&message),
-                    message,
+                    reset_in: reset_hint(message),
+                    message: message.to_owned(),
                 },
                 exit_code: Some(2),
-            }
-        }
-        RunOutcome::Exited(2) => failed(
-            "vibe infrastructure error (exit 2)".to_owned(),
-            true,
-            Some(2),
-        ),
+            },
+            None => failed(
+                "vibe infrastructure error (exit 2)".to_owned(),
+                true,
+                Some(2),
+            ),
+        },
         RunOutcome::Exited(3) => {
             let reason = export
                 .and_then(|e| e.outcome.as_deref())

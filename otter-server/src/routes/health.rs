@@ -35,8 +35,14 @@ async fn get_health(State(state): State<AppState>) -> impl IntoResponse {
     let healthy = postgres == "ok" && redis == "ok";
     // Workers that claim nothing, and why (a disk nearly full): the service still accepts
     // prompts, which wait.
-    let not_claiming: Vec<_> = match otter_core::metrics::workers(&state.db).await {
-        Ok(workers) if healthy => workers
+    // Asked only of a database that answers, within the same bound as the checks.
+    let workers = if healthy {
+        tokio::time::timeout(CHECK_TIMEOUT, otter_core::metrics::workers(&state.db)).await
+    } else {
+        Ok(Ok(Vec::new()))
+    };
+    let not_claiming: Vec<_> = match workers {
+        Ok(Ok(workers)) => workers
             .into_iter()
             .filter_map(|w| {
                 let reason = w.claims_paused?;
