@@ -133,3 +133,20 @@ pub(crate) async fn app_with_worker(name: &str, more: &[&str]) -> (TestApp, Valu
     let worker = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario(name, more))]).await;
     (app, ws, worker)
 }
+
+/// `/metrics` once it contains `needle`.
+pub(crate) async fn metrics_with(app: &TestApp, needle: &str) -> String {
+    eventually(JOB_WAIT, needle, || async {
+        let text = app
+            .client
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains(needle).then_some(text)
+    })
+    .await
+}

@@ -1,11 +1,9 @@
 //! `/metrics` reports the queue, outcomes, durations, events, SSE clients and worker heartbeats.
 
-use std::time::Duration;
-
-use otter_testkit::{SseClient, TestApp, eventually};
+use otter_testkit::{SseClient, TestApp};
 use serde_json::json;
 
-use crate::harness::{Worker, finished, scenario, submit};
+use crate::harness::{Worker, finished, metrics_with, scenario, submit};
 
 /// The value of one sample line (`name{labels} value`), if present.
 fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
@@ -55,23 +53,10 @@ async fn metrics_report_the_queue_outcomes_and_workers() {
             .unwrap()
             .starts_with("text/plain")
     );
-    let text = eventually(
-        Duration::from_secs(20),
-        "the worker's heartbeat in /metrics",
-        || async {
-            let text = app
-                .client
-                .get(format!("{}/metrics", app.base))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            // The heartbeat after the run says the worker is idle again.
-            text.contains("otter_worker_running_jobs{worker_id=\"metrics-worker\"} 0")
-                .then_some(text)
-        },
+    // The heartbeat after the run says the worker is idle again.
+    let text = metrics_with(
+        &app,
+        "otter_worker_running_jobs{worker_id=\"metrics-worker\"} 0",
     )
     .await;
     // Every sample line is `name{labels} number`.

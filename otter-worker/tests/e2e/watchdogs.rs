@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    JOB_WAIT, Worker, events, finished, kinds, process_gone, read_pid, recorded_run, scenario,
-    submit,
+    JOB_WAIT, Worker, events, finished, kinds, metrics_with, process_gone, read_pid, recorded_run,
+    scenario, submit,
 };
 
 /// The payloads of `events` of `kind`.
@@ -215,23 +215,6 @@ impl Drop for Tmpfs {
             .arg(&self.0)
             .status();
     }
-}
-
-/// `/metrics` once it contains `needle`.
-async fn metrics_with(app: &TestApp, needle: &str) -> String {
-    eventually(JOB_WAIT, needle, || async {
-        let text = app
-            .client
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.contains(needle).then_some(text)
-    })
-    .await
 }
 
 #[tokio::test]
