@@ -467,3 +467,62 @@ async fn jobs_past_retention_lose_their_lines_and_run_directories_but_keep_the_r
     assert_eq!(next["status"], "succeeded", "{next}");
     assert!(next["output"]["files_changed"].is_number(), "{next}");
 }
+
+#[tokio::test]
+async fn a_purge_marks_a_job_only_once_its_workspaces_checkpoints_are_swept() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace("ws").await;
+    let runner = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[]))]).await;
+    let job = finished(&app, &submit(&app, &ws, "soon forgotten", json!({})).await).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    runner.stop().await;
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    // A checkpoint of the workspace in progress: the sweep must wait for its lock.
+    let store = app
+        .env
+        .dir
+        .join("vibe-homes")
+        .join(".checkpoints")
+        .join(ws["id"].as_str().unwrap());
+    let lock = std::fs::File::open(store.join("lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let _purger = Worker::start(
+        &app,
+        &[
+            ("OTTER_RETENTION", "1s"),
+            ("OTTER_RETENTION_INTERVAL", "1s"),
+        ],
+    )
+    .await;
+    // Its lines go first; the mark waits for the sweep.
+    eventually(JOB_WAIT, "the job's lines deleted", || async {
+        let events = events(&app, &job).await;
+        (!kinds(&events).contains(&"output_chunk")).then_some(())
+    })
+    .await;
+    let (_, still) = app.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(still["events_purged"], false, "{still}");
+    let (status, changes) = app.get(&format!("/v1/jobs/{id}/changes")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "its checkpoints are still there: {changes}"
+    );
+
+    drop(held);
+    eventually(JOB_WAIT, "the job purged once swept", || async {
+        let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
+        (job["events_purged"] == true).then_some(())
+    })
+    .await;
+    let manifests = std::fs::read_dir(store.join("checkpoints"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        manifests, 1,
+        "only the workspace's latest checkpoint is left"
+    );
+}
