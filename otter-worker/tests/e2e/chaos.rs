@@ -1,5 +1,6 @@
 //! Failure tests with real processes: a worker killed with SIGKILL mid-job, three worker
-//! processes sharing one queue, Redis losing everything, PostgreSQL unreachable during a run.
+//! processes sharing one queue, Redis losing everything (also while a job is parked on a rate
+//! limit), PostgreSQL unreachable during a run.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -332,6 +333,88 @@ async fn a_redis_restart_without_persistence_loses_no_job() {
     }
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
+    drop(redis);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A job parked on a rate limit waits in Redis's delayed set, but its gate and its `run_after`
+/// are PostgreSQL's: Redis coming back empty loses neither the job nor the gate.
+#[tokio::test]
+async fn a_redis_restart_while_a_job_is_parked_keeps_the_job_and_its_gate() {
+    let dir = std::env::temp_dir().join(format!("otter-redis-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut redis = PrivateRedis::start(&dir);
+    let url = redis.url();
+    let app = TestApp::spawn_with(&[("OTTER_REDIS_URL", &url)]).await;
+    let (ws, other_ws) = (app.workspace("ws").await, app.workspace("other").await);
+    let limited = app.env.dir.join("rate-limited");
+    std::fs::write(&limited, "").unwrap();
+    let _worker = Worker::start(
+        &app,
+        &[
+            ("OTTER_REDIS_URL", &url),
+            ("OTTER_RECONCILE_INTERVAL", "300ms"),
+            ("OTTER_RATE_LIMIT_BACKOFF", "6s"),
+            (
+                "OTTER_VIBE_EXTRA_ENV",
+                &scenario(
+                    "rate-limit",
+                    &[&format!("FAKE_VIBE_RATE_LIMIT_FILE={}", limited.display())],
+                ),
+            ),
+        ],
+    )
+    .await;
+    let parked = submit(&app, &ws, "hit the limit", json!({ "max_attempts": 1 })).await;
+    let id = parked["id"].as_str().unwrap().to_owned();
+    let until = eventually(JOB_WAIT, "the job_rate_limited event", || async {
+        let (_, page) = app.get(&format!("/v1/jobs/{id}/events")).await;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["kind"] == "job_rate_limited")
+            .map(|e| e["payload"]["until"].as_str().unwrap().to_owned())
+    })
+    .await;
+    std::fs::remove_file(&limited).unwrap();
+
+    // Redis dies and comes back empty while the job is parked: its wake-up is gone.
+    redis.restart();
+    let (status, queue) = app.get("/v1/queue").await;
+    assert_eq!(status, StatusCode::OK, "{queue}");
+    let gates = queue["rate_limits"].as_array().unwrap();
+    assert_eq!(gates.len(), 1, "the gate is still shut: {queue}");
+    assert_eq!(gates[0]["until"], until.as_str(), "{queue}");
+    let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["status"], "queued", "{job}");
+    assert_eq!(job["attempts"], 0, "{job}");
+    // A job submitted after the restart waits for the same gate. (In another workspace: the end
+    // of a run pushes its workspace's next job, which would bring the parked one back too.)
+    let later = submit(
+        &app,
+        &other_ws,
+        "after the restart",
+        json!({ "max_attempts": 1 }),
+    )
+    .await;
+
+    let until = chrono::DateTime::parse_from_rfc3339(&until).unwrap();
+    for job in [&parked, &later] {
+        let done = finished(&app, job).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["attempts"], 1, "{done}");
+        let started =
+            chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().unwrap()).unwrap();
+        assert!(started >= until, "no run before the gate opened: {done}");
+    }
+    assert_eq!(
+        starts(&app, &parked).await,
+        2,
+        "the limited run, then one more"
+    );
+    assert_eq!(starts(&app, &later).await, 1, "it never ran into the limit");
+    let (_, queue) = app.get("/v1/queue").await;
+    assert_eq!(queue["rate_limits"], json!([]), "{queue}");
     drop(redis);
     std::fs::remove_dir_all(dir).ok();
 }
