@@ -632,6 +632,24 @@ fn a_sweep_forgets_what_no_one_keeps_and_what_it_keeps_stays_whole() {
 }
 
 #[test]
+fn a_sweep_cut_off_after_it_deleted_the_manifests_leaves_their_objects_to_the_next() {
+    let f = Fixture::new();
+    let [first, second, _] = f.three();
+    // As a sweep killed between its steps leaves it: `first`'s manifest deleted, its object not.
+    std::fs::remove_file(
+        f.store()
+            .join("checkpoints")
+            .join(format!("{}.json", first.id.0)),
+    )
+    .unwrap();
+    assert_eq!(f.objects(), ["one\n", "shared\n", "three\n", "two\n"]);
+    let swept = f.sweep(&[second.id]).unwrap();
+    assert_eq!((swept.checkpoints, swept.objects, swept.bytes), (0, 1, 4));
+    assert_eq!(f.objects(), ["shared\n", "three\n", "two\n"]);
+    assert!(f.checkpoints.load(f.id, second.id).is_ok());
+}
+
+#[test]
 fn a_checkpoint_taken_after_the_cutoff_is_kept_though_no_job_names_it() {
     let f = Fixture::new();
     f.write("a.txt", "one\n");

@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    JOB_WAIT, Worker, events, finished, kinds, metrics_with, process_gone, read_pid, recorded_run,
-    scenario, submit,
+    JOB_WAIT, Worker, WorkerProcess, events, finished, kinds, metrics_with, process_gone, read_pid,
+    recorded_run, scenario, submit,
 };
 
 /// The payloads of `events` of `kind`.
@@ -468,61 +468,101 @@ async fn jobs_past_retention_lose_their_lines_and_run_directories_but_keep_the_r
     assert!(next["output"]["files_changed"].is_number(), "{next}");
 }
 
+/// A job of a workspace that ended (its lines and checkpoints written), with its workspace's
+/// checkpoint store and that store's lock, held as by a checkpoint in progress: a sweep must wait.
+struct PurgeBlocked {
+    job: Value,
+    id: String,
+    store: std::path::PathBuf,
+    held: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl PurgeBlocked {
+    async fn new(app: &TestApp) -> Self {
+        let ws = app.workspace("ws").await;
+        let runner = Worker::start(app, &[("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[]))]).await;
+        let job = finished(app, &submit(app, &ws, "soon forgotten", json!({})).await).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        runner.stop().await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        let store = app
+            .env
+            .dir
+            .join("vibe-homes")
+            .join(".checkpoints")
+            .join(ws["id"].as_str().unwrap());
+        let lock = std::fs::File::open(store.join("lock")).unwrap();
+        let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        Self {
+            job,
+            id,
+            store,
+            held,
+        }
+    }
+
+    /// Waits for the purge to delete the job's lines, then checks that it is not marked and
+    /// its checkpoints are still there (the sweep waits for the lock).
+    async fn lines_gone_but_not_marked(&self, app: &TestApp) {
+        eventually(JOB_WAIT, "the job's lines deleted", || async {
+            let events = events(app, &self.job).await;
+            (!kinds(&events).contains(&"output_chunk")).then_some(())
+        })
+        .await;
+        let (_, still) = app.get(&format!("/v1/jobs/{}", self.id)).await;
+        assert_eq!(still["events_purged"], false, "{still}");
+        let (status, changes) = app.get(&format!("/v1/jobs/{}/changes", self.id)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "its checkpoints are still there: {changes}"
+        );
+    }
+
+    /// Lets the sweep in, then waits for the job to be marked, with only the workspace's
+    /// latest checkpoint left.
+    async fn release_and_see_it_purged(self, app: &TestApp) {
+        drop(self.held);
+        eventually(JOB_WAIT, "the job purged once swept", || async {
+            let (_, job) = app.get(&format!("/v1/jobs/{}", self.id)).await;
+            (job["events_purged"] == true).then_some(())
+        })
+        .await;
+        let manifests = std::fs::read_dir(self.store.join("checkpoints"))
+            .unwrap()
+            .count();
+        assert_eq!(
+            manifests, 1,
+            "only the workspace's latest checkpoint is left"
+        );
+    }
+}
+
+const PURGE_NOW: [(&str, &str); 2] = [
+    ("OTTER_RETENTION", "1s"),
+    ("OTTER_RETENTION_INTERVAL", "1s"),
+];
+
 #[tokio::test]
 async fn a_purge_marks_a_job_only_once_its_workspaces_checkpoints_are_swept() {
     let app = TestApp::spawn().await;
-    let ws = app.workspace("ws").await;
-    let runner = Worker::start(&app, &[("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[]))]).await;
-    let job = finished(&app, &submit(&app, &ws, "soon forgotten", json!({})).await).await;
-    assert_eq!(job["status"], "succeeded", "{job}");
-    runner.stop().await;
-    let id = job["id"].as_str().unwrap().to_owned();
-
-    // A checkpoint of the workspace in progress: the sweep must wait for its lock.
-    let store = app
-        .env
-        .dir
-        .join("vibe-homes")
-        .join(".checkpoints")
-        .join(ws["id"].as_str().unwrap());
-    let lock = std::fs::File::open(store.join("lock")).unwrap();
-    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| e)
-        .unwrap();
-    let _purger = Worker::start(
-        &app,
-        &[
-            ("OTTER_RETENTION", "1s"),
-            ("OTTER_RETENTION_INTERVAL", "1s"),
-        ],
-    )
-    .await;
+    let blocked = PurgeBlocked::new(&app).await;
+    let _purger = Worker::start(&app, &PURGE_NOW).await;
     // Its lines go first; the mark waits for the sweep.
-    eventually(JOB_WAIT, "the job's lines deleted", || async {
-        let events = events(&app, &job).await;
-        (!kinds(&events).contains(&"output_chunk")).then_some(())
-    })
-    .await;
-    let (_, still) = app.get(&format!("/v1/jobs/{id}")).await;
-    assert_eq!(still["events_purged"], false, "{still}");
-    let (status, changes) = app.get(&format!("/v1/jobs/{id}/changes")).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "its checkpoints are still there: {changes}"
-    );
+    blocked.lines_gone_but_not_marked(&app).await;
+    blocked.release_and_see_it_purged(&app).await;
+}
 
-    drop(held);
-    eventually(JOB_WAIT, "the job purged once swept", || async {
-        let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
-        (job["events_purged"] == true).then_some(())
-    })
-    .await;
-    let manifests = std::fs::read_dir(store.join("checkpoints"))
-        .unwrap()
-        .count();
-    assert_eq!(
-        manifests, 1,
-        "only the workspace's latest checkpoint is left"
-    );
+#[tokio::test]
+async fn a_worker_killed_in_the_middle_of_a_purge_leaves_it_for_the_next() {
+    let app = TestApp::spawn().await;
+    let blocked = PurgeBlocked::new(&app).await;
+    let mut doomed = WorkerProcess::spawn(&app, "doomed-purger", &PURGE_NOW);
+    blocked.lines_gone_but_not_marked(&app).await;
+    // SIGKILL while its sweep waits for the store: lines gone, checkpoints and mark not.
+    doomed.kill9();
+    let _next = Worker::start(&app, &PURGE_NOW).await;
+    blocked.release_and_see_it_purged(&app).await;
 }
