@@ -226,22 +226,43 @@ async fn a_worker_short_of_disk_claims_nothing_until_space_comes_back() {
     let homes = disk.0.join("homes");
     let filler = disk.0.join("filler");
     std::fs::write(&filler, vec![0u8; 12 << 20]).unwrap();
-    let _worker = Worker::start(
+    // A worker process, for its log (one JSON object a line).
+    let _worker = WorkerProcess::spawn(
         &app,
+        "short-of-disk",
         &[
             ("OTTER_VIBE_EXTRA_ENV", &scenario("tools", &[])),
             ("OTTER_VIBE_HOME_BASE", homes.to_str().unwrap()),
             ("OTTER_MIN_FREE_DISK", "8MiB"),
-            ("OTTER_WORKER_ID", "short-of-disk"),
             ("OTTER_LEASE_TTL", "3s"),
+            ("OTTER_LOG_FORMAT", "json"),
         ],
-    )
-    .await;
+    );
+    let log = app.env.dir.join("short-of-disk.log");
+    let logged = |message: &'static str| {
+        let log = log.clone();
+        async move {
+            eventually(JOB_WAIT, message, || async {
+                std::fs::read_to_string(&log)
+                    .ok()?
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .find(|l| l["message"] == message)
+            })
+            .await
+        }
+    };
     metrics_with(
         &app,
         "otter_worker_claims_paused{worker_id=\"short-of-disk\",reason=\"disk_low\"} 1",
     )
     .await;
+    let said = logged("claiming nothing until disk space comes back").await;
+    assert_eq!(said["level"], "WARN", "{said}");
+    assert!(
+        said["reason"].as_str().unwrap().starts_with("disk_low: "),
+        "{said}"
+    );
     // The prompt is accepted, and waits.
     let job = submit(&app, &ws, "wait for room", json!({})).await;
     let (_, health) = app.get("/healthz").await;
@@ -269,6 +290,8 @@ async fn a_worker_short_of_disk_claims_nothing_until_space_comes_back() {
     std::fs::remove_file(&filler).unwrap();
     let done = finished(&app, &job).await;
     assert_eq!(done["status"], "succeeded", "{done}");
+    let said = logged("disk space is back above OTTER_MIN_FREE_DISK; claiming again").await;
+    assert!(said["free_bytes"].as_u64().unwrap() >= 8 << 20, "{said}");
     let text = metrics_with(
         &app,
         "otter_worker_claims_paused{worker_id=\"short-of-disk\"} 0",
