@@ -5,8 +5,9 @@
 //! What holds:
 //! - **At least once.** A delivery is a row written in its event's transaction; it stays
 //!   `pending` until a 2xx is recorded or its retry window (`OTTER_WEBHOOK_RETRY_FOR`) is
-//!   spent. A sender that dies mid-send leaves it leased; the lease runs out and another (or
-//!   the same one restarted) sends it again.
+//!   spent. A sender that stops mid-send drops the send (its connection closed) and then gives
+//!   the delivery back, due at once; one that dies leaves it leased, and when the lease runs out
+//!   another (or the same one restarted) sends it again.
 //! - **Never twice at once.** A claim is `FOR UPDATE SKIP LOCKED` plus a lease longer than a
 //!   send can take ([`SEND_TIMEOUT`]); an attempt is recorded only under the lease it was
 //!   claimed with.
@@ -30,6 +31,7 @@ use sha2::Sha256;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::db::webhooks::{self as store, Claimed, Outcome};
@@ -394,6 +396,8 @@ pub struct Sender {
     retry_for: Duration,
     wake: Arc<Notify>,
     in_flight: Arc<Mutex<HashMap<WebhookId, usize>>>,
+    /// The sends in progress, waited for at shutdown.
+    sends: TaskTracker,
 }
 
 impl Sender {
@@ -407,6 +411,7 @@ impl Sender {
             retry_for: config.webhook_retry_for,
             wake: Arc::new(Notify::new()),
             in_flight: Arc::new(Mutex::new(HashMap::new())),
+            sends: TaskTracker::new(),
         }
     }
 
@@ -416,8 +421,9 @@ impl Sender {
     }
 
     /// Runs until `shutdown`: every [`POLL_INTERVAL`] (or when woken), claims what is due and
-    /// sends it. Sends in progress at shutdown are dropped with their process; their leases
-    /// run out and the deliveries are sent again.
+    /// sends it. At shutdown the sends in progress stop and give their deliveries back, due at
+    /// once for any other server, rather than holding them for their lease (a server killed
+    /// outright leaves them to their lease); the task ends when they have (see [`Sender::stopped`]).
     pub fn spawn(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
@@ -425,12 +431,20 @@ impl Sender {
                     tracing::warn!(error = %e, "webhook deliveries could not be claimed");
                 }
                 tokio::select! {
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => break,
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(POLL_INTERVAL) => {}
                 }
             }
+            // Every send was spawned by a claim above, which has returned: none comes after.
+            self.sends.close();
+            self.sends.wait().await;
         })
+    }
+
+    /// Waits, after shutdown, until the sends in progress have given their deliveries back.
+    pub async fn stopped(&self) {
+        self.sends.wait().await;
     }
 
     async fn claim_and_send(&self, shutdown: &CancellationToken) -> Result<(), crate::DbError> {
@@ -464,9 +478,15 @@ impl Sender {
             }
             let sender = self.clone();
             let shutdown = shutdown.clone();
-            tokio::spawn(async move {
+            self.sends.spawn(async move {
                 tokio::select! {
-                    () = shutdown.cancelled() => {}
+                    () = shutdown.cancelled() => {
+                        // Stopping: the receiver may have it (a delivery is sent at least once),
+                        // but no attempt is recorded; it is due again now, not when the lease ends.
+                        if let Err(e) = store::release(&sender.pool, &delivery).await {
+                            tracing::warn!(delivery_id = %delivery.id, error = %e, "webhook delivery could not be given back at shutdown; it is sent again when its lease ends");
+                        }
+                    }
                     () = sender.deliver(&delivery) => {}
                 }
                 let mut in_flight = sender.in_flight.lock().expect("not poisoned");

@@ -450,10 +450,24 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> Result<(), Star
         "otter-server listening"
     );
     let shutdown = state.shutdown.clone();
+    let webhooks = state.webhooks.clone();
     tokio::spawn(give_back_memory(state.feed.clone(), shutdown.clone()));
     connections::serve(listener, app(state), limits, shutdown).await;
+    // The webhook sends cut off by the shutdown give their deliveries back (one statement
+    // each) before the process goes.
+    if tokio::time::timeout(WEBHOOKS_STOP, webhooks.stopped())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "webhook sends still giving their deliveries back at exit; those are sent again when their leases end"
+        );
+    }
     Ok(())
 }
+
+/// How long a stopping server waits for its webhook sends to give their deliveries back.
+const WEBHOOKS_STOP: Duration = Duration::from_secs(5);
 
 /// How often the event streams are counted, to decide whether to give memory back.
 const TRIM_CHECK: Duration = Duration::from_secs(1);

@@ -166,6 +166,18 @@ async fn a_receiver_down_for_three_attempts_gets_the_event_on_the_fourth() {
     );
 }
 
+/// Stops `app`'s server as SIGTERM would; returns its environment, for the next one.
+fn stop(app: TestApp) -> otter_core::testing::TestEnv {
+    let env = otter_core::testing::TestEnv {
+        database_url: app.env.database_url.clone(),
+        redis_url: app.env.redis_url.clone(),
+        queue_name: app.env.queue_name.clone(),
+        dir: app.env.dir.clone(),
+    };
+    drop(app);
+    env
+}
+
 #[tokio::test]
 async fn a_delivery_pending_when_the_server_dies_is_made_after_restart() {
     let app = TestApp::spawn_with(SETTINGS).await;
@@ -189,13 +201,7 @@ async fn a_delivery_pending_when_the_server_dies_is_made_after_restart() {
     })
     .await;
     // The server goes (its sender with it); the receiver comes up; a new server starts.
-    let env = otter_core::testing::TestEnv {
-        database_url: app.env.database_url.clone(),
-        redis_url: app.env.redis_url.clone(),
-        queue_name: app.env.queue_name.clone(),
-        dir: app.env.dir.clone(),
-    };
-    drop(app);
+    let env = stop(app);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
@@ -213,6 +219,42 @@ async fn a_delivery_pending_when_the_server_dies_is_made_after_restart() {
     })
     .await;
     assert_eq!(delivery["kind"], "job_queued");
+}
+
+/// A send cut off by a server's shutdown (the receiver had not answered) gives its delivery
+/// back: the next server sends it at once, not when the stopped one's 60 s lease ends.
+#[tokio::test]
+async fn a_delivery_in_flight_when_the_server_stops_is_sent_again_at_once() {
+    let app = TestApp::spawn_with(SETTINGS).await;
+    let receiver = Receiver::start(vec![Answer::Hang]).await;
+    let hook = register(&app, &receiver.url, &["job_queued"]).await;
+    let ws = app.workspace("ws").await;
+    submit(&app, &ws, "hello", json!({})).await;
+    eventually(WAIT, "the send in progress", || async {
+        receiver.received().into_iter().next()
+    })
+    .await;
+    let app = TestApp::start(stop(app), SETTINGS).await;
+    let got = eventually(WAIT, "the delivery sent again", || async {
+        let got = receiver.received();
+        (got.len() == 2).then_some(got)
+    })
+    .await;
+    assert_eq!(
+        got[0].headers["otter-delivery"], got[1].headers["otter-delivery"],
+        "the same delivery"
+    );
+    let delivery = eventually(WAIT, "it recorded", || async {
+        deliveries(&app, &hook)
+            .await
+            .into_iter()
+            .find(|d| d["status"] == "succeeded")
+    })
+    .await;
+    assert_eq!(
+        delivery["attempt_count"], 1,
+        "the send cut off is not an attempt: {delivery}"
+    );
 }
 
 #[tokio::test]
