@@ -46,6 +46,18 @@ pub async fn status_is(app: &TestApp, job: &Value, status: &str) -> Value {
     .await
 }
 
+/// The payload of the job's first `kind` event, once there is one.
+pub async fn payload_of(app: &TestApp, job: &Value, kind: &str) -> Value {
+    eventually(JOB_WAIT, &format!("a {kind} event"), || async {
+        events(app, job)
+            .await
+            .into_iter()
+            .find(|e| e["kind"] == kind)
+            .map(|e| e["payload"].clone())
+    })
+    .await
+}
+
 /// All stored events of a job, oldest first.
 pub async fn events(app: &TestApp, job: &Value) -> Vec<Value> {
     let id = job["id"].as_str().expect("job id");

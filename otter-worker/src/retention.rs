@@ -98,9 +98,7 @@ pub(crate) async fn purge_once(ctx: &Ctx, keep: Duration) -> Result<Purged, otte
         for (workspace, jobs) in round {
             match sweep(ctx, workspace, &jobs, cutoff.into()).await? {
                 Ok(swept) => {
-                    purged.swept.checkpoints += swept.checkpoints;
-                    purged.swept.objects += swept.objects;
-                    purged.swept.bytes += swept.bytes;
+                    purged.swept += swept;
                     for job in jobs {
                         if retention::mark_purged(&ctx.pool, job).await? {
                             purged.jobs += 1;

@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -368,6 +368,14 @@ pub struct Swept {
     pub bytes: u64,
 }
 
+impl std::ops::AddAssign for Swept {
+    fn add_assign(&mut self, other: Swept) {
+        self.checkpoints += other.checkpoints;
+        self.objects += other.objects;
+        self.bytes += other.bytes;
+    }
+}
+
 /// The entries of `dir` (none when it does not exist): name, `lstat`, path.
 fn entries(dir: &Path) -> Result<Vec<(String, std::fs::Metadata, PathBuf)>, CheckpointError> {
     let read = match std::fs::read_dir(dir) {
@@ -407,14 +415,9 @@ fn remove(path: &Path) -> Result<(), CheckpointError> {
     }
 }
 
+/// `meta`'s mtime; now, were it unknown (so that the sweep keeps what it cannot date).
 fn mtime(meta: &std::fs::Metadata) -> SystemTime {
-    let (secs, nanos) = (meta.mtime(), meta.mtime_nsec());
-    let at = Duration::new(secs.unsigned_abs(), nanos.clamp(0, 999_999_999) as u32);
-    if secs >= 0 {
-        SystemTime::UNIX_EPOCH + at
-    } else {
-        SystemTime::UNIX_EPOCH - at
-    }
+    meta.modified().unwrap_or_else(|_| SystemTime::now())
 }
 
 /// Sets `path`'s mtime (never following a symlink), leaving its atime alone.

@@ -13,8 +13,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    JOB_WAIT, Worker, WorkerProcess, app_with_worker, events, finished, kinds, lines, scenario,
-    status_is, submit,
+    JOB_WAIT, Worker, WorkerProcess, app_with_worker, events, finished, kinds, lines, payload_of,
+    scenario, status_is, submit,
 };
 
 /// How often each job started: every job must have run exactly once.
@@ -220,7 +220,8 @@ async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-/// A private redis-server without persistence, restartable on the same port.
+/// A private redis-server without persistence, restartable on the same port, in a scratch
+/// directory of its own (removed with it).
 struct PrivateRedis {
     port: u16,
     dir: std::path::PathBuf,
@@ -228,7 +229,10 @@ struct PrivateRedis {
 }
 
 impl PrivateRedis {
-    fn start(dir: &Path) -> Self {
+    fn start() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("otter-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -236,7 +240,7 @@ impl PrivateRedis {
             .port();
         let mut redis = Self {
             port,
-            dir: dir.to_path_buf(),
+            dir,
             child: None,
         };
         redis.restart();
@@ -285,14 +289,13 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
+        std::fs::remove_dir_all(&self.dir).ok();
     }
 }
 
 #[tokio::test]
 async fn a_redis_restart_without_persistence_loses_no_job() {
-    let dir = std::env::temp_dir().join(format!("otter-redis-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut redis = PrivateRedis::start(&dir);
+    let mut redis = PrivateRedis::start();
     let url = redis.url();
     let app = TestApp::spawn_with(&[("OTTER_REDIS_URL", &url)]).await;
     let ws = app.workspace("ws").await;
@@ -333,17 +336,13 @@ async fn a_redis_restart_without_persistence_loses_no_job() {
     }
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
-    drop(redis);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// A job parked on a rate limit waits in Redis's delayed set, but its gate and its `run_after`
 /// are PostgreSQL's: Redis coming back empty loses neither the job nor the gate.
 #[tokio::test]
 async fn a_redis_restart_while_a_job_is_parked_keeps_the_job_and_its_gate() {
-    let dir = std::env::temp_dir().join(format!("otter-redis-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut redis = PrivateRedis::start(&dir);
+    let mut redis = PrivateRedis::start();
     let url = redis.url();
     let app = TestApp::spawn_with(&[("OTTER_REDIS_URL", &url)]).await;
     let (ws, other_ws) = (app.workspace("ws").await, app.workspace("other").await);
@@ -367,15 +366,10 @@ async fn a_redis_restart_while_a_job_is_parked_keeps_the_job_and_its_gate() {
     .await;
     let parked = submit(&app, &ws, "hit the limit", json!({ "max_attempts": 1 })).await;
     let id = parked["id"].as_str().unwrap().to_owned();
-    let until = eventually(JOB_WAIT, "the job_rate_limited event", || async {
-        let (_, page) = app.get(&format!("/v1/jobs/{id}/events")).await;
-        page["items"]
-            .as_array()?
-            .iter()
-            .find(|e| e["kind"] == "job_rate_limited")
-            .map(|e| e["payload"]["until"].as_str().unwrap().to_owned())
-    })
-    .await;
+    let until = payload_of(&app, &parked, "job_rate_limited").await["until"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     std::fs::remove_file(&limited).unwrap();
 
     // Redis dies and comes back empty while the job is parked: its wake-up is gone.
@@ -415,8 +409,6 @@ async fn a_redis_restart_while_a_job_is_parked_keeps_the_job_and_its_gate() {
     assert_eq!(starts(&app, &later).await, 1, "it never ran into the limit");
     let (_, queue) = app.get("/v1/queue").await;
     assert_eq!(queue["rate_limits"], json!([]), "{queue}");
-    drop(redis);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]

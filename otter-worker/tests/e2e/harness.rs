@@ -2,7 +2,9 @@
 //! knobs. The generic pieces (the in-process worker, submitting and waiting for jobs, reading
 //! their events) are `otter_testkit`'s, re-exported here.
 
-pub(crate) use otter_testkit::jobs::{JOB_WAIT, events, finished, kinds, lines, status_is, submit};
+pub(crate) use otter_testkit::jobs::{
+    JOB_WAIT, events, finished, kinds, lines, payload_of, status_is, submit,
+};
 use otter_testkit::{TestApp, eventually};
 use serde_json::Value;
 

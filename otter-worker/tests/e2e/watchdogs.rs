@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    JOB_WAIT, Worker, WorkerProcess, events, finished, kinds, metrics_with, process_gone, read_pid,
-    recorded_run, scenario, submit,
+    JOB_WAIT, Worker, WorkerProcess, events, finished, kinds, metrics_with, payload_of,
+    process_gone, read_pid, recorded_run, scenario, submit,
 };
 
 /// The payloads of `events` of `kind`.
@@ -331,15 +331,7 @@ async fn a_rate_limit_parks_the_job_without_an_attempt_and_holds_the_providers_o
     )
     .await;
     let id = first["id"].as_str().unwrap().to_owned();
-    let limit = eventually(JOB_WAIT, "the job_rate_limited event", || async {
-        let (_, page) = app.get(&format!("/v1/jobs/{id}/events")).await;
-        page["items"]
-            .as_array()?
-            .iter()
-            .find(|e| e["kind"] == "job_rate_limited")
-            .map(|e| e["payload"].clone())
-    })
-    .await;
+    let limit = payload_of(&app, &first, "job_rate_limited").await;
     // The provider answers again; the gate stays shut until its time.
     std::fs::remove_file(&limited).unwrap();
     let until = chrono::DateTime::parse_from_rfc3339(limit["until"].as_str().unwrap()).unwrap();
@@ -417,6 +409,16 @@ async fn a_rate_limit_parks_the_job_without_an_attempt_and_holds_the_providers_o
     assert_eq!(queue["rate_limits"], json!([]), "{queue}");
 }
 
+/// The checkpoint store of workspace `ws` (`OTTER_CHECKPOINT_DIR/<workspace>`, as the test
+/// environment sets it).
+fn checkpoint_store(app: &TestApp, ws: &Value) -> std::path::PathBuf {
+    app.env
+        .dir
+        .join("vibe-homes")
+        .join(".checkpoints")
+        .join(ws["id"].as_str().unwrap())
+}
+
 #[tokio::test]
 async fn jobs_past_retention_lose_their_lines_and_run_directories_but_keep_the_rest() {
     let app = TestApp::spawn().await;
@@ -463,12 +465,7 @@ async fn jobs_past_retention_lose_their_lines_and_run_directories_but_keep_the_r
 
     // Its checkpoints went with its lines: the store keeps only the workspace's latest (the
     // next checkpoint's stat cache), and what the job changed is gone for good.
-    let store = app
-        .env
-        .dir
-        .join("vibe-homes")
-        .join(".checkpoints")
-        .join(ws["id"].as_str().unwrap());
+    let store = checkpoint_store(&app, &ws);
     let latest = std::fs::read_to_string(store.join("latest")).unwrap();
     let manifests: Vec<String> = std::fs::read_dir(store.join("checkpoints"))
         .unwrap()
@@ -508,12 +505,7 @@ impl PurgeBlocked {
         assert_eq!(job["status"], "succeeded", "{job}");
         runner.stop().await;
         let id = job["id"].as_str().unwrap().to_owned();
-        let store = app
-            .env
-            .dir
-            .join("vibe-homes")
-            .join(".checkpoints")
-            .join(ws["id"].as_str().unwrap());
+        let store = checkpoint_store(app, &ws);
         let lock = std::fs::File::open(store.join("lock")).unwrap();
         let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| e)

@@ -68,6 +68,17 @@ async fn deliveries(app: &TestApp, hook: &Value) -> Vec<Value> {
     page["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// `hook`'s delivery once one has succeeded.
+async fn succeeded(app: &TestApp, hook: &Value) -> Value {
+    eventually(WAIT, "a delivery recorded as succeeded", || async {
+        deliveries(app, hook)
+            .await
+            .into_iter()
+            .find(|d| d["status"] == "succeeded")
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_finished_job_is_delivered_signed_with_its_summary() {
     let app = TestApp::spawn_with(SETTINGS).await;
@@ -141,11 +152,7 @@ async fn a_receiver_down_for_three_attempts_gets_the_event_on_the_fourth() {
     let hook = register(&app, &receiver.url, &["job_queued"]).await;
     let ws = app.workspace("ws").await;
     submit(&app, &ws, "hello", json!({})).await;
-    let delivery = eventually(WAIT, "the delivery to succeed", || async {
-        let items = deliveries(&app, &hook).await;
-        items.into_iter().find(|d| d["status"] == "succeeded")
-    })
-    .await;
+    let delivery = succeeded(&app, &hook).await;
     let attempts = delivery["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 4, "{delivery}");
     assert_eq!(attempts[0]["status_code"], 500);
@@ -211,13 +218,7 @@ async fn a_delivery_pending_when_the_server_dies_is_made_after_restart() {
         receiver.received().into_iter().next()
     })
     .await;
-    let delivery = eventually(WAIT, "it recorded", || async {
-        deliveries(&app, &hook)
-            .await
-            .into_iter()
-            .find(|d| d["status"] == "succeeded")
-    })
-    .await;
+    let delivery = succeeded(&app, &hook).await;
     assert_eq!(delivery["kind"], "job_queued");
 }
 
@@ -244,13 +245,7 @@ async fn a_delivery_in_flight_when_the_server_stops_is_sent_again_at_once() {
         got[0].headers["otter-delivery"], got[1].headers["otter-delivery"],
         "the same delivery"
     );
-    let delivery = eventually(WAIT, "it recorded", || async {
-        deliveries(&app, &hook)
-            .await
-            .into_iter()
-            .find(|d| d["status"] == "succeeded")
-    })
-    .await;
+    let delivery = succeeded(&app, &hook).await;
     assert_eq!(
         delivery["attempt_count"], 1,
         "the send cut off is not an attempt: {delivery}"
@@ -409,13 +404,7 @@ async fn redeliver_sends_again_and_rotate_secret_changes_the_signature() {
     assert_eq!(status, StatusCode::OK, "{rotated}");
     let new = rotated["secret"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
-    let delivery = eventually(WAIT, "the delivery recorded", || async {
-        deliveries(&app, &hook)
-            .await
-            .into_iter()
-            .find(|d| d["status"] == "succeeded")
-    })
-    .await;
+    let delivery = succeeded(&app, &hook).await;
     let delivery_id = delivery["id"].as_str().unwrap();
     let (status, body) = app
         .post(
